@@ -1,0 +1,376 @@
+//! Transition tables of the state machine, one test per rule.
+//!
+//! Each test drives a [`Transaction`] with inputs and asserts the step it
+//! returns. `call(b, op)` and friends keep the tables short.
+
+use super::*;
+use crate::state::BranchStatus as B;
+use crate::state::Status as S;
+use crate::wire::Op::{Action as Act, Cancel, Compensate as Comp, Confirm};
+use crate::wire::Reply::{Refused, StillWorking, Success, Unknown};
+
+fn call(branch: usize, op: Op) -> Action {
+    Action::Call { branch, op }
+}
+fn retry(branch: usize, op: Op) -> Action {
+    Action::Retry { branch, op }
+}
+fn replied(branch: usize, op: Op, reply: Reply) -> Input {
+    Input::Replied { branch, op, reply }
+}
+fn statuses(tx: &Transaction) -> Vec<B> {
+    tx.branch_statuses().collect()
+}
+fn status_changes(step: &Step) -> Vec<S> {
+    step.history
+        .iter()
+        .filter_map(|h| match h {
+            HistoryRecord::Status { to, .. } => Some(*to),
+            HistoryRecord::Branch { .. } => None,
+        })
+        .collect()
+}
+fn branch_outcomes(step: &Step) -> Vec<(usize, B)> {
+    step.history
+        .iter()
+        .filter_map(|h| match h {
+            HistoryRecord::Branch { branch, to, .. } => Some((*branch, *to)),
+            HistoryRecord::Status { .. } => None,
+        })
+        .collect()
+}
+fn sequential(n: usize) -> Transaction {
+    Transaction::new_saga(
+        (0..n)
+            .map(|i| if i == 0 { vec![] } else { vec![i - 1] })
+            .collect(),
+    )
+}
+/// A TCC transaction with `n` registered branches.
+fn tcc(n: usize) -> Transaction {
+    let mut tx = Transaction::new_tcc();
+    for _ in 0..n {
+        tx.add_branch().unwrap();
+    }
+    tx
+}
+
+#[test]
+fn saga_runs_actions_in_order_and_commits() {
+    let mut tx = sequential(2);
+    assert_eq!(tx.start().actions, vec![call(0, Act)]);
+    // The outcome is logged, and the next action is sent only after it.
+    let step = tx.handle(replied(0, Act, Success));
+    assert_eq!(branch_outcomes(&step), vec![(0, B::Succeeded)]);
+    assert_eq!(step.actions, vec![call(1, Act)]);
+    let step = tx.handle(replied(1, Act, Success));
+    assert_eq!(branch_outcomes(&step), vec![(1, B::Succeeded)]);
+    assert_eq!(status_changes(&step), vec![S::Committed]);
+    assert!(step.actions.is_empty());
+    assert_eq!(tx.status(), S::Committed);
+}
+
+#[test]
+fn saga_graph_runs_independent_branches_concurrently() {
+    // c depends on a and b.
+    let mut tx = Transaction::new_saga(vec![vec![], vec![], vec![0, 1]]);
+    assert_eq!(tx.start().actions, vec![call(0, Act), call(1, Act)]);
+    assert!(tx.handle(replied(1, Act, Success)).actions.is_empty());
+    assert_eq!(
+        tx.handle(replied(0, Act, Success)).actions,
+        vec![call(2, Act)]
+    );
+}
+
+#[test]
+fn saga_refusal_compensates_in_reverse_order_including_the_refused_branch() {
+    let mut tx = sequential(3);
+    tx.start();
+    tx.handle(replied(0, Act, Success));
+    tx.handle(replied(1, Act, Success));
+    let step = tx.handle(replied(2, Act, Refused));
+    assert_eq!(branch_outcomes(&step), vec![(2, B::Refused)]);
+    assert_eq!(status_changes(&step), vec![S::Aborting]);
+    assert_eq!(step.actions, vec![call(2, Comp)]);
+    assert_eq!(
+        tx.handle(replied(2, Comp, Success)).actions,
+        vec![call(1, Comp)]
+    );
+    assert_eq!(
+        tx.handle(replied(1, Comp, Success)).actions,
+        vec![call(0, Comp)]
+    );
+    let step = tx.handle(replied(0, Comp, Success));
+    assert_eq!(status_changes(&step), vec![S::Aborted]);
+    assert_eq!(statuses(&tx), vec![B::RolledBack; 3]);
+}
+
+#[test]
+fn saga_never_compensates_branches_that_never_started() {
+    let mut tx = sequential(3);
+    tx.start();
+    let step = tx.handle(replied(0, Act, Refused));
+    assert_eq!(step.actions, vec![call(0, Comp)]);
+    let step = tx.handle(replied(0, Comp, Success));
+    assert_eq!(status_changes(&step), vec![S::Aborted]);
+    assert_eq!(statuses(&tx), vec![B::RolledBack, B::Pending, B::Pending]);
+}
+
+#[test]
+fn unknown_answers_are_retried_never_read_as_failure() {
+    let mut tx = sequential(1);
+    tx.start();
+    for reply in [Unknown, StillWorking, Unknown] {
+        let step = tx.handle(replied(0, Act, reply));
+        assert_eq!(
+            step,
+            Step {
+                history: vec![],
+                actions: vec![retry(0, Act)]
+            }
+        );
+        assert_eq!(tx.status(), S::Running);
+        assert_eq!(
+            tx.handle(Input::RetryDue { branch: 0, op: Act }).actions,
+            vec![call(0, Act)]
+        );
+    }
+    let step = tx.handle(replied(0, Act, Success));
+    assert_eq!(status_changes(&step), vec![S::Committed]);
+}
+
+#[test]
+fn timeout_never_triggers_compensation_before_the_deadline() {
+    let mut tx = sequential(2);
+    tx.start();
+    tx.handle(replied(0, Act, Success));
+    for _ in 0..50 {
+        let step = tx.handle(replied(1, Act, Unknown));
+        assert!(
+            step.actions
+                .iter()
+                .all(|a| !matches!(a, Action::Call { op: Comp, .. }))
+        );
+        tx.handle(Input::RetryDue { branch: 1, op: Act });
+    }
+    assert_eq!(tx.status(), S::Running);
+}
+
+#[test]
+fn saga_deadline_compensates_everything_that_may_have_run() {
+    let mut tx = Transaction::new_saga(vec![vec![], vec![], vec![0]]);
+    tx.start(); // a and b in flight
+    tx.handle(replied(0, Act, Success)); // c in flight now
+    tx.handle(replied(1, Act, Unknown)); // b waits for a retry
+    let step = tx.handle(Input::DeadlinePassed);
+    assert_eq!(status_changes(&step), vec![S::Aborting]);
+    // b's retry is dropped and b is compensated at once; a waits for c,
+    // whose action is still in flight.
+    assert_eq!(step.actions, vec![call(1, Comp)]);
+    assert!(
+        tx.handle(Input::RetryDue { branch: 1, op: Act })
+            .actions
+            .is_empty()
+    );
+    // c's late answer, whatever it is, leads to its compensation, then a's.
+    assert_eq!(
+        tx.handle(replied(2, Act, Unknown)).actions,
+        vec![call(2, Comp)]
+    );
+    tx.handle(replied(1, Comp, Success));
+    assert_eq!(
+        tx.handle(replied(2, Comp, Success)).actions,
+        vec![call(0, Comp)]
+    );
+    let step = tx.handle(replied(0, Comp, Success));
+    assert_eq!(status_changes(&step), vec![S::Aborted]);
+}
+
+#[test]
+fn compensation_is_retried_until_it_succeeds() {
+    let mut tx = sequential(1);
+    tx.start();
+    tx.handle(replied(0, Act, Refused));
+    for reply in [Unknown, Refused, StillWorking] {
+        assert_eq!(
+            tx.handle(replied(0, Comp, reply)).actions,
+            vec![retry(0, Comp)]
+        );
+        assert_eq!(
+            tx.handle(Input::RetryDue {
+                branch: 0,
+                op: Comp
+            })
+            .actions,
+            vec![call(0, Comp)]
+        );
+    }
+    assert_eq!(
+        status_changes(&tx.handle(replied(0, Comp, Success))),
+        vec![S::Aborted]
+    );
+}
+
+#[test]
+fn deadline_after_a_decision_changes_nothing() {
+    let mut tx = sequential(1);
+    tx.start();
+    tx.handle(replied(0, Act, Refused));
+    assert_eq!(tx.handle(Input::DeadlinePassed), Step::default());
+    let mut tx = tcc(1);
+    tx.handle(Input::Commit);
+    assert_eq!(tx.handle(Input::DeadlinePassed), Step::default());
+    assert_eq!(tx.status(), S::Committing);
+}
+
+#[test]
+fn duplicate_and_stale_replies_are_ignored() {
+    let mut tx = sequential(2);
+    tx.start();
+    tx.handle(replied(0, Act, Success));
+    let before = tx.clone();
+    // A second answer to the same call, an answer to a call never made, and a
+    // branch index out of range.
+    for input in [
+        replied(0, Act, Success),
+        replied(1, Comp, Success),
+        replied(7, Act, Success),
+    ] {
+        assert_eq!(tx.handle(input), Step::default());
+    }
+    assert_eq!(tx, before);
+}
+
+#[test]
+fn recovered_running_saga_resends_the_frontier() {
+    let mut tx = Transaction::recover(
+        Mode::Saga,
+        S::Running,
+        vec![B::Succeeded, B::Pending, B::Pending],
+        vec![vec![], vec![0], vec![1]],
+    );
+    assert_eq!(tx.start().actions, vec![call(1, Act)]);
+}
+
+#[test]
+fn recovered_aborting_saga_compensates_a_branch_that_may_have_been_sent() {
+    // Sending is not logged: b may have been sent just before the crash.
+    let mut tx = Transaction::recover(
+        Mode::Saga,
+        S::Aborting,
+        vec![B::Succeeded, B::Pending, B::Pending],
+        vec![vec![], vec![0], vec![1]],
+    );
+    assert_eq!(tx.start().actions, vec![call(1, Comp)]);
+    assert_eq!(
+        tx.handle(replied(1, Comp, Success)).actions,
+        vec![call(0, Comp)]
+    );
+    assert_eq!(
+        status_changes(&tx.handle(replied(0, Comp, Success))),
+        vec![S::Aborted]
+    );
+    assert_eq!(
+        statuses(&tx),
+        vec![B::RolledBack, B::RolledBack, B::Pending]
+    );
+}
+
+#[test]
+fn tcc_open_waits_for_the_initiator() {
+    let mut tx = tcc(2);
+    assert_eq!(tx.start(), Step::default());
+    assert_eq!(tx.status(), S::Open);
+}
+
+#[test]
+fn tcc_commit_confirms_every_branch_concurrently() {
+    let mut tx = tcc(2);
+    let step = tx.handle(Input::Commit);
+    assert_eq!(status_changes(&step), vec![S::Committing]);
+    assert_eq!(step.actions, vec![call(0, Confirm), call(1, Confirm)]);
+    assert_eq!(
+        tx.add_branch(),
+        None,
+        "no branch joins a decided transaction"
+    );
+    assert_eq!(
+        tx.handle(replied(1, Confirm, Unknown)).actions,
+        vec![retry(1, Confirm)]
+    );
+    assert_eq!(
+        branch_outcomes(&tx.handle(replied(0, Confirm, Success))),
+        vec![(0, B::Committed)]
+    );
+    tx.handle(Input::RetryDue {
+        branch: 1,
+        op: Confirm,
+    });
+    let step = tx.handle(replied(1, Confirm, Success));
+    assert_eq!(status_changes(&step), vec![S::Committed]);
+}
+
+#[test]
+fn tcc_abort_and_deadline_cancel_every_branch() {
+    for input in [Input::Abort, Input::DeadlinePassed] {
+        let mut tx = tcc(2);
+        let step = tx.handle(input);
+        assert_eq!(status_changes(&step), vec![S::Aborting]);
+        assert_eq!(step.actions, vec![call(0, Cancel), call(1, Cancel)]);
+        // A refused cancel is retried: phase two never gives up.
+        assert_eq!(
+            tx.handle(replied(0, Cancel, Refused)).actions,
+            vec![retry(0, Cancel)]
+        );
+        tx.handle(Input::RetryDue {
+            branch: 0,
+            op: Cancel,
+        });
+        tx.handle(replied(0, Cancel, Success));
+        assert_eq!(
+            status_changes(&tx.handle(replied(1, Cancel, Success))),
+            vec![S::Aborted]
+        );
+    }
+}
+
+#[test]
+fn tcc_without_branches_finishes_at_once() {
+    let mut tx = tcc(0);
+    assert_eq!(
+        status_changes(&tx.handle(Input::Commit)),
+        vec![S::Committing, S::Committed]
+    );
+    let mut tx = tcc(0);
+    assert_eq!(
+        status_changes(&tx.handle(Input::Abort)),
+        vec![S::Aborting, S::Aborted]
+    );
+}
+
+#[test]
+fn second_decision_is_ignored() {
+    let mut tx = tcc(1);
+    tx.handle(Input::Commit);
+    assert_eq!(tx.handle(Input::Abort), Step::default());
+    assert_eq!(tx.status(), S::Committing);
+}
+
+#[test]
+fn recovered_committing_tcc_confirms_what_is_left() {
+    let mut tx = Transaction::recover(
+        Mode::Tcc,
+        S::Committing,
+        vec![B::Committed, B::Committing, B::Pending],
+        vec![],
+    );
+    assert_eq!(tx.start().actions, vec![call(1, Confirm), call(2, Confirm)]);
+}
+
+#[test]
+fn saga_ignores_commit_and_abort_requests() {
+    let mut tx = sequential(1);
+    tx.start();
+    assert_eq!(tx.handle(Input::Commit), Step::default());
+    assert_eq!(tx.handle(Input::Abort), Step::default());
+}
