@@ -68,7 +68,9 @@ pub enum HistoryRecord {
         /// The new status.
         to: Status,
         /// Why, in words an operator understands.
-        reason: String,
+        reason: &'static str,
+        /// The branch whose answer caused the change, if one did.
+        cause: Option<usize>,
     },
     /// A branch reached an outcome through `op`.
     Branch {
@@ -213,7 +215,7 @@ impl Transaction {
         step
     }
 
-    fn on_decision_request(&mut self, commit: bool, reason: &str, step: &mut Step) {
+    fn on_decision_request(&mut self, commit: bool, reason: &'static str, step: &mut Step) {
         if self.mode == Mode::Tcc && self.status == Status::Open {
             let to = if commit {
                 Status::Committing
@@ -273,8 +275,10 @@ impl Transaction {
                     && to == BranchStatus::Refused
                     && self.status == Status::Running
                 {
-                    let reason = format!("branch #{index} refused its action");
-                    self.set_status(Status::Aborting, &reason, step);
+                    self.set_status(Status::Aborting, "a branch refused its action", step);
+                    if let Some(HistoryRecord::Status { cause, .. }) = step.history.last_mut() {
+                        *cause = Some(index);
+                    }
                 }
             }
             Outcome::RetryLater => {

@@ -1,0 +1,155 @@
+//! Request bodies and query strings of the API, and the checks that turn a
+//! request into something the engine accepts. A request that fails a check
+//! changes nothing.
+
+use super::problem::ApiError;
+use crate::store::{ListQuery, NewTransaction};
+use dtx_protocol::spec::{saga_dependencies, validate_branch};
+use dtx_protocol::{BranchSpec, Mode, Status, TxOptions};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// `POST /v1/transactions`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// Client-chosen global id; generated when absent.
+    #[serde(default, skip_serializing)]
+    pub gid: Option<String>,
+    /// `saga` or `tcc`.
+    pub mode: Mode,
+    /// Saga: every branch. TCC: none (register them one by one).
+    #[serde(default)]
+    pub branches: Vec<BranchSpec>,
+    /// Options; defaults fill what is missing.
+    #[serde(default)]
+    pub options: TxOptions,
+}
+
+/// `?wait_ms=` on calls that can wait for the outcome.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    /// Wait up to this many milliseconds for a final status.
+    pub wait_ms: Option<u64>,
+}
+
+/// `GET /v1/transactions` filters.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Only this mode.
+    pub mode: Option<Mode>,
+    /// Only flagged (`true`) or unflagged transactions.
+    pub attention: Option<bool>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+}
+
+impl ListParams {
+    pub(crate) fn into_query(self) -> Result<ListQuery, ApiError> {
+        let limit = self.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(ApiError::BadRequest("`limit` must be between 1 and 1000".into()));
+        }
+        Ok(ListQuery { status: self.status, mode: self.mode, attention: self.attention, cursor: self.cursor, limit })
+    }
+}
+
+/// Longest gid accepted.
+const GID_MAX: usize = 128;
+
+/// Checks a registration and turns it into a transaction to insert (owner,
+/// times and lease are the engine's to fill).
+pub(crate) fn new_transaction(request: RegisterRequest) -> Result<NewTransaction, ApiError> {
+    let gid = match &request.gid {
+        Some(gid) => {
+            check_gid(gid)?;
+            gid.clone()
+        }
+        None => uuid::Uuid::now_v7().to_string(),
+    };
+    request.options.validate().map_err(ApiError::BadRequest)?;
+    let status = match request.mode {
+        Mode::Saga => {
+            saga_dependencies(&request.branches).map_err(ApiError::BadRequest)?;
+            Status::Running
+        }
+        Mode::Tcc => {
+            if !request.branches.is_empty() {
+                return Err(ApiError::BadRequest(
+                    "a TCC transaction opens without branches: register each with \
+                     POST /v1/transactions/{gid}/branches before calling its Try"
+                        .into(),
+                ));
+            }
+            Status::Open
+        }
+    };
+    for branch in &request.branches {
+        check_branch_transport(branch)?;
+    }
+    // Same body → same fingerprint: serde_json writes struct fields in
+    // declaration order and object keys sorted, so the bytes are canonical.
+    let canonical = serde_json::to_vec(&request).map_err(|_| ApiError::Internal)?;
+    Ok(NewTransaction {
+        gid,
+        mode: request.mode,
+        status,
+        request_hash: hex::encode(Sha256::digest(&canonical)),
+        options: request.options,
+        branches: request.branches,
+        owner: String::new(),
+        now_ms: 0,
+        lease_expires_at_ms: 0,
+        deadline_at_ms: 0,
+    })
+}
+
+/// Checks a TCC branch registered on its own.
+pub(crate) fn check_tcc_branch(branch: &BranchSpec) -> Result<(), ApiError> {
+    validate_branch(Mode::Tcc, branch).map_err(ApiError::BadRequest)?;
+    check_branch_transport(branch)
+}
+
+pub(crate) fn check_gid(gid: &str) -> Result<(), ApiError> {
+    let ok_chars = gid.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+    if gid.is_empty() || gid.len() > GID_MAX || !ok_chars {
+        return Err(ApiError::BadRequest(format!(
+            "`gid` must be 1 to {GID_MAX} characters of letters, digits, `-`, `_`, `.` or `:`"
+        )));
+    }
+    Ok(())
+}
+
+/// URLs must be absolute http(s) URLs and headers must be sendable: a branch
+/// that cannot be called would be retried forever.
+fn check_branch_transport(branch: &BranchSpec) -> Result<(), ApiError> {
+    for (op, raw) in &branch.urls {
+        let bad = |why: &str| ApiError::BadRequest(format!("branch `{}`: `{op}` URL `{raw}` {why}", branch.id));
+        let url = url::Url::parse(raw).map_err(|e| bad(&format!("is not a URL ({e})")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad("must use http or https"));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("has no host"));
+        }
+    }
+    for (name, value) in &branch.headers {
+        let bad = |why: &str| ApiError::BadRequest(format!("branch `{}`: header `{name}` {why}", branch.id));
+        let parsed = axum::http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad("is not a valid header name"))?;
+        if parsed.as_str().starts_with("dtx-") || parsed == axum::http::header::CONTENT_TYPE || parsed.as_str() == "traceparent" {
+            return Err(bad("is set by the coordinator and cannot be overridden"));
+        }
+        axum::http::HeaderValue::from_str(value).map_err(|_| bad("has a value that is not a valid header value"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "requests_tests.rs"]
+mod tests;

@@ -1,0 +1,391 @@
+//! The engine: owns the transactions this coordinator drives, starts a
+//! [`driver`] for each, keeps leases renewed and claims transactions whose
+//! owner went away. The HTTP layer talks to the engine only.
+
+mod driver;
+mod lease;
+
+use crate::metrics::Metrics;
+use crate::store::{BranchRegistered, Created, Fence, NewTransaction, Store, StoreError, TransactionRecord};
+use crate::transport::Transport;
+use driver::{Driver, Mail};
+use dtx_protocol::{BranchSpec, Status};
+use lease::LeaseClock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Engine settings, from the coordinator's configuration.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// This coordinator's name in the store's `owner` column.
+    pub node_id: String,
+    /// How long a lease lasts without renewal.
+    pub lease: Duration,
+    /// How often to look for transactions whose lease expired.
+    pub claim_interval: Duration,
+    /// How long shutdown waits for drivers before leaving them to recovery.
+    pub shutdown_grace: Duration,
+}
+
+/// Unix milliseconds now: the time base of every stored timestamp.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// What the engine's operations can fail with, free of HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No such transaction.
+    #[error("transaction `{0}` does not exist")]
+    NotFound(String),
+    /// The gid is taken by a different request.
+    #[error("transaction `{0}` exists with a different request; choose another gid")]
+    GidConflict(String),
+    /// The transaction no longer accepts what was asked.
+    #[error("transaction `{gid}` is {status}: {what}")]
+    WrongStatus {
+        /// The transaction.
+        gid: String,
+        /// Its status.
+        status: Status,
+        /// What cannot be done.
+        what: &'static str,
+    },
+    /// A branch id is taken by another branch spec.
+    #[error("branch `{branch}` of transaction `{gid}` exists with a different spec")]
+    BranchConflict {
+        /// The transaction.
+        gid: String,
+        /// The branch id.
+        branch: String,
+    },
+    /// The database is unavailable; try again later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => EngineError::Unavailable(m),
+            other => EngineError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The answer to a registration.
+#[derive(Debug)]
+pub enum Registered {
+    /// A new transaction; it is being driven.
+    Created(Box<TransactionRecord>),
+    /// The same request was registered before: this is that transaction.
+    Existing(Box<TransactionRecord>),
+}
+
+/// A transaction this coordinator drives.
+struct Live {
+    mail: mpsc::UnboundedSender<Mail>,
+    status: watch::Receiver<Status>,
+}
+
+/// State shared by the engine and its drivers.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) lease: LeaseClock,
+    pub(crate) settings: EngineSettings,
+    /// Cancelled when the coordinator shuts down; drivers and loops stop.
+    pub(crate) shutdown: CancellationToken,
+    live: Mutex<HashMap<String, Live>>,
+    drivers: TaskTracker,
+}
+
+/// Handle to the engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+impl Engine {
+    /// An engine over `store` and `transport`. Call [`Engine::start`] to run
+    /// its background loops.
+    pub fn new(
+        store: Arc<dyn Store>,
+        transport: Arc<dyn Transport>,
+        metrics: Arc<Metrics>,
+        settings: EngineSettings,
+    ) -> Engine {
+        let shared = Shared {
+            store,
+            transport,
+            metrics,
+            lease: LeaseClock::new(settings.lease),
+            settings,
+            shutdown: CancellationToken::new(),
+            live: Mutex::new(HashMap::new()),
+            drivers: TaskTracker::new(),
+        };
+        Engine { shared: Arc::new(shared) }
+    }
+
+    /// The store, for reads that need no engine logic.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// Starts lease renewal and the claim loop (which recovers, at once,
+    /// whatever an earlier run left behind once its lease expired).
+    pub fn start(&self) {
+        let engine = self.clone();
+        tokio::spawn(async move { engine.renew_loop().await });
+        let engine = self.clone();
+        tokio::spawn(async move { engine.claim_loop().await });
+    }
+
+    /// Stops driving: no new calls start, drivers stop at their next step,
+    /// and the leases are released so that another coordinator (or the next
+    /// run) resumes at once.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+        self.shared.drivers.close();
+        if tokio::time::timeout(self.shared.settings.shutdown_grace, self.shared.drivers.wait()).await.is_err() {
+            tracing::warn!("drivers did not stop in time; leaving them to recovery");
+        }
+        match self.shared.store.release_leases(&self.shared.settings.node_id, now_ms()).await {
+            Ok(n) => tracing::info!(released = n, "leases released"),
+            Err(e) => tracing::warn!(error = %e, "could not release leases; they will expire"),
+        }
+    }
+
+    fn lease_expiry_ms(&self) -> i64 {
+        now_ms() + self.shared.settings.lease.as_millis() as i64
+    }
+
+    /// Registers a transaction; a new one starts being driven at once.
+    pub async fn register(&self, mut new: NewTransaction) -> Result<Registered, EngineError> {
+        new.owner = self.shared.settings.node_id.clone();
+        new.now_ms = now_ms();
+        new.lease_expires_at_ms = self.lease_expiry_ms();
+        new.deadline_at_ms = new.now_ms + new.options.deadline_ms as i64;
+        let gid = new.gid.clone();
+        let mode = new.mode;
+        match self.shared.store.create(new.clone()).await? {
+            Created::Inserted(fence) => {
+                self.shared.metrics.registered(mode);
+                let record = record_of_new(&new, fence.epoch);
+                self.spawn_driver(fence, record.clone());
+                Ok(Registered::Created(Box::new(record)))
+            }
+            Created::Exists { same_request: true, existing } => Ok(Registered::Existing(existing)),
+            Created::Exists { same_request: false, .. } => Err(EngineError::GidConflict(gid)),
+        }
+    }
+
+    /// Adds a branch to an open TCC transaction.
+    pub async fn register_branch(&self, gid: &str, spec: BranchSpec) -> Result<BranchRegistered, EngineError> {
+        let branch = spec.id.clone();
+        match self.shared.store.register_branch(gid, spec, now_ms()).await {
+            Err(StoreError::NotFound) => Err(EngineError::NotFound(gid.to_owned())),
+            Err(e) => Err(e.into()),
+            Ok(BranchRegistered::NotOpen(status)) => Err(EngineError::WrongStatus {
+                gid: gid.to_owned(),
+                status,
+                what: "it no longer accepts branches",
+            }),
+            Ok(BranchRegistered::IdConflict) => Err(EngineError::BranchConflict { gid: gid.to_owned(), branch }),
+            Ok(other) => Ok(other),
+        }
+    }
+
+    /// Commits (`commit`) or aborts an open TCC transaction. Asking again for
+    /// the decision already taken is answered with the current status; asking
+    /// for the opposite one is an error.
+    pub async fn decide(&self, gid: &str, commit: bool) -> Result<Status, EngineError> {
+        let mail = self.live_mailbox(gid);
+        let mail = match mail {
+            Some(mail) => mail,
+            None => {
+                let record = self.shared.store.get(gid).await?.ok_or_else(|| EngineError::NotFound(gid.to_owned()))?;
+                if record.status != Status::Open {
+                    return decision_answer(gid, record.status, commit);
+                }
+                // The transaction is driven elsewhere (or by nobody): take it
+                // over, which fences the other driver out.
+                let taken = self.shared.store.take_over(gid, &self.shared.settings.node_id, now_ms(), self.lease_expiry_ms());
+                match taken.await {
+                    Ok(Some((fence, record))) => self.spawn_driver(fence, record),
+                    Ok(None) => return self.decide_after_race(gid, commit).await,
+                    Err(StoreError::NotFound) => return Err(EngineError::NotFound(gid.to_owned())),
+                    Err(e) => return Err(e.into()),
+                };
+                self.live_mailbox(gid).ok_or_else(|| EngineError::Internal("driver vanished".into()))?
+            }
+        };
+        let (done, answer) = oneshot::channel();
+        if mail.send(Mail::Decide { commit, done }).is_err() {
+            return self.decide_after_race(gid, commit).await;
+        }
+        match answer.await {
+            Ok(Ok(status)) => decision_answer(gid, status, commit),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => self.decide_after_race(gid, commit).await,
+        }
+    }
+
+    /// The driver finished or moved while we asked it: answer from the store.
+    async fn decide_after_race(&self, gid: &str, commit: bool) -> Result<Status, EngineError> {
+        let record = self.shared.store.get(gid).await?.ok_or_else(|| EngineError::NotFound(gid.to_owned()))?;
+        decision_answer(gid, record.status, commit)
+    }
+
+    /// Waits until the transaction is final or `timeout` passes; returns it
+    /// as it is then.
+    pub async fn wait(&self, gid: &str, timeout: Duration) -> Result<TransactionRecord, EngineError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let watcher = self.shared.live.lock().expect("live map poisoned").get(gid).map(|l| l.status.clone());
+            if let Some(mut status) = watcher {
+                // Driven here: wake up on every status change.
+                let _ = tokio::time::timeout_at(deadline, status.wait_for(|s| s.is_final())).await;
+            }
+            let record = self.shared.store.get(gid).await?.ok_or_else(|| EngineError::NotFound(gid.to_owned()))?;
+            let now = tokio::time::Instant::now();
+            if record.status.is_final() || now >= deadline {
+                return Ok(record);
+            }
+            // Driven by another coordinator: poll the store.
+            tokio::time::sleep_until(deadline.min(now + Duration::from_millis(100))).await;
+        }
+    }
+
+    fn live_mailbox(&self, gid: &str) -> Option<mpsc::UnboundedSender<Mail>> {
+        let live = self.shared.live.lock().expect("live map poisoned");
+        live.get(gid).filter(|l| !l.mail.is_closed()).map(|l| l.mail.clone())
+    }
+
+    /// Starts driving a transaction this coordinator owns under `fence`.
+    fn spawn_driver(&self, fence: Fence, record: TransactionRecord) {
+        let gid = fence.gid.clone();
+        let (mail_tx, mail_rx) = mpsc::unbounded_channel();
+        let (status_tx, status_rx) = watch::channel(record.status);
+        let driver = Driver::new(self.shared.clone(), fence, record, (mail_tx.clone(), mail_rx), status_tx);
+        self.shared
+            .live
+            .lock()
+            .expect("live map poisoned")
+            .insert(gid.clone(), Live { mail: mail_tx.clone(), status: status_rx });
+        let shared = self.shared.clone();
+        shared.metrics.driving(1);
+        self.shared.drivers.spawn(async move {
+            driver.run().await;
+            let mut live = shared.live.lock().expect("live map poisoned");
+            // Remove our own entry only: a takeover may have replaced it.
+            if live.get(&gid).is_some_and(|l| l.mail.same_channel(&mail_tx)) {
+                live.remove(&gid);
+            }
+            shared.metrics.driving(-1);
+        });
+    }
+
+    async fn renew_loop(&self) {
+        let every = self.shared.settings.lease / 3;
+        loop {
+            tokio::select! {
+                _ = self.shared.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let sent_at = tokio::time::Instant::now();
+            match self.shared.store.renew_leases(&self.shared.settings.node_id, self.lease_expiry_ms()).await {
+                Ok(_) => self.shared.lease.renewed(sent_at),
+                Err(e) => tracing::warn!(error = %e, "lease renewal failed; calls pause if the lease lapses"),
+            }
+        }
+    }
+
+    async fn claim_loop(&self) {
+        loop {
+            let node = &self.shared.settings.node_id;
+            match self.shared.store.claim_expired(node, now_ms(), self.lease_expiry_ms(), 100).await {
+                Ok(claimed) => {
+                    let full = claimed.len() == 100;
+                    for (fence, record) in claimed {
+                        tracing::info!(gid = fence.gid, status = %record.status, "recovering transaction");
+                        self.spawn_driver(fence, record);
+                    }
+                    if full {
+                        continue; // more are waiting
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming expired transactions failed"),
+            }
+            tokio::select! {
+                _ = self.shared.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.shared.settings.claim_interval) => {}
+            }
+        }
+    }
+}
+
+/// Maps the status after a decision request to the caller's answer.
+fn decision_answer(gid: &str, status: Status, commit: bool) -> Result<Status, EngineError> {
+    let agrees = match status {
+        Status::Committing | Status::Committed => commit,
+        Status::Aborting | Status::Aborted => !commit,
+        Status::Open | Status::Running => false,
+    };
+    if agrees {
+        Ok(status)
+    } else {
+        Err(EngineError::WrongStatus {
+            gid: gid.to_owned(),
+            status,
+            what: if commit { "it cannot be committed" } else { "it cannot be aborted" },
+        })
+    }
+}
+
+/// The record of a transaction just inserted, built without reading it back.
+fn record_of_new(new: &NewTransaction, epoch: i64) -> TransactionRecord {
+    TransactionRecord {
+        gid: new.gid.clone(),
+        mode: new.mode,
+        status: new.status,
+        options: new.options.clone(),
+        created_at_ms: new.now_ms,
+        updated_at_ms: new.now_ms,
+        deadline_at_ms: new.deadline_at_ms,
+        owner: Some(new.owner.clone()),
+        lease_expires_at_ms: new.lease_expires_at_ms,
+        epoch,
+        attention: None,
+        branches: new
+            .branches
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| crate::store::BranchRecord {
+                index: i as u32,
+                spec: spec.clone(),
+                status: dtx_protocol::BranchStatus::Pending,
+                attempts: 0,
+                last_http_status: None,
+                last_error: None,
+            })
+            .collect(),
+    }
+}
