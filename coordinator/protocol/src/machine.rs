@@ -318,13 +318,10 @@ impl Transaction {
         }
     }
 
-    fn set_status(&mut self, to: Status, reason: &str, step: &mut Step) {
+    fn set_status(&mut self, to: Status, reason: &'static str, step: &mut Step) {
         if self.status != to {
             self.status = to;
-            step.history.push(HistoryRecord::Status {
-                to,
-                reason: reason.to_owned(),
-            });
+            step.history.push(HistoryRecord::Status { to, reason, cause: None });
         }
     }
 
