@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 /// dtx: a distributed transaction coordinator (saga, TCC).
 #[derive(Debug, Parser)]
-#[command(name = "dtx", version, about, long_about = None)]
+#[command(name = "dtx", version, about, long_about = None, args_override_self = true)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

@@ -165,7 +165,7 @@ impl Driver {
                 },
                 _ = tokio::time::sleep_until(self.deadline), if before_deadline => {
                     if self.mode == Mode::Tcc {
-                        self.decide(false).await?;
+                        self.decide(Input::DeadlinePassed).await?;
                     } else {
                         let step = self.tx.handle(Input::DeadlinePassed);
                         self.carry_out(step).await?;
@@ -194,7 +194,7 @@ impl Driver {
                 self.carry_out(step).await
             }
             Mail::Decide { commit, done } => {
-                let result = self.decide(commit).await;
+                let result = self.decide(if commit { Input::Commit } else { Input::Abort }).await;
                 let answer = match &result {
                     Ok(()) => Ok(self.tx.status()),
                     Err(Stop::Fenced) => Err(StoreError::Conflict("another coordinator took the transaction over".into())),
@@ -207,11 +207,11 @@ impl Driver {
         }
     }
 
-    /// A TCC decision (from the initiator or the deadline). Branches may have
-    /// been registered through any coordinator, so the branch list is read
-    /// from the store and the decision is written only if no branch arrived
-    /// in between.
-    async fn decide(&mut self, commit: bool) -> Result<(), Stop> {
+    /// A TCC decision: `input` is the initiator's commit or abort, or the
+    /// deadline. Branches may have been registered through any coordinator,
+    /// so the branch list is read from the store and the decision is written
+    /// only if no branch arrived in between.
+    async fn decide(&mut self, input: Input) -> Result<(), Stop> {
         while self.tx.status() == Status::Open {
             let record = self.retry_store(|s, gid| async move { s.get(&gid).await }).await?;
             let Some(record) = record else { return Err(Stop::Failed("transaction vanished".into())) };
@@ -220,12 +220,11 @@ impl Driver {
                 return Err(Stop::Fenced);
             }
             self.load(record);
-            let step = self.tx.handle(if commit { Input::Commit } else { Input::Abort });
-            let input_reason = if commit { "commit" } else { "abort" };
+            let step = self.tx.handle(input.clone());
             match self.persist(&step.history, Some(self.specs.len() as u32)).await {
                 Ok(()) => return self.dispatch(step.actions).await,
                 Err(StoreError::Conflict(_)) => {
-                    tracing::debug!(gid = self.fence.gid, input_reason, "a branch arrived during the decision; reloading");
+                    tracing::debug!(gid = self.fence.gid, "a branch arrived during the decision; reloading");
                 }
                 Err(e) => return Err(self.stop_for(e)),
             }
