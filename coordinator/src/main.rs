@@ -30,9 +30,12 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn init_logging(filter: &str) {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in files or pipes.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

@@ -54,8 +54,15 @@ pub async fn run(
     );
     engine.start();
     let state = AppState { engine: engine.clone(), max_wait: Duration::from_millis(settings.max_wait_ms) };
+    // Stop the engine as soon as the signal comes, not after the last HTTP
+    // connection closes: requests waiting for an outcome return at once.
+    let stopping = engine.clone();
+    let signal = async move {
+        shutdown.await;
+        stopping.begin_shutdown();
+    };
     axum::serve(listener, app(state, settings.max_body_bytes))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(signal)
         .await?;
     tracing::info!("stopped accepting requests; stopping drivers");
     engine.shutdown().await;

@@ -88,9 +88,15 @@ async fn sigterm_stops_gracefully_and_the_next_run_resumes_at_once() {
         "options": {"request_timeout_ms": 6000}});
     Http::new().post_json(&c.url("/v1/transactions"), &body).await;
     p.wait_for_calls("/a/action", 1, Duration::from_secs(10)).await.unwrap();
+    // A client waiting for the outcome must not hold the shutdown up.
+    let waiting_url = c.url("/v1/transactions/term-1?wait_ms=60000");
+    let waiter = tokio::spawn(async move { Http::new().get_json(&waiting_url).await });
+    c.process.wait_for_log("path=\"/v1/transactions/term-1\"", Duration::from_secs(10)).await.unwrap();
     c.process.sigterm();
     let exit = c.process.wait_exit(Duration::from_secs(10)).await.expect("exits after SIGTERM");
     assert!(exit.success(), "{exit:?}\n{}", c.process.log());
+    let (code, t) = waiter.await.unwrap();
+    assert_eq!((code, status(&t)), (200, "running"), "the waiter got the state as it was");
     assert!(c.process.log().contains("leases released"), "{}", c.process.log());
     // Released leases are taken over without waiting for them to expire.
     c.restart("node-a2", &["--lease-ms", "60000"]).await;

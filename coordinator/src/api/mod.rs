@@ -31,6 +31,17 @@ pub struct AppState {
     pub max_wait: Duration,
 }
 
+/// Logs each request at debug level when it arrives and when it is
+/// answered, so a slow or waiting call can be seen in the log.
+async fn log_request(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    tracing::debug!(%method, path, "request received");
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(%method, path, status = response.status().as_u16(), took_ms = started.elapsed().as_millis() as u64, "request answered");
+    response
+}
+
 /// The coordinator's router.
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
@@ -44,5 +55,6 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route("/metrics", get(handlers::metrics))
         .fallback(handlers::not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }

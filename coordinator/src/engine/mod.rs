@@ -158,11 +158,16 @@ impl Engine {
         tokio::spawn(async move { engine.claim_loop().await });
     }
 
+    /// Tells drivers, loops and waiting requests to stop; returns at once.
+    pub fn begin_shutdown(&self) {
+        self.shared.shutdown.cancel();
+    }
+
     /// Stops driving: no new calls start, drivers stop at their next step,
     /// and the leases are released so that another coordinator (or the next
     /// run) resumes at once.
     pub async fn shutdown(&self) {
-        self.shared.shutdown.cancel();
+        self.begin_shutdown();
         self.shared.drivers.close();
         if tokio::time::timeout(self.shared.settings.shutdown_grace, self.shared.drivers.wait()).await.is_err() {
             tracing::warn!("drivers did not stop in time; leaving them to recovery");
@@ -262,11 +267,14 @@ impl Engine {
             let watcher = self.shared.live.lock().expect("live map poisoned").get(gid).map(|l| l.status.clone());
             if let Some(mut status) = watcher {
                 // Driven here: wake up on every status change.
-                let _ = tokio::time::timeout_at(deadline, status.wait_for(|s| s.is_final())).await;
+                tokio::select! {
+                    _ = tokio::time::timeout_at(deadline, status.wait_for(|s| s.is_final())) => {}
+                    _ = self.shared.shutdown.cancelled() => {}
+                }
             }
             let record = self.shared.store.get(gid).await?.ok_or_else(|| EngineError::NotFound(gid.to_owned()))?;
             let now = tokio::time::Instant::now();
-            if record.status.is_final() || now >= deadline {
+            if record.status.is_final() || now >= deadline || self.shared.shutdown.is_cancelled() {
                 return Ok(record);
             }
             // Driven by another coordinator: poll the store.
