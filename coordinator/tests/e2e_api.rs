@@ -111,8 +111,10 @@ async fn list_filters_and_pages_without_gaps_or_duplicates() {
     assert_eq!(sorted.len(), 7, "{seen:?}");
     let (_, aborted) = http.get_json(&c.url("/v1/transactions?status=aborted")).await;
     assert_eq!(aborted["transactions"].as_array().unwrap().len(), 3);
-    let (code, problem) = http.get_json(&c.url("/v1/transactions?status=sideways")).await;
-    assert_eq!(code, 400, "{problem}");
+    for bad in ["status=sideways", "cursor=garbage", "limit=0"] {
+        let (code, problem) = http.get_json(&c.url(&format!("/v1/transactions?{bad}"))).await;
+        assert_eq!(code, 400, "{bad}: {problem}");
+    }
 }
 
 #[tokio::test]

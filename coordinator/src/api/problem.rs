@@ -75,6 +75,7 @@ impl From<EngineError> for ApiError {
             EngineError::GidConflict(_) | EngineError::WrongStatus { .. } | EngineError::BranchConflict { .. } => {
                 ApiError::Conflict(e.to_string())
             }
+            EngineError::BadRequest(m) => ApiError::BadRequest(m),
             EngineError::Unavailable(m) => ApiError::Unavailable(m),
             EngineError::Internal(m) => {
                 tracing::error!(error = m, "internal error");

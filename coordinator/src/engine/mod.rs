@@ -66,6 +66,9 @@ pub enum EngineError {
         /// The branch id.
         branch: String,
     },
+    /// The request cannot be served as asked; the sentence says why.
+    #[error("{0}")]
+    BadRequest(String),
     /// The database is unavailable; try again later.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
@@ -78,6 +81,7 @@ impl From<StoreError> for EngineError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(m) => EngineError::Unavailable(m),
+            StoreError::InvalidInput(m) => EngineError::BadRequest(m),
             other => EngineError::Internal(other.to_string()),
         }
     }
