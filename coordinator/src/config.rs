@@ -21,7 +21,12 @@ pub enum Command {
     /// Apply the database migrations and exit (`serve` applies them too).
     Migrate {
         /// Database URL: `sqlite:<file>` or `postgres://user:pass@host/db`.
-        #[arg(long, env = "DTX_DB", default_value = "sqlite:dtx.db", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "DTX_DB",
+            default_value = "sqlite:dtx.db",
+            hide_env_values = true
+        )]
         db: String,
     },
 }
@@ -31,7 +36,12 @@ pub enum Command {
 pub struct ServeSettings {
     /// Database URL: `sqlite:<file>` (created on first start) or
     /// `postgres://user:pass@host/db` (several coordinators may share it).
-    #[arg(long, env = "DTX_DB", default_value = "sqlite:dtx.db", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DTX_DB",
+        default_value = "sqlite:dtx.db",
+        hide_env_values = true
+    )]
     pub db: String,
 
     /// Address to listen on; port 0 picks a free port.
@@ -87,7 +97,10 @@ impl std::fmt::Debug for ServeSettings {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_wait_ms", &self.max_wait_ms)
             .field("shutdown_grace_ms", &self.shutdown_grace_ms)
-            .field("callback_secret", &self.callback_secret.as_ref().map(|_| "<hidden>"))
+            .field(
+                "callback_secret",
+                &self.callback_secret.as_ref().map(|_| "<hidden>"),
+            )
             .field("log", &self.log)
             .finish()
     }
@@ -124,8 +137,13 @@ mod tests {
             "--callback-secret",
             "s3cr3t",
         ]);
-        let Command::Serve(settings) = cli.command else { panic!("serve expected") };
+        let Command::Serve(settings) = cli.command else {
+            panic!("serve expected")
+        };
         let shown = format!("{settings:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("s3cr3t"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
     }
 }

@@ -48,30 +48,66 @@ impl Default for Metrics {
             driven: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register("transactions_registered", "Global transactions registered", metrics.registered.clone());
-        registry.register("transactions_finished", "Global transactions that reached a final status", metrics.finished.clone());
-        registry.register("branch_calls", "Participant calls by operation and classified reply", metrics.calls.clone());
+        registry.register(
+            "transactions_registered",
+            "Global transactions registered",
+            metrics.registered.clone(),
+        );
+        registry.register(
+            "transactions_finished",
+            "Global transactions that reached a final status",
+            metrics.finished.clone(),
+        );
+        registry.register(
+            "branch_calls",
+            "Participant calls by operation and classified reply",
+            metrics.calls.clone(),
+        );
         registry.register(
             "transactions_flagged",
             "Transactions flagged for an operator (a phase-two call kept failing)",
             metrics.flagged.clone(),
         );
-        registry.register("store_write_retries", "Writes retried because the database was unavailable", metrics.store_retries.clone());
-        registry.register("fenced_writes", "Writes refused because another coordinator took the transaction over", metrics.fenced.clone());
-        registry.register("transactions_driven", "Transactions this coordinator is driving now", metrics.driven.clone());
-        Metrics { registry, ..metrics }
+        registry.register(
+            "store_write_retries",
+            "Writes retried because the database was unavailable",
+            metrics.store_retries.clone(),
+        );
+        registry.register(
+            "fenced_writes",
+            "Writes refused because another coordinator took the transaction over",
+            metrics.fenced.clone(),
+        );
+        registry.register(
+            "transactions_driven",
+            "Transactions this coordinator is driving now",
+            metrics.driven.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
     }
 }
 
 impl Metrics {
     /// A transaction was registered.
     pub fn registered(&self, mode: dtx_protocol::Mode) {
-        self.registered.get_or_create(&ModeLabel { mode: mode.as_str() }).inc();
+        self.registered
+            .get_or_create(&ModeLabel {
+                mode: mode.as_str(),
+            })
+            .inc();
     }
 
     /// A transaction reached a final status.
     pub fn finished(&self, mode: dtx_protocol::Mode, status: dtx_protocol::Status) {
-        self.finished.get_or_create(&FinishedLabels { mode: mode.as_str(), status: status.as_str() }).inc();
+        self.finished
+            .get_or_create(&FinishedLabels {
+                mode: mode.as_str(),
+                status: status.as_str(),
+            })
+            .inc();
     }
 
     /// A participant call ended with `reply`.
@@ -82,7 +118,12 @@ impl Metrics {
             dtx_protocol::Reply::StillWorking => "still_working",
             dtx_protocol::Reply::Unknown => "unknown",
         };
-        self.calls.get_or_create(&CallLabels { op: op.as_str(), reply }).inc();
+        self.calls
+            .get_or_create(&CallLabels {
+                op: op.as_str(),
+                reply,
+            })
+            .inc();
     }
 
     /// A transaction was flagged for an operator.
@@ -108,7 +149,8 @@ impl Metrics {
     /// The metrics in Prometheus' text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }

@@ -20,7 +20,11 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
         match store::open(url).await {
             Ok(store) => return Ok(store),
             Err(store::StoreError::Unavailable(e)) => {
-                tracing::warn!(db = redact_url(url), error = e, "database unavailable; retrying");
+                tracing::warn!(
+                    db = redact_url(url),
+                    error = e,
+                    "database unavailable; retrying"
+                );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
@@ -39,7 +43,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = open_store(&settings.db).await?;
     let transport = Arc::new(HttpTransport::new(settings.callback_secret.as_deref())?);
-    let node_id = settings.node_id.clone().unwrap_or_else(|| format!("dtx-{}", uuid::Uuid::new_v4().simple()));
+    let node_id = settings
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("dtx-{}", uuid::Uuid::new_v4().simple()));
     tracing::info!(node_id, db = redact_url(&settings.db), "starting");
     let engine = Engine::new(
         store,
@@ -53,7 +60,10 @@ pub async fn run(
         },
     );
     engine.start();
-    let state = AppState { engine: engine.clone(), max_wait: Duration::from_millis(settings.max_wait_ms) };
+    let state = AppState {
+        engine: engine.clone(),
+        max_wait: Duration::from_millis(settings.max_wait_ms),
+    };
     // Stop the engine as soon as the signal comes, not after the last HTTP
     // connection closes: requests waiting for an outcome return at once.
     let stopping = engine.clone();

@@ -71,7 +71,10 @@ impl HttpTransport {
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()?;
-        Ok(HttpTransport { client, secret: secret.map(|s| s.as_bytes().to_vec()) })
+        Ok(HttpTransport {
+            client,
+            secret: secret.map(|s| s.as_bytes().to_vec()),
+        })
     }
 }
 
@@ -96,7 +99,10 @@ impl Transport for HttpTransport {
             request = request.header(name, value);
         }
         if let Some(secret) = &self.secret {
-            request = request.header(HEADER_SIGNATURE, sign(secret, r.gid, r.branch_id, r.op, &body));
+            request = request.header(
+                HEADER_SIGNATURE,
+                sign(secret, r.gid, r.branch_id, r.op, &body),
+            );
         }
         match request.body(body).send().await {
             Ok(response) => {
@@ -109,7 +115,11 @@ impl Transport for HttpTransport {
                     let text: String = text.chars().take(ERROR_BODY_LIMIT).collect();
                     Some(format!("HTTP {status}: {text}"))
                 };
-                CallOutcome { reply, http_status: Some(status), error }
+                CallOutcome {
+                    reply,
+                    http_status: Some(status),
+                    error,
+                }
             }
             Err(e) => CallOutcome {
                 reply: Reply::Unknown,
@@ -144,7 +154,15 @@ fn traceparent(gid: &str) -> String {
 /// call comes from the coordinator and was not altered.
 pub fn sign(secret: &[u8], gid: &str, branch_id: &str, op: Op, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
-    for part in [gid.as_bytes(), b"\n", branch_id.as_bytes(), b"\n", op.as_str().as_bytes(), b"\n", body] {
+    for part in [
+        gid.as_bytes(),
+        b"\n",
+        branch_id.as_bytes(),
+        b"\n",
+        op.as_str().as_bytes(),
+        b"\n",
+        body,
+    ] {
         mac.update(part);
     }
     hex::encode(mac.finalize().into_bytes())

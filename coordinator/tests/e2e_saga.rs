@@ -13,7 +13,9 @@ async fn saga_success_calls_each_action_once_in_order() {
     let c = Coordinator::sqlite(&[]).await;
     let p = FakeParticipant::start().await;
     let body = json!({"gid": "ok-1", "mode": "saga", "branches": [saga_branch(&p, "a"), saga_branch(&p, "b")]});
-    let (code, t, _) = Http::new().post_json(&c.url("/v1/transactions?wait_ms=10000"), &body).await;
+    let (code, t, _) = Http::new()
+        .post_json(&c.url("/v1/transactions?wait_ms=10000"), &body)
+        .await;
     assert_eq!(code, 201, "{t}");
     assert_eq!(status(&t), "committed", "{t}");
     let calls = p.calls();
@@ -37,30 +39,74 @@ async fn refusal_compensates_every_branch_that_may_have_run_in_reverse() {
     p.set_default("/c/action", Answer::Status(409));
     let body = json!({"gid": "refused-1", "mode": "saga",
         "branches": [saga_branch(&p, "a"), saga_branch(&p, "b"), saga_branch(&p, "c"), saga_branch(&p, "d")]});
-    let (_, t, _) = Http::new().post_json(&c.url("/v1/transactions?wait_ms=10000"), &body).await;
+    let (_, t, _) = Http::new()
+        .post_json(&c.url("/v1/transactions?wait_ms=10000"), &body)
+        .await;
     assert_eq!(status(&t), "aborted", "{t}");
     let paths: Vec<String> = p.calls().into_iter().map(|c| c.path).collect();
-    assert_eq!(paths, ["/a/action", "/b/action", "/c/action", "/c/compensate", "/b/compensate", "/a/compensate"]);
+    assert_eq!(
+        paths,
+        [
+            "/a/action",
+            "/b/action",
+            "/c/action",
+            "/c/compensate",
+            "/b/compensate",
+            "/a/compensate"
+        ]
+    );
     let t = wait_final(&c, "refused-1").await;
-    let statuses: Vec<&str> = t["branches"].as_array().unwrap().iter().map(|b| b["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["rolled_back", "rolled_back", "rolled_back", "pending"]);
-    assert!(t["events"].as_array().unwrap().iter().any(|e| e["detail"].as_str().unwrap().contains("refused")));
+    let statuses: Vec<&str> = t["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["rolled_back", "rolled_back", "rolled_back", "pending"]
+    );
+    assert!(
+        t["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap().contains("refused"))
+    );
 }
 
 #[tokio::test]
 async fn unknown_answers_are_retried_until_success() {
     let c = Coordinator::sqlite(&[]).await;
     let p = FakeParticipant::start().await;
-    p.script("/a/action", [Answer::Status(500), Answer::Status(503), Answer::Status(425)]);
+    p.script(
+        "/a/action",
+        [
+            Answer::Status(500),
+            Answer::Status(503),
+            Answer::Status(425),
+        ],
+    );
     let body = json!({"gid": "flaky-1", "mode": "saga", "branches": [saga_branch(&p, "a")], "options": fast_options()});
-    let (_, t, _) = Http::new().post_json(&c.url("/v1/transactions?wait_ms=10000"), &body).await;
+    let (_, t, _) = Http::new()
+        .post_json(&c.url("/v1/transactions?wait_ms=10000"), &body)
+        .await;
     assert_eq!(status(&t), "committed", "{t}");
     assert_eq!(p.count("/a/action"), 4);
-    assert_eq!(p.count("/a/compensate"), 0, "an unknown answer is never a failure");
+    assert_eq!(
+        p.count("/a/compensate"),
+        0,
+        "an unknown answer is never a failure"
+    );
     let t = wait_final(&c, "flaky-1").await;
     assert_eq!(t["branches"][0]["attempts"], 4);
     assert_eq!(t["branches"][0]["last_http_status"], 200);
-    let failures = t["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "call_failed").count();
+    let failures = t["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "call_failed")
+        .count();
     assert_eq!(failures, 3, "{t:#}");
 }
 
@@ -71,15 +117,26 @@ async fn timeout_never_triggers_compensation() {
     // The first two answers come after the 1 s request timeout.
     p.script(
         "/a/action",
-        [Answer::delayed(Duration::from_millis(1500), Answer::Status(200)), Answer::delayed(Duration::from_millis(1500), Answer::Status(200))],
+        [
+            Answer::delayed(Duration::from_millis(1500), Answer::Status(200)),
+            Answer::delayed(Duration::from_millis(1500), Answer::Status(200)),
+        ],
     );
     let body = json!({"gid": "slow-1", "mode": "saga", "branches": [saga_branch(&p, "a")], "options": fast_options()});
-    let (_, t, _) = Http::new().post_json(&c.url("/v1/transactions?wait_ms=20000"), &body).await;
+    let (_, t, _) = Http::new()
+        .post_json(&c.url("/v1/transactions?wait_ms=20000"), &body)
+        .await;
     assert_eq!(status(&t), "committed", "{t}");
     assert_eq!(p.count("/a/action"), 3);
     assert_eq!(p.count("/a/compensate"), 0);
     let t = wait_final(&c, "slow-1").await;
-    assert!(t["events"].as_array().unwrap().iter().any(|e| e["detail"].as_str().unwrap().contains("no answer within 1000 ms")), "{t:#}");
+    assert!(
+        t["events"].as_array().unwrap().iter().any(|e| e["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within 1000 ms")),
+        "{t:#}"
+    );
 }
 
 #[tokio::test]
@@ -90,7 +147,9 @@ async fn deadline_aborts_a_saga_and_compensates_the_hanging_branch() {
     let mut options = fast_options();
     options["deadline_ms"] = json!(1000);
     let body = json!({"gid": "late-1", "mode": "saga", "branches": [saga_branch(&p, "a"), saga_branch(&p, "b")], "options": options});
-    let (_, t, _) = Http::new().post_json(&c.url("/v1/transactions?wait_ms=15000"), &body).await;
+    let (_, t, _) = Http::new()
+        .post_json(&c.url("/v1/transactions?wait_ms=15000"), &body)
+        .await;
     assert_eq!(status(&t), "aborted", "{t}");
     assert!(p.count("/b/action") >= 2);
     assert_eq!(p.count("/b/compensate"), 1, "b may have run: compensated");
@@ -105,19 +164,36 @@ async fn graph_runs_independent_branches_concurrently() {
     let c = Coordinator::sqlite(&[]).await;
     let p = FakeParticipant::start().await;
     // a and b each take 500 ms; c needs both.
-    p.script("/a/action", [Answer::delayed(Duration::from_millis(500), Answer::Status(200))]);
-    p.script("/b/action", [Answer::delayed(Duration::from_millis(500), Answer::Status(200))]);
+    p.script(
+        "/a/action",
+        [Answer::delayed(
+            Duration::from_millis(500),
+            Answer::Status(200),
+        )],
+    );
+    p.script(
+        "/b/action",
+        [Answer::delayed(
+            Duration::from_millis(500),
+            Answer::Status(200),
+        )],
+    );
     let mut c_branch = saga_branch(&p, "c");
     c_branch["depends_on"] = json!(["a", "b"]);
     let body = json!({"gid": "dag-1", "mode": "saga", "branches": [saga_branch(&p, "a"), saga_branch(&p, "b"), c_branch]});
-    let (_, t, _) = Http::new().post_json(&c.url("/v1/transactions?wait_ms=10000"), &body).await;
+    let (_, t, _) = Http::new()
+        .post_json(&c.url("/v1/transactions?wait_ms=10000"), &body)
+        .await;
     assert_eq!(status(&t), "committed", "{t}");
     let calls = p.calls();
     assert_eq!(calls.last().unwrap().path, "/c/action");
     let a = calls.iter().find(|c| c.path == "/a/action").unwrap().at;
     let b = calls.iter().find(|c| c.path == "/b/action").unwrap().at;
     // b was sent before a's answer came back: they overlapped.
-    assert!(b.max(a) - b.min(a) < Duration::from_millis(400), "a and b were not concurrent");
+    assert!(
+        b.max(a) - b.min(a) < Duration::from_millis(400),
+        "a and b were not concurrent"
+    );
 }
 
 #[tokio::test]
@@ -127,13 +203,31 @@ async fn compensation_refused_flags_the_transaction_and_keeps_retrying() {
     p.set_default("/b/action", Answer::Status(409));
     p.script("/a/compensate", [Answer::Status(409), Answer::Status(409)]);
     let body = json!({"gid": "flag-1", "mode": "saga", "branches": [saga_branch(&p, "a"), saga_branch(&p, "b")], "options": fast_options()});
-    let (_, t, _) = Http::new().post_json(&c.url("/v1/transactions?wait_ms=10000"), &body).await;
+    let (_, t, _) = Http::new()
+        .post_json(&c.url("/v1/transactions?wait_ms=10000"), &body)
+        .await;
     assert_eq!(status(&t), "aborted", "{t}");
     assert_eq!(p.count("/a/compensate"), 3);
     let t = wait_final(&c, "flag-1").await;
-    assert!(t["attention"].as_str().unwrap().contains("refused its compensate"), "{t:#}");
-    let (_, page) = Http::new().get_json(&c.url("/v1/transactions?attention=true")).await;
+    assert!(
+        t["attention"]
+            .as_str()
+            .unwrap()
+            .contains("refused its compensate"),
+        "{t:#}"
+    );
+    let (_, page) = Http::new()
+        .get_json(&c.url("/v1/transactions?attention=true"))
+        .await;
     assert_eq!(page["transactions"].as_array().unwrap().len(), 1);
-    let metrics = reqwest::get(c.url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("dtx_transactions_flagged_total 1"), "{metrics}");
+    let metrics = reqwest::get(c.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("dtx_transactions_flagged_total 1"),
+        "{metrics}"
+    );
 }

@@ -7,13 +7,29 @@ use dtx_tests::participant::{Answer, FakeParticipant};
 use dtx_tests::process::Http;
 use serde_json::json;
 
-async fn open_with_branches(c: &Coordinator, p: &FakeParticipant, gid: &str, ids: &[&str], options: serde_json::Value) {
+async fn open_with_branches(
+    c: &Coordinator,
+    p: &FakeParticipant,
+    gid: &str,
+    ids: &[&str],
+    options: serde_json::Value,
+) {
     let http = Http::new();
-    let (code, t, _) = http.post_json(&c.url("/v1/transactions"), &json!({"gid": gid, "mode": "tcc", "options": options})).await;
+    let (code, t, _) = http
+        .post_json(
+            &c.url("/v1/transactions"),
+            &json!({"gid": gid, "mode": "tcc", "options": options}),
+        )
+        .await;
     assert_eq!(code, 201, "{t}");
     assert_eq!(status(&t), "open");
     for (i, id) in ids.iter().enumerate() {
-        let (code, b, _) = http.post_json(&c.url(&format!("/v1/transactions/{gid}/branches")), &tcc_branch(p, id)).await;
+        let (code, b, _) = http
+            .post_json(
+                &c.url(&format!("/v1/transactions/{gid}/branches")),
+                &tcc_branch(p, id),
+            )
+            .await;
         assert_eq!(code, 201, "{b}");
         assert_eq!(b["index"], i);
     }
@@ -25,7 +41,12 @@ async fn commit_confirms_every_branch_once() {
     let p = FakeParticipant::start().await;
     p.script("/b/confirm", [Answer::Status(500)]);
     open_with_branches(&c, &p, "tcc-ok", &["a", "b"], fast_options()).await;
-    let (code, t, _) = Http::new().post_json(&c.url("/v1/transactions/tcc-ok/commit?wait_ms=10000"), &json!({})).await;
+    let (code, t, _) = Http::new()
+        .post_json(
+            &c.url("/v1/transactions/tcc-ok/commit?wait_ms=10000"),
+            &json!({}),
+        )
+        .await;
     assert_eq!(code, 200, "{t}");
     assert_eq!(status(&t), "committed", "{t}");
     assert_eq!(p.count("/a/confirm"), 1);
@@ -33,9 +54,13 @@ async fn commit_confirms_every_branch_once() {
     assert_eq!(p.count("/a/cancel") + p.count("/b/cancel"), 0);
     assert_eq!(p.calls_to("/a/confirm")[0].mode(), Some("tcc"));
     // Committing again is answered with the outcome; aborting now is a conflict.
-    let (code, _, _) = Http::new().post_json(&c.url("/v1/transactions/tcc-ok/commit"), &json!({})).await;
+    let (code, _, _) = Http::new()
+        .post_json(&c.url("/v1/transactions/tcc-ok/commit"), &json!({}))
+        .await;
     assert_eq!(code, 200);
-    let (code, problem, ctype) = Http::new().post_json(&c.url("/v1/transactions/tcc-ok/abort"), &json!({})).await;
+    let (code, problem, ctype) = Http::new()
+        .post_json(&c.url("/v1/transactions/tcc-ok/abort"), &json!({}))
+        .await;
     assert_eq!(code, 409, "{problem}");
     assert_eq!(ctype, "application/problem+json");
 }
@@ -45,7 +70,12 @@ async fn abort_cancels_every_registered_branch() {
     let c = Coordinator::sqlite(&[]).await;
     let p = FakeParticipant::start().await;
     open_with_branches(&c, &p, "tcc-abort", &["a", "b"], fast_options()).await;
-    let (_, t, _) = Http::new().post_json(&c.url("/v1/transactions/tcc-abort/abort?wait_ms=10000"), &json!({})).await;
+    let (_, t, _) = Http::new()
+        .post_json(
+            &c.url("/v1/transactions/tcc-abort/abort?wait_ms=10000"),
+            &json!({}),
+        )
+        .await;
     assert_eq!(status(&t), "aborted", "{t}");
     assert_eq!((p.count("/a/cancel"), p.count("/b/cancel")), (1, 1));
     assert_eq!(p.count("/a/confirm") + p.count("/b/confirm"), 0);
@@ -61,7 +91,14 @@ async fn open_transaction_is_aborted_at_its_deadline() {
     let t = wait_final(&c, "tcc-late").await;
     assert_eq!(status(&t), "aborted", "{t}");
     assert_eq!(p.count("/a/cancel"), 1);
-    assert!(t["events"].as_array().unwrap().iter().any(|e| e["detail"].as_str().unwrap().contains("deadline")), "{t:#}");
+    assert!(
+        t["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap().contains("deadline")),
+        "{t:#}"
+    );
 }
 
 #[tokio::test]
@@ -69,13 +106,27 @@ async fn branch_on_a_decided_transaction_is_refused_and_changes_nothing() {
     let c = Coordinator::sqlite(&[]).await;
     let p = FakeParticipant::start().await;
     open_with_branches(&c, &p, "tcc-closed", &["a"], fast_options()).await;
-    Http::new().post_json(&c.url("/v1/transactions/tcc-closed/commit?wait_ms=10000"), &json!({})).await;
+    Http::new()
+        .post_json(
+            &c.url("/v1/transactions/tcc-closed/commit?wait_ms=10000"),
+            &json!({}),
+        )
+        .await;
     let (code, problem, ctype) = Http::new()
-        .post_json(&c.url("/v1/transactions/tcc-closed/branches"), &tcc_branch(&p, "late"))
+        .post_json(
+            &c.url("/v1/transactions/tcc-closed/branches"),
+            &tcc_branch(&p, "late"),
+        )
         .await;
     assert_eq!(code, 409, "{problem}");
     assert_eq!(ctype, "application/problem+json");
-    assert!(problem["detail"].as_str().unwrap().contains("no longer accepts branches"), "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no longer accepts branches"),
+        "{problem}"
+    );
     let t = wait_final(&c, "tcc-closed").await;
     assert_eq!(t["branches"].as_array().unwrap().len(), 1);
     assert_eq!(p.count("/late/confirm"), 0);
@@ -98,7 +149,9 @@ async fn registering_a_branch_twice_is_idempotent_and_a_different_spec_conflicts
 #[tokio::test]
 async fn commit_of_an_unknown_gid_is_not_found() {
     let c = Coordinator::sqlite(&[]).await;
-    let (code, problem, ctype) = Http::new().post_json(&c.url("/v1/transactions/nope/commit"), &json!({})).await;
+    let (code, problem, ctype) = Http::new()
+        .post_json(&c.url("/v1/transactions/nope/commit"), &json!({}))
+        .await;
     assert_eq!(code, 404, "{problem}");
     assert_eq!(ctype, "application/problem+json");
     assert!(problem["detail"].as_str().unwrap().contains("nope"));

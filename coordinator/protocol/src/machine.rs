@@ -321,7 +321,11 @@ impl Transaction {
     fn set_status(&mut self, to: Status, reason: &'static str, step: &mut Step) {
         if self.status != to {
             self.status = to;
-            step.history.push(HistoryRecord::Status { to, reason, cause: None });
+            step.history.push(HistoryRecord::Status {
+                to,
+                reason,
+                cause: None,
+            });
         }
     }
 

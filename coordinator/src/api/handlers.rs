@@ -2,7 +2,9 @@
 
 use super::AppState;
 use super::problem::{ApiError, Json, Query};
-use super::requests::{ListParams, RegisterRequest, WaitQuery, check_gid, check_tcc_branch, new_transaction};
+use super::requests::{
+    ListParams, RegisterRequest, WaitQuery, check_gid, check_tcc_branch, new_transaction,
+};
 use crate::engine::Registered;
 use crate::store::{BranchRegistered, Event, Page, TransactionRecord};
 use axum::extract::{Path, State};
@@ -24,7 +26,10 @@ pub struct TransactionView {
 }
 
 fn wait_of(state: &AppState, query: &WaitQuery) -> Option<Duration> {
-    query.wait_ms.filter(|&ms| ms > 0).map(|ms| Duration::from_millis(ms).min(state.max_wait))
+    query
+        .wait_ms
+        .filter(|&ms| ms > 0)
+        .map(|ms| Duration::from_millis(ms).min(state.max_wait))
 }
 
 pub(super) async fn register(
@@ -42,7 +47,14 @@ pub(super) async fn register(
         None => record,
     };
     let location = format!("/v1/transactions/{}", record.gid);
-    Ok((code, [(header::LOCATION, location)], Json(TransactionView { record, events: None })))
+    Ok((
+        code,
+        [(header::LOCATION, location)],
+        Json(TransactionView {
+            record,
+            events: None,
+        }),
+    ))
 }
 
 pub(super) async fn get_one(
@@ -61,8 +73,16 @@ pub(super) async fn get_one(
             .map_err(crate::engine::EngineError::from)?
             .ok_or_else(|| ApiError::NotFound(format!("transaction `{gid}` does not exist")))?,
     };
-    let events = state.engine.store().events(&gid).await.map_err(crate::engine::EngineError::from)?;
-    Ok(Json(TransactionView { record, events: Some(events) }))
+    let events = state
+        .engine
+        .store()
+        .events(&gid)
+        .await
+        .map_err(crate::engine::EngineError::from)?;
+    Ok(Json(TransactionView {
+        record,
+        events: Some(events),
+    }))
 }
 
 pub(super) async fn list(
@@ -70,7 +90,12 @@ pub(super) async fn list(
     Query(params): Query<ListParams>,
 ) -> Result<Json<Page>, ApiError> {
     let query = params.into_query()?;
-    let page = state.engine.store().list(query).await.map_err(crate::engine::EngineError::from)?;
+    let page = state
+        .engine
+        .store()
+        .list(query)
+        .await
+        .map_err(crate::engine::EngineError::from)?;
     Ok(Json(page))
 }
 
@@ -92,7 +117,9 @@ pub(super) async fn register_branch(
     let (code, index) = match state.engine.register_branch(&gid, spec).await? {
         BranchRegistered::Added(i) => (StatusCode::CREATED, i),
         BranchRegistered::AlreadyRegistered(i) => (StatusCode::OK, i),
-        BranchRegistered::IdConflict | BranchRegistered::NotOpen(_) => return Err(ApiError::Internal),
+        BranchRegistered::IdConflict | BranchRegistered::NotOpen(_) => {
+            return Err(ApiError::Internal);
+        }
     };
     Ok((code, Json(BranchAnswer { gid, branch, index })))
 }
@@ -123,7 +150,10 @@ async fn decide(
     state.engine.decide(&gid, commit).await?;
     let timeout = wait_of(&state, &wait).unwrap_or(Duration::ZERO);
     let record = state.engine.wait(&gid, timeout).await?;
-    Ok(Json(TransactionView { record, events: None }))
+    Ok(Json(TransactionView {
+        record,
+        events: None,
+    }))
 }
 
 pub(super) async fn healthz() -> &'static str {
@@ -131,13 +161,21 @@ pub(super) async fn healthz() -> &'static str {
 }
 
 pub(super) async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    state.engine.store().ping().await.map_err(crate::engine::EngineError::from)?;
+    state
+        .engine
+        .store()
+        .ping()
+        .await
+        .map_err(crate::engine::EngineError::from)?;
     Ok("ready\n")
 }
 
 pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.engine.metrics().render(),
     )
 }

@@ -33,7 +33,10 @@ pub struct AppState {
 
 /// Logs each request at debug level when it arrives and when it is
 /// answered, so a slow or waiting call can be seen in the log.
-async fn log_request(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn log_request(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     tracing::debug!(%method, path, "request received");
     let started = std::time::Instant::now();
@@ -45,9 +48,15 @@ async fn log_request(request: axum::extract::Request, next: axum::middleware::Ne
 /// The coordinator's router.
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
-        .route("/v1/transactions", post(handlers::register).get(handlers::list))
+        .route(
+            "/v1/transactions",
+            post(handlers::register).get(handlers::list),
+        )
         .route("/v1/transactions/{gid}", get(handlers::get_one))
-        .route("/v1/transactions/{gid}/branches", post(handlers::register_branch))
+        .route(
+            "/v1/transactions/{gid}/branches",
+            post(handlers::register_branch),
+        )
         .route("/v1/transactions/{gid}/commit", post(handlers::commit))
         .route("/v1/transactions/{gid}/abort", post(handlers::abort))
         .route("/healthz", get(handlers::healthz))

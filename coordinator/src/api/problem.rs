@@ -36,8 +36,18 @@ struct Problem<'a> {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, slug, title, detail) = match &self {
-            ApiError::BadRequest(d) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request", d.as_str()),
-            ApiError::TooLarge(d) => (StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request body too large", d.as_str()),
+            ApiError::BadRequest(d) => (
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "Bad request",
+                d.as_str(),
+            ),
+            ApiError::TooLarge(d) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "Request body too large",
+                d.as_str(),
+            ),
             ApiError::NotFound(d) => (StatusCode::NOT_FOUND, "not-found", "Not found", d.as_str()),
             ApiError::Conflict(d) => (StatusCode::CONFLICT, "conflict", "Conflict", d.as_str()),
             ApiError::Unavailable(_) => (
@@ -56,13 +66,21 @@ impl IntoResponse for ApiError {
         if let ApiError::Unavailable(cause) = &self {
             tracing::warn!(cause, "answering 503");
         }
-        let problem = Problem { kind: format!("urn:dtx:problem:{slug}"), title, status: status.as_u16(), detail };
+        let problem = Problem {
+            kind: format!("urn:dtx:problem:{slug}"),
+            title,
+            status: status.as_u16(),
+            detail,
+        };
         let mut response = (status, axum::Json(problem)).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -72,9 +90,9 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            EngineError::GidConflict(_) | EngineError::WrongStatus { .. } | EngineError::BranchConflict { .. } => {
-                ApiError::Conflict(e.to_string())
-            }
+            EngineError::GidConflict(_)
+            | EngineError::WrongStatus { .. }
+            | EngineError::BranchConflict { .. } => ApiError::Conflict(e.to_string()),
             EngineError::BadRequest(m) => ApiError::BadRequest(m),
             EngineError::Unavailable(m) => ApiError::Unavailable(m),
             EngineError::Internal(m) => {
@@ -88,10 +106,14 @@ impl From<EngineError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            return ApiError::TooLarge("the request body exceeds the configured limit (`--max-body-bytes`)".into());
+            return ApiError::TooLarge(
+                "the request body exceeds the configured limit (`--max-body-bytes`)".into(),
+            );
         }
         let detail = match &rejection {
-            JsonRejection::MissingJsonContentType(_) => "send the body as JSON with `Content-Type: application/json`".into(),
+            JsonRejection::MissingJsonContentType(_) => {
+                "send the body as JSON with `Content-Type: application/json`".into()
+            }
             other => other.body_text(),
         };
         ApiError::BadRequest(detail)

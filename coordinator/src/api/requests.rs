@@ -54,9 +54,17 @@ impl ListParams {
     pub(crate) fn into_query(self) -> Result<ListQuery, ApiError> {
         let limit = self.limit.unwrap_or(100);
         if !(1..=1000).contains(&limit) {
-            return Err(ApiError::BadRequest("`limit` must be between 1 and 1000".into()));
+            return Err(ApiError::BadRequest(
+                "`limit` must be between 1 and 1000".into(),
+            ));
         }
-        Ok(ListQuery { status: self.status, mode: self.mode, attention: self.attention, cursor: self.cursor, limit })
+        Ok(ListQuery {
+            status: self.status,
+            mode: self.mode,
+            attention: self.attention,
+            cursor: self.cursor,
+            limit,
+        })
     }
 }
 
@@ -117,7 +125,9 @@ pub(crate) fn check_tcc_branch(branch: &BranchSpec) -> Result<(), ApiError> {
 }
 
 pub(crate) fn check_gid(gid: &str) -> Result<(), ApiError> {
-    let ok_chars = gid.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+    let ok_chars = gid
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
     if gid.is_empty() || gid.len() > GID_MAX || !ok_chars {
         return Err(ApiError::BadRequest(format!(
             "`gid` must be 1 to {GID_MAX} characters of letters, digits, `-`, `_`, `.` or `:`"
@@ -130,7 +140,9 @@ pub(crate) fn check_gid(gid: &str) -> Result<(), ApiError> {
 /// that cannot be called would be retried forever.
 fn check_branch_transport(branch: &BranchSpec) -> Result<(), ApiError> {
     for (op, raw) in &branch.urls {
-        let bad = |why: &str| ApiError::BadRequest(format!("branch `{}`: `{op}` URL `{raw}` {why}", branch.id));
+        let bad = |why: &str| {
+            ApiError::BadRequest(format!("branch `{}`: `{op}` URL `{raw}` {why}", branch.id))
+        };
         let url = url::Url::parse(raw).map_err(|e| bad(&format!("is not a URL ({e})")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(bad("must use http or https"));
@@ -140,12 +152,19 @@ fn check_branch_transport(branch: &BranchSpec) -> Result<(), ApiError> {
         }
     }
     for (name, value) in &branch.headers {
-        let bad = |why: &str| ApiError::BadRequest(format!("branch `{}`: header `{name}` {why}", branch.id));
-        let parsed = axum::http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad("is not a valid header name"))?;
-        if parsed.as_str().starts_with("dtx-") || parsed == axum::http::header::CONTENT_TYPE || parsed.as_str() == "traceparent" {
+        let bad = |why: &str| {
+            ApiError::BadRequest(format!("branch `{}`: header `{name}` {why}", branch.id))
+        };
+        let parsed = axum::http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| bad("is not a valid header name"))?;
+        if parsed.as_str().starts_with("dtx-")
+            || parsed == axum::http::header::CONTENT_TYPE
+            || parsed.as_str() == "traceparent"
+        {
             return Err(bad("is set by the coordinator and cannot be overridden"));
         }
-        axum::http::HeaderValue::from_str(value).map_err(|_| bad("has a value that is not a valid header value"))?;
+        axum::http::HeaderValue::from_str(value)
+            .map_err(|_| bad("has a value that is not a valid header value"))?;
     }
     Ok(())
 }

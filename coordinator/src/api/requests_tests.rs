@@ -23,44 +23,81 @@ fn branch(id: &str, action: &str) -> serde_json::Value {
 #[test]
 fn bad_registrations_are_refused_with_a_reason() {
     let cases = [
-        (json!({"mode": "xa", "branches": []}), "unknown variant `xa`"),
-        (json!({"mode": "saga", "branches": [], "colour": 1}), "unknown field `colour`"),
+        (
+            json!({"mode": "xa", "branches": []}),
+            "unknown variant `xa`",
+        ),
+        (
+            json!({"mode": "saga", "branches": [], "colour": 1}),
+            "unknown field `colour`",
+        ),
         (saga(json!([])), "at least one branch"),
         (saga(json!([branch("", "http://h/a")])), "non-empty `id`"),
-        (saga(json!([branch("a", "http://h/a"), branch("a", "http://h/a")])), "used twice"),
-        (saga(json!([branch("a", "ftp://h/a")])), "must use http or https"),
+        (
+            saga(json!([
+                branch("a", "http://h/a"),
+                branch("a", "http://h/a")
+            ])),
+            "used twice",
+        ),
+        (
+            saga(json!([branch("a", "ftp://h/a")])),
+            "must use http or https",
+        ),
         (saga(json!([branch("a", "not a url")])), "is not a URL"),
         (
-            saga(json!([{"id": "a", "action": "http://h", "compensate": "http://h", "depends_on": ["a"]}])),
+            saga(
+                json!([{"id": "a", "action": "http://h", "compensate": "http://h", "depends_on": ["a"]}]),
+            ),
             "cycle",
         ),
         (
-            saga(json!([{"id": "a", "action": "http://h", "compensate": "http://h", "headers": {"dtx-gid": "x"}}])),
+            saga(
+                json!([{"id": "a", "action": "http://h", "compensate": "http://h", "headers": {"dtx-gid": "x"}}]),
+            ),
             "cannot be overridden",
         ),
         (
-            saga(json!([{"id": "a", "action": "http://h", "compensate": "http://h", "headers": {"bad name": "x"}}])),
+            saga(
+                json!([{"id": "a", "action": "http://h", "compensate": "http://h", "headers": {"bad name": "x"}}]),
+            ),
             "not a valid header name",
         ),
-        (json!({"mode": "saga", "gid": "a b", "branches": [branch("a", "http://h/a")]}), "`gid` must be"),
-        (json!({"mode": "saga", "gid": "", "branches": [branch("a", "http://h/a")]}), "`gid` must be"),
+        (
+            json!({"mode": "saga", "gid": "a b", "branches": [branch("a", "http://h/a")]}),
+            "`gid` must be",
+        ),
+        (
+            json!({"mode": "saga", "gid": "", "branches": [branch("a", "http://h/a")]}),
+            "`gid` must be",
+        ),
         (
             json!({"mode": "saga", "branches": [branch("a", "http://h/a")], "options": {"deadline_ms": 0}}),
             "deadline_ms",
         ),
-        (json!({"mode": "tcc", "branches": [branch("a", "http://h/a")]}), "opens without branches"),
+        (
+            json!({"mode": "tcc", "branches": [branch("a", "http://h/a")]}),
+            "opens without branches",
+        ),
     ];
     for (body, expected) in cases {
         let err = check(body.clone()).expect_err(&body.to_string());
-        assert!(err.contains(expected), "{body}: {err:?} should mention {expected:?}");
+        assert!(
+            err.contains(expected),
+            "{body}: {err:?} should mention {expected:?}"
+        );
     }
 }
 
 #[test]
 fn same_body_same_fingerprint_whatever_the_gid() {
-    let a = check(json!({"gid": "g1", "mode": "saga", "branches": [branch("a", "http://h/a")]})).unwrap();
-    let b = check(json!({"gid": "g2", "mode": "saga", "branches": [branch("a", "http://h/a")]})).unwrap();
-    let c = check(json!({"gid": "g1", "mode": "saga", "branches": [branch("a", "http://h/other")]})).unwrap();
+    let a = check(json!({"gid": "g1", "mode": "saga", "branches": [branch("a", "http://h/a")]}))
+        .unwrap();
+    let b = check(json!({"gid": "g2", "mode": "saga", "branches": [branch("a", "http://h/a")]}))
+        .unwrap();
+    let c =
+        check(json!({"gid": "g1", "mode": "saga", "branches": [branch("a", "http://h/other")]}))
+            .unwrap();
     assert_eq!(a.request_hash, b.request_hash);
     assert_ne!(a.request_hash, c.request_hash);
 }

@@ -24,12 +24,19 @@ use tokio::time::Instant;
 /// What reaches a driver's mailbox.
 pub(crate) enum Mail {
     /// A call finished.
-    Replied { branch: usize, op: Op, outcome: CallOutcome },
+    Replied {
+        branch: usize,
+        op: Op,
+        outcome: CallOutcome,
+    },
     /// A retry's backoff elapsed.
     RetryDue { branch: usize, op: Op },
     /// The initiator asks to commit (`true`) or abort (TCC). The answer is
     /// the status once the request was handled.
-    Decide { commit: bool, done: oneshot::Sender<Result<Status, StoreError>> },
+    Decide {
+        commit: bool,
+        done: oneshot::Sender<Result<Status, StoreError>>,
+    },
 }
 
 /// Why a driver stopped before its transaction was final.
@@ -117,11 +124,21 @@ impl Driver {
     /// Rebuilds the core and the bookkeeping from a stored record.
     fn load(&mut self, record: TransactionRecord) {
         let statuses = record.branches.iter().map(|b| b.status).collect();
-        self.specs = record.branches.iter().map(|b| Arc::new(b.spec.clone())).collect();
+        self.specs = record
+            .branches
+            .iter()
+            .map(|b| Arc::new(b.spec.clone()))
+            .collect();
         let deps = match record.mode {
             // Registration validated the graph, so this cannot fail.
-            Mode::Saga => saga_dependencies(&record.branches.iter().map(|b| b.spec.clone()).collect::<Vec<_>>())
-                .unwrap_or_default(),
+            Mode::Saga => saga_dependencies(
+                &record
+                    .branches
+                    .iter()
+                    .map(|b| b.spec.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap_or_default(),
             Mode::Tcc => vec![],
         };
         self.books = record
@@ -145,9 +162,16 @@ impl Driver {
         self.tasks.shutdown().await;
         match outcome {
             Ok(()) => tracing::debug!(gid, status = %self.tx.status(), "transaction finished"),
-            Err(Stop::Fenced) => tracing::warn!(gid, "another coordinator took this transaction over; stopped driving it"),
+            Err(Stop::Fenced) => tracing::warn!(
+                gid,
+                "another coordinator took this transaction over; stopped driving it"
+            ),
             Err(Stop::Shutdown) => tracing::debug!(gid, "left to recovery at shutdown"),
-            Err(Stop::Failed(e)) => tracing::error!(gid, error = e, "stopped driving; recovery will retry after the lease expires"),
+            Err(Stop::Failed(e)) => tracing::error!(
+                gid,
+                error = e,
+                "stopped driving; recovery will retry after the lease expires"
+            ),
         }
     }
 
@@ -178,14 +202,26 @@ impl Driver {
 
     async fn on_mail(&mut self, mail: Mail) -> Result<(), Stop> {
         match mail {
-            Mail::Replied { branch, op, outcome } => {
+            Mail::Replied {
+                branch,
+                op,
+                outcome,
+            } => {
                 let failed = outcome.reply != Reply::Success;
                 self.record_outcome(branch, op, &outcome);
-                let step = self.tx.handle(Input::Replied { branch, op, reply: outcome.reply });
+                let step = self.tx.handle(Input::Replied {
+                    branch,
+                    op,
+                    reply: outcome.reply,
+                });
                 if failed && step.history.is_empty() {
                     // A failed attempt decides nothing, but an operator
                     // looking at a stuck transaction needs to see it.
-                    self.pending_events.push(self.event("call_failed", Some(branch), describe_failure(op, &outcome)));
+                    self.pending_events.push(self.event(
+                        "call_failed",
+                        Some(branch),
+                        describe_failure(op, &outcome),
+                    ));
                 }
                 self.carry_out(step).await
             }
@@ -194,11 +230,17 @@ impl Driver {
                 self.carry_out(step).await
             }
             Mail::Decide { commit, done } => {
-                let result = self.decide(if commit { Input::Commit } else { Input::Abort }).await;
+                let result = self
+                    .decide(if commit { Input::Commit } else { Input::Abort })
+                    .await;
                 let answer = match &result {
                     Ok(()) => Ok(self.tx.status()),
-                    Err(Stop::Fenced) => Err(StoreError::Conflict("another coordinator took the transaction over".into())),
-                    Err(Stop::Shutdown) => Err(StoreError::Unavailable("the coordinator is shutting down".into())),
+                    Err(Stop::Fenced) => Err(StoreError::Conflict(
+                        "another coordinator took the transaction over".into(),
+                    )),
+                    Err(Stop::Shutdown) => Err(StoreError::Unavailable(
+                        "the coordinator is shutting down".into(),
+                    )),
                     Err(Stop::Failed(e)) => Err(StoreError::Other(e.clone())),
                 };
                 let _ = done.send(answer);
@@ -213,18 +255,28 @@ impl Driver {
     /// only if no branch arrived in between.
     async fn decide(&mut self, input: Input) -> Result<(), Stop> {
         while self.tx.status() == Status::Open {
-            let record = self.retry_store(|s, gid| async move { s.get(&gid).await }).await?;
-            let Some(record) = record else { return Err(Stop::Failed("transaction vanished".into())) };
+            let record = self
+                .retry_store(|s, gid| async move { s.get(&gid).await })
+                .await?;
+            let Some(record) = record else {
+                return Err(Stop::Failed("transaction vanished".into()));
+            };
             if record.status != Status::Open {
                 // Another coordinator decided (and so fenced us).
                 return Err(Stop::Fenced);
             }
             self.load(record);
             let step = self.tx.handle(input.clone());
-            match self.persist(&step.history, Some(self.specs.len() as u32)).await {
+            match self
+                .persist(&step.history, Some(self.specs.len() as u32))
+                .await
+            {
                 Ok(()) => return self.dispatch(step.actions).await,
                 Err(StoreError::Conflict(_)) => {
-                    tracing::debug!(gid = self.fence.gid, "a branch arrived during the decision; reloading");
+                    tracing::debug!(
+                        gid = self.fence.gid,
+                        "a branch arrived during the decision; reloading"
+                    );
                 }
                 Err(e) => return Err(self.stop_for(e)),
             }
@@ -266,9 +318,14 @@ impl Driver {
             None
         };
         if let (Some(reason), None) = (reason, &self.attention) {
-            tracing::warn!(gid = self.fence.gid, reason, "transaction needs an operator");
+            tracing::warn!(
+                gid = self.fence.gid,
+                reason,
+                "transaction needs an operator"
+            );
             self.shared.metrics.flagged();
-            self.pending_events.push(self.event("attention", Some(branch), reason.clone()));
+            self.pending_events
+                .push(self.event("attention", Some(branch), reason.clone()));
             self.attention = Some(reason);
         }
     }
@@ -295,7 +352,11 @@ impl Driver {
 
     /// Writes history, dirty branches, events and the flag in one fenced
     /// update, retrying while the database is unavailable.
-    async fn persist(&mut self, history: &[HistoryRecord], expect_branch_count: Option<u32>) -> Result<(), StoreError> {
+    async fn persist(
+        &mut self,
+        history: &[HistoryRecord],
+        expect_branch_count: Option<u32>,
+    ) -> Result<(), StoreError> {
         let flag_pending = self.attention.is_some() && !self.flag_written;
         if history.is_empty() && self.pending_events.is_empty() && !flag_pending {
             return Ok(());
@@ -324,7 +385,11 @@ impl Driver {
             now_ms: now_ms(),
             status: (status != self.persisted_status).then_some(status),
             expect_branch_count,
-            attention: if flag_pending { self.attention.clone() } else { None },
+            attention: if flag_pending {
+                self.attention.clone()
+            } else {
+                None
+            },
             branches,
             events,
         };
@@ -334,7 +399,11 @@ impl Driver {
                 Ok(()) => break,
                 Err(StoreError::Unavailable(e)) => {
                     self.shared.metrics.store_retry();
-                    tracing::warn!(gid = self.fence.gid, error = e, "database unavailable; retrying the write");
+                    tracing::warn!(
+                        gid = self.fence.gid,
+                        error = e,
+                        "database unavailable; retrying the write"
+                    );
                     tokio::select! {
                         _ = self.shared.shutdown.cancelled() => return Err(StoreError::Unavailable(e)),
                         _ = tokio::time::sleep(backoff) => {}
@@ -385,7 +454,10 @@ impl Driver {
             match action {
                 Action::Call { branch, op } => self.spawn_call(branch, op),
                 Action::Retry { branch, op } => {
-                    let delay = self.options.retry.delay(self.books[branch].failures_in_a_row, rand::random());
+                    let delay = self
+                        .options
+                        .retry
+                        .delay(self.books[branch].failures_in_a_row, rand::random());
                     let mail = self.mail_tx.clone();
                     self.tasks.spawn(async move {
                         tokio::time::sleep(delay).await;
@@ -406,9 +478,14 @@ impl Driver {
         if lapses == self.seen_lapses {
             return Ok(());
         }
-        let record = self.retry_store(|s, gid| async move { s.get(&gid).await }).await?;
+        let record = self
+            .retry_store(|s, gid| async move { s.get(&gid).await })
+            .await?;
         match record {
-            Some(r) if r.owner.as_deref() == Some(self.fence.owner.as_str()) && r.epoch == self.fence.epoch => {
+            Some(r)
+                if r.owner.as_deref() == Some(self.fence.owner.as_str())
+                    && r.epoch == self.fence.epoch =>
+            {
                 self.seen_lapses = lapses;
                 Ok(())
             }
@@ -439,7 +516,11 @@ impl Driver {
                 timeout,
             };
             let outcome = shared.transport.call(request).await;
-            let _ = mail.send(Mail::Replied { branch, op, outcome });
+            let _ = mail.send(Mail::Replied {
+                branch,
+                op,
+                outcome,
+            });
         });
     }
 
@@ -454,8 +535,12 @@ impl Driver {
 
     fn history_event(&self, record: &HistoryRecord) -> Event {
         match record {
-            HistoryRecord::Status { to, reason, cause } => self.event("status", *cause, format!("{to}: {reason}")),
-            HistoryRecord::Branch { branch, op, to } => self.event("branch", Some(*branch), format!("{op} → {to}")),
+            HistoryRecord::Status { to, reason, cause } => {
+                self.event("status", *cause, format!("{to}: {reason}"))
+            }
+            HistoryRecord::Branch { branch, op, to } => {
+                self.event("branch", Some(*branch), format!("{op} → {to}"))
+            }
         }
     }
 }
@@ -466,5 +551,8 @@ fn describe_failure(op: Op, outcome: &CallOutcome) -> String {
         Reply::StillWorking => "still working",
         Reply::Unknown | Reply::Success => "unknown outcome",
     };
-    format!("{op}: {what} ({}); will retry", outcome.error.as_deref().unwrap_or("no detail"))
+    format!(
+        "{op}: {what} ({}); will retry",
+        outcome.error.as_deref().unwrap_or("no detail")
+    )
 }

@@ -44,7 +44,8 @@ impl LeaseClock {
         if previous <= sent_at {
             self.lapses.fetch_add(1, Ordering::SeqCst);
         }
-        self.valid_until.send_replace(sent_at + Self::trusted(self.lease));
+        self.valid_until
+            .send_replace(sent_at + Self::trusted(self.lease));
     }
 
     /// How many times the leases lapsed; a driver that saw a smaller number

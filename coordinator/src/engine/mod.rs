@@ -6,7 +6,9 @@ mod driver;
 mod lease;
 
 use crate::metrics::Metrics;
-use crate::store::{BranchRegistered, Created, Fence, NewTransaction, Store, StoreError, TransactionRecord};
+use crate::store::{
+    BranchRegistered, Created, Fence, NewTransaction, Store, StoreError, TransactionRecord,
+};
 use crate::transport::Transport;
 use driver::{Driver, Mail};
 use dtx_protocol::{BranchSpec, Status};
@@ -140,7 +142,9 @@ impl Engine {
             live: Mutex::new(HashMap::new()),
             drivers: TaskTracker::new(),
         };
-        Engine { shared: Arc::new(shared) }
+        Engine {
+            shared: Arc::new(shared),
+        }
     }
 
     /// The store, for reads that need no engine logic.
@@ -173,10 +177,21 @@ impl Engine {
     pub async fn shutdown(&self) {
         self.begin_shutdown();
         self.shared.drivers.close();
-        if tokio::time::timeout(self.shared.settings.shutdown_grace, self.shared.drivers.wait()).await.is_err() {
+        if tokio::time::timeout(
+            self.shared.settings.shutdown_grace,
+            self.shared.drivers.wait(),
+        )
+        .await
+        .is_err()
+        {
             tracing::warn!("drivers did not stop in time; leaving them to recovery");
         }
-        match self.shared.store.release_leases(&self.shared.settings.node_id, now_ms()).await {
+        match self
+            .shared
+            .store
+            .release_leases(&self.shared.settings.node_id, now_ms())
+            .await
+        {
             Ok(n) => tracing::info!(released = n, "leases released"),
             Err(e) => tracing::warn!(error = %e, "could not release leases; they will expire"),
         }
@@ -201,13 +216,23 @@ impl Engine {
                 self.spawn_driver(fence, record.clone());
                 Ok(Registered::Created(Box::new(record)))
             }
-            Created::Exists { same_request: true, existing } => Ok(Registered::Existing(existing)),
-            Created::Exists { same_request: false, .. } => Err(EngineError::GidConflict(gid)),
+            Created::Exists {
+                same_request: true,
+                existing,
+            } => Ok(Registered::Existing(existing)),
+            Created::Exists {
+                same_request: false,
+                ..
+            } => Err(EngineError::GidConflict(gid)),
         }
     }
 
     /// Adds a branch to an open TCC transaction.
-    pub async fn register_branch(&self, gid: &str, spec: BranchSpec) -> Result<BranchRegistered, EngineError> {
+    pub async fn register_branch(
+        &self,
+        gid: &str,
+        spec: BranchSpec,
+    ) -> Result<BranchRegistered, EngineError> {
         let branch = spec.id.clone();
         match self.shared.store.register_branch(gid, spec, now_ms()).await {
             Err(StoreError::NotFound) => Err(EngineError::NotFound(gid.to_owned())),
@@ -217,7 +242,10 @@ impl Engine {
                 status,
                 what: "it no longer accepts branches",
             }),
-            Ok(BranchRegistered::IdConflict) => Err(EngineError::BranchConflict { gid: gid.to_owned(), branch }),
+            Ok(BranchRegistered::IdConflict) => Err(EngineError::BranchConflict {
+                gid: gid.to_owned(),
+                branch,
+            }),
             Ok(other) => Ok(other),
         }
     }
@@ -230,20 +258,31 @@ impl Engine {
         let mail = match mail {
             Some(mail) => mail,
             None => {
-                let record = self.shared.store.get(gid).await?.ok_or_else(|| EngineError::NotFound(gid.to_owned()))?;
+                let record = self
+                    .shared
+                    .store
+                    .get(gid)
+                    .await?
+                    .ok_or_else(|| EngineError::NotFound(gid.to_owned()))?;
                 if record.status != Status::Open {
                     return decision_answer(gid, record.status, commit);
                 }
                 // The transaction is driven elsewhere (or by nobody): take it
                 // over, which fences the other driver out.
-                let taken = self.shared.store.take_over(gid, &self.shared.settings.node_id, now_ms(), self.lease_expiry_ms());
+                let taken = self.shared.store.take_over(
+                    gid,
+                    &self.shared.settings.node_id,
+                    now_ms(),
+                    self.lease_expiry_ms(),
+                );
                 match taken.await {
                     Ok(Some((fence, record))) => self.spawn_driver(fence, record),
                     Ok(None) => return self.decide_after_race(gid, commit).await,
                     Err(StoreError::NotFound) => return Err(EngineError::NotFound(gid.to_owned())),
                     Err(e) => return Err(e.into()),
                 };
-                self.live_mailbox(gid).ok_or_else(|| EngineError::Internal("driver vanished".into()))?
+                self.live_mailbox(gid)
+                    .ok_or_else(|| EngineError::Internal("driver vanished".into()))?
             }
         };
         let (done, answer) = oneshot::channel();
@@ -259,16 +298,31 @@ impl Engine {
 
     /// The driver finished or moved while we asked it: answer from the store.
     async fn decide_after_race(&self, gid: &str, commit: bool) -> Result<Status, EngineError> {
-        let record = self.shared.store.get(gid).await?.ok_or_else(|| EngineError::NotFound(gid.to_owned()))?;
+        let record = self
+            .shared
+            .store
+            .get(gid)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(gid.to_owned()))?;
         decision_answer(gid, record.status, commit)
     }
 
     /// Waits until the transaction is final or `timeout` passes; returns it
     /// as it is then.
-    pub async fn wait(&self, gid: &str, timeout: Duration) -> Result<TransactionRecord, EngineError> {
+    pub async fn wait(
+        &self,
+        gid: &str,
+        timeout: Duration,
+    ) -> Result<TransactionRecord, EngineError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let watcher = self.shared.live.lock().expect("live map poisoned").get(gid).map(|l| l.status.clone());
+            let watcher = self
+                .shared
+                .live
+                .lock()
+                .expect("live map poisoned")
+                .get(gid)
+                .map(|l| l.status.clone());
             if let Some(mut status) = watcher {
                 // Driven here: wake up on every status change.
                 tokio::select! {
@@ -276,7 +330,12 @@ impl Engine {
                     _ = self.shared.shutdown.cancelled() => {}
                 }
             }
-            let record = self.shared.store.get(gid).await?.ok_or_else(|| EngineError::NotFound(gid.to_owned()))?;
+            let record = self
+                .shared
+                .store
+                .get(gid)
+                .await?
+                .ok_or_else(|| EngineError::NotFound(gid.to_owned()))?;
             let now = tokio::time::Instant::now();
             if record.status.is_final() || now >= deadline || self.shared.shutdown.is_cancelled() {
                 return Ok(record);
@@ -288,7 +347,9 @@ impl Engine {
 
     fn live_mailbox(&self, gid: &str) -> Option<mpsc::UnboundedSender<Mail>> {
         let live = self.shared.live.lock().expect("live map poisoned");
-        live.get(gid).filter(|l| !l.mail.is_closed()).map(|l| l.mail.clone())
+        live.get(gid)
+            .filter(|l| !l.mail.is_closed())
+            .map(|l| l.mail.clone())
     }
 
     /// Starts driving a transaction this coordinator owns under `fence`.
@@ -296,19 +357,30 @@ impl Engine {
         let gid = fence.gid.clone();
         let (mail_tx, mail_rx) = mpsc::unbounded_channel();
         let (status_tx, status_rx) = watch::channel(record.status);
-        let driver = Driver::new(self.shared.clone(), fence, record, (mail_tx.clone(), mail_rx), status_tx);
-        self.shared
-            .live
-            .lock()
-            .expect("live map poisoned")
-            .insert(gid.clone(), Live { mail: mail_tx.clone(), status: status_rx });
+        let driver = Driver::new(
+            self.shared.clone(),
+            fence,
+            record,
+            (mail_tx.clone(), mail_rx),
+            status_tx,
+        );
+        self.shared.live.lock().expect("live map poisoned").insert(
+            gid.clone(),
+            Live {
+                mail: mail_tx.clone(),
+                status: status_rx,
+            },
+        );
         let shared = self.shared.clone();
         shared.metrics.driving(1);
         self.shared.drivers.spawn(async move {
             driver.run().await;
             let mut live = shared.live.lock().expect("live map poisoned");
             // Remove our own entry only: a takeover may have replaced it.
-            if live.get(&gid).is_some_and(|l| l.mail.same_channel(&mail_tx)) {
+            if live
+                .get(&gid)
+                .is_some_and(|l| l.mail.same_channel(&mail_tx))
+            {
                 live.remove(&gid);
             }
             shared.metrics.driving(-1);
@@ -323,9 +395,16 @@ impl Engine {
                 _ = tokio::time::sleep(every) => {}
             }
             let sent_at = tokio::time::Instant::now();
-            match self.shared.store.renew_leases(&self.shared.settings.node_id, self.lease_expiry_ms()).await {
+            match self
+                .shared
+                .store
+                .renew_leases(&self.shared.settings.node_id, self.lease_expiry_ms())
+                .await
+            {
                 Ok(_) => self.shared.lease.renewed(sent_at),
-                Err(e) => tracing::warn!(error = %e, "lease renewal failed; calls pause if the lease lapses"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease renewal failed; calls pause if the lease lapses")
+                }
             }
         }
     }
@@ -333,7 +412,12 @@ impl Engine {
     async fn claim_loop(&self) {
         loop {
             let node = &self.shared.settings.node_id;
-            match self.shared.store.claim_expired(node, now_ms(), self.lease_expiry_ms(), 100).await {
+            match self
+                .shared
+                .store
+                .claim_expired(node, now_ms(), self.lease_expiry_ms(), 100)
+                .await
+            {
                 Ok(claimed) => {
                     let full = claimed.len() == 100;
                     for (fence, record) in claimed {
@@ -367,7 +451,11 @@ fn decision_answer(gid: &str, status: Status, commit: bool) -> Result<Status, En
         Err(EngineError::WrongStatus {
             gid: gid.to_owned(),
             status,
-            what: if commit { "it cannot be committed" } else { "it cannot be aborted" },
+            what: if commit {
+                "it cannot be committed"
+            } else {
+                "it cannot be aborted"
+            },
         })
     }
 }

@@ -244,8 +244,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Adds a branch to an open TCC transaction, atomically with respect to
     /// any status change (a branch never lands on a decided transaction).
-    async fn register_branch(&self, gid: &str, spec: BranchSpec, now_ms: i64)
-    -> Result<BranchRegistered, StoreError>;
+    async fn register_branch(
+        &self,
+        gid: &str,
+        spec: BranchSpec,
+        now_ms: i64,
+    ) -> Result<BranchRegistered, StoreError>;
 
     /// Applies one fenced write.
     async fn update(&self, update: Update) -> Result<(), StoreError>;
@@ -299,7 +303,9 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(std::sync::Arc::new(postgres::PostgresStore::open(url).await?))
+        Ok(std::sync::Arc::new(
+            postgres::PostgresStore::open(url).await?,
+        ))
     } else {
         Err(StoreError::Other(format!(
             "unsupported database URL `{}`: use sqlite:<file> or postgres://...",

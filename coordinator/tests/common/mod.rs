@@ -49,7 +49,10 @@ pub async fn spawn(db: &str, node_id: &str, extra: &[&str]) -> DtxProcess {
     let process = DtxProcess::spawn(&binary(), &base_args(db, node_id, extra), &[])
         .await
         .expect("dtx serve starts");
-    process.wait_ready(Duration::from_secs(30)).await.expect("dtx becomes ready");
+    process
+        .wait_ready(Duration::from_secs(30))
+        .await
+        .expect("dtx becomes ready");
     process
 }
 
@@ -59,12 +62,20 @@ impl Coordinator {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = format!("sqlite:{}", dir.path().join("dtx.db").display());
         let process = spawn(&db, "node-a", extra).await;
-        Coordinator { process, db, _dir: Some(dir) }
+        Coordinator {
+            process,
+            db,
+            _dir: Some(dir),
+        }
     }
 
     /// A coordinator on an existing database.
     pub async fn on(db: &str, node_id: &str, extra: &[&str]) -> Coordinator {
-        Coordinator { process: spawn(db, node_id, extra).await, db: db.to_owned(), _dir: None }
+        Coordinator {
+            process: spawn(db, node_id, extra).await,
+            db: db.to_owned(),
+            _dir: None,
+        }
     }
 
     /// Starts the process again on the same database (after a kill).
@@ -108,16 +119,26 @@ pub fn fast_options() -> Value {
 
 /// Polls a transaction until `done` holds for it, or panics with its last
 /// state after `timeout`.
-pub async fn wait_until(c: &Coordinator, gid: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+pub async fn wait_until(
+    c: &Coordinator,
+    gid: &str,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let http = Http::new();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let (code, body) = http.get_json(&c.url(&format!("/v1/transactions/{gid}?wait_ms=200"))).await;
+        let (code, body) = http
+            .get_json(&c.url(&format!("/v1/transactions/{gid}?wait_ms=200")))
+            .await;
         if code == 200 && done(&body) {
             return body;
         }
         if tokio::time::Instant::now() >= deadline {
-            panic!("transaction {gid} did not get there in {timeout:?}: {code} {body:#}\n--- log ---\n{}", c.process.log());
+            panic!(
+                "transaction {gid} did not get there in {timeout:?}: {code} {body:#}\n--- log ---\n{}",
+                c.process.log()
+            );
         }
     }
 }

@@ -1,0 +1,28 @@
+//! Test support for dtx, shared by the integration tests of every crate in
+//! the workspace:
+//!
+//! * [`postgres`]: PostgreSQL servers in Docker containers, started through
+//!   testcontainers from the `dtx-postgres:15` image that
+//!   `tests/images/build-images.sh` builds (this project's machines cannot
+//!   pull images from a registry): a fresh database on a server shared by
+//!   all tests, or a server of a test's own to stop, kill or pause.
+//! * [`participant`]: a scriptable fake participant, a real HTTP server that
+//!   answers the coordinator's branch calls as a test scripts them and
+//!   records every call.
+//! * [`process`]: a real `dtx` coordinator process, started and signalled
+//!   (killed, stopped, frozen) by end-to-end tests, with a small JSON client.
+//!
+//! Later it will also hold the container fault-injection harness:
+//! coordinators and participants as containers that tests stop, pause and
+//! cut off from each other.
+//!
+//! Everything here fails loudly: when Docker or an image is missing, the
+//! error says which command to run, and tests `expect()` it rather than skip.
+
+mod docker;
+mod error;
+pub mod participant;
+pub mod postgres;
+pub mod process;
+
+pub use error::{BUILD_IMAGES_COMMAND, BoxError, TestSupportError};
