@@ -1,0 +1,112 @@
+//! [`ClientError`]: everything the initiator client can fail with, each
+//! variant saying what went wrong and what to do.
+
+use dtx_protocol::Status;
+use std::time::Duration;
+
+/// What an initiator call can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// A TCC Try was refused (409) by its participant. The scope aborts the
+    /// transaction; the coordinator cancels every branch registered so far.
+    #[error("transaction `{gid}`: the Try of branch `{branch}` was refused: {detail}")]
+    Refused {
+        /// The transaction.
+        gid: String,
+        /// The branch whose Try refused.
+        branch: String,
+        /// The participant's reason.
+        detail: String,
+    },
+    /// A TCC Try gave no clear answer (timeout, transport error, a status
+    /// other than 2xx/409) after every attempt. It may have run; the abort
+    /// that follows cancels it either way.
+    #[error("transaction `{gid}`: the Try of branch `{branch}` has an unknown outcome: {detail}")]
+    TryUnknown {
+        /// The transaction.
+        gid: String,
+        /// The branch whose Try failed.
+        branch: String,
+        /// The last error.
+        detail: String,
+    },
+    /// The transaction was not final when the wait ended. It goes on: the
+    /// coordinator finishes it; ask again later with [`Client::wait`](crate::Client::wait).
+    #[error("transaction `{gid}` is still {status} after waiting {waited:?}")]
+    TimedOut {
+        /// The transaction.
+        gid: String,
+        /// How long the client waited.
+        waited: Duration,
+        /// Its status when the wait ended.
+        status: Status,
+    },
+    /// The coordinator could not be reached or did not answer in time. The
+    /// request may or may not have taken effect: repeat it (every request is
+    /// idempotent by gid).
+    #[error("cannot reach the coordinator at {url}: {source}")]
+    Unreachable {
+        /// The URL that was called.
+        url: String,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The coordinator refused the request as malformed (400) or too large
+    /// (413); `detail` is its explanation. Repeating it will not help.
+    #[error("the coordinator rejected the request (HTTP {status}): {detail}")]
+    BadRequest {
+        /// 400 or 413.
+        status: u16,
+        /// The coordinator's problem detail.
+        detail: String,
+    },
+    /// No such transaction (404).
+    #[error("not found: {detail}")]
+    NotFound {
+        /// The coordinator's problem detail.
+        detail: String,
+    },
+    /// The request conflicts with the transaction (409): the gid is taken by
+    /// another request, or the transaction is in a status that does not allow
+    /// it (e.g. committing an aborted one).
+    #[error("conflict: {detail}")]
+    Conflict {
+        /// The coordinator's problem detail.
+        detail: String,
+    },
+    /// The coordinator's database is unavailable (503); nothing was changed.
+    /// Retry later.
+    #[error("the coordinator is unavailable: {detail}")]
+    Unavailable {
+        /// The coordinator's problem detail.
+        detail: String,
+    },
+    /// An answer this client does not understand (another status, a body
+    /// that is not a transaction).
+    #[error("unexpected answer from the coordinator (HTTP {status}): {detail}")]
+    Unexpected {
+        /// The HTTP status, 0 when the status was fine but the body was not.
+        status: u16,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The client was configured with something unusable (e.g. a bad URL).
+    #[error("invalid client configuration: {0}")]
+    Config(String),
+}
+
+impl ClientError {
+    /// Maps a coordinator answer that is not a success.
+    pub(crate) fn from_answer(status: u16, body: &[u8]) -> ClientError {
+        let detail = crate::problem::detail_of(body);
+        match status {
+            400 | 413 => ClientError::BadRequest { status, detail },
+            404 => ClientError::NotFound { detail },
+            409 => ClientError::Conflict { detail },
+            503 => ClientError::Unavailable { detail },
+            _ => ClientError::Unexpected { status, detail },
+        }
+    }
+}
