@@ -1,0 +1,256 @@
+//! The inventory's own database: products with their stock split into
+//! `available`, `reserved` and `sold`, and a ledger of every stock movement
+//! applied by a branch call, on SQLite or PostgreSQL.
+//!
+//! Every movement runs inside the local transaction the SDK barrier opens, so
+//! the stock change, the ledger row and the barrier row commit together or
+//! not at all: a retried or duplicated call cannot move stock twice.
+
+use dtx_sdk::barrier::{Barrier, BarrierError, Entry};
+use dtx_sdk::{BranchAnswer, BranchContext, BranchOp};
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{PgPool, SqlitePool};
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A product and where its units are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Product {
+    /// Stock keeping unit, the product's key.
+    pub sku: String,
+    /// Units free to sell.
+    pub available: i64,
+    /// Units held by a TCC Try, waiting for Confirm or Cancel.
+    pub reserved: i64,
+    /// Units gone for good.
+    pub sold: i64,
+}
+
+/// One stock movement applied by a branch call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct LedgerEntry {
+    /// Position in the ledger.
+    pub id: i64,
+    /// The global transaction.
+    pub gid: String,
+    /// The branch within it.
+    pub branch: String,
+    /// The operation: `action`, `compensate`, `try`, `confirm`, `cancel`.
+    pub op: String,
+    /// The product moved.
+    pub sku: String,
+    /// How many units.
+    pub qty: i64,
+    /// Unix milliseconds when it was applied.
+    pub at: i64,
+}
+
+/// The stock columns an operation moves units from and to, and the
+/// statement that does it. The saga action sells directly (a saga has no
+/// second phase to turn a hold into a sale). Placeholders appear in
+/// ascending order: SQLite numbers `$N` parameters by first appearance.
+fn movement(op: BranchOp) -> (&'static str, &'static str, &'static str) {
+    match op {
+        BranchOp::Action => (
+            "available",
+            "sold",
+            "UPDATE products SET available = available - $1, sold = sold + $1 WHERE available >= $1 AND sku = $2",
+        ),
+        BranchOp::Compensate => (
+            "sold",
+            "available",
+            "UPDATE products SET sold = sold - $1, available = available + $1 WHERE sold >= $1 AND sku = $2",
+        ),
+        BranchOp::Try => (
+            "available",
+            "reserved",
+            "UPDATE products SET available = available - $1, reserved = reserved + $1 WHERE available >= $1 AND sku = $2",
+        ),
+        BranchOp::Confirm => (
+            "reserved",
+            "sold",
+            "UPDATE products SET reserved = reserved - $1, sold = sold + $1 WHERE reserved >= $1 AND sku = $2",
+        ),
+        // BranchOp is non-exhaustive; Cancel (and anything newer) undoes a hold.
+        _ => (
+            "reserved",
+            "available",
+            "UPDATE products SET reserved = reserved - $1, available = available + $1 WHERE reserved >= $1 AND sku = $2",
+        ),
+    }
+}
+
+const SQLITE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS products (
+    sku TEXT PRIMARY KEY,
+    available BIGINT NOT NULL CHECK (available >= 0),
+    reserved BIGINT NOT NULL CHECK (reserved >= 0),
+    sold BIGINT NOT NULL CHECK (sold >= 0));
+CREATE TABLE IF NOT EXISTS ledger (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    gid TEXT NOT NULL, branch TEXT NOT NULL, op TEXT NOT NULL,
+    sku TEXT NOT NULL, qty BIGINT NOT NULL, at BIGINT NOT NULL);";
+
+const POSTGRES_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS products (
+    sku TEXT PRIMARY KEY,
+    available BIGINT NOT NULL CHECK (available >= 0),
+    reserved BIGINT NOT NULL CHECK (reserved >= 0),
+    sold BIGINT NOT NULL CHECK (sold >= 0));
+CREATE TABLE IF NOT EXISTS ledger (
+    id BIGSERIAL PRIMARY KEY,
+    gid TEXT NOT NULL, branch TEXT NOT NULL, op TEXT NOT NULL,
+    sku TEXT NOT NULL, qty BIGINT NOT NULL, at BIGINT NOT NULL);";
+
+/// The database, on either backend.
+#[derive(Debug, Clone)]
+pub enum Db {
+    /// An SQLite file (the default).
+    Sqlite(SqlitePool),
+    /// A PostgreSQL database.
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` (and `$barrier`) bound to the concrete pool of
+/// whichever backend this is. The body is expanded once per backend, so it
+/// is written once with concrete types instead of a wall of generic bounds.
+macro_rules! on_db {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            Db::Sqlite($pool) => $body,
+            Db::Postgres($pool) => $body,
+        }
+    };
+    ($db:expr, |$pool:ident, $barrier:ident| $body:expr) => {
+        match $db {
+            Db::Sqlite($pool) => {
+                let $barrier = Barrier::sqlite();
+                $body
+            }
+            Db::Postgres($pool) => {
+                let $barrier = Barrier::postgres();
+                $body
+            }
+        }
+    };
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite:<file>` or `postgres://...`), creating an
+    /// SQLite file if missing, and applies the schema and the barrier's
+    /// migrations.
+    pub async fn connect(url: &str) -> anyhow::Result<Db> {
+        let db = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Db::Postgres(PgPool::connect(url).await?)
+        } else {
+            // WAL and a busy timeout: concurrent barrier transactions wait
+            // for each other's write lock instead of failing at once.
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(10));
+            Db::Sqlite(SqlitePoolOptions::new().connect_with(options).await?)
+        };
+        on_db!(&db, |pool, barrier| barrier.migrate(pool).await?);
+        match &db {
+            Db::Sqlite(pool) => {
+                sqlx::raw_sql(SQLITE_SCHEMA).execute(pool).await?;
+            }
+            Db::Postgres(pool) => {
+                sqlx::raw_sql(POSTGRES_SCHEMA).execute(pool).await?;
+            }
+        }
+        Ok(db)
+    }
+
+    /// Adds `qty` available units of `sku`, creating the product if new.
+    pub async fn seed(&self, sku: &str, qty: i64) -> Result<Product, sqlx::Error> {
+        const SQL: &str = "INSERT INTO products (sku, available, reserved, sold) \
+             VALUES ($1, $2, 0, 0) \
+             ON CONFLICT (sku) DO UPDATE SET available = products.available + excluded.available";
+        on_db!(self, |pool| {
+            sqlx::query(SQL).bind(sku).bind(qty).execute(pool).await?;
+        });
+        Ok(self
+            .product(sku)
+            .await?
+            .expect("the product was just written"))
+    }
+
+    /// One product.
+    pub async fn product(&self, sku: &str) -> Result<Option<Product>, sqlx::Error> {
+        const SQL: &str = "SELECT sku, available, reserved, sold FROM products WHERE sku = $1";
+        on_db!(self, |pool| sqlx::query_as(SQL)
+            .bind(sku)
+            .fetch_optional(pool)
+            .await)
+    }
+
+    /// Every product, by sku.
+    pub async fn products(&self) -> Result<Vec<Product>, sqlx::Error> {
+        const SQL: &str = "SELECT sku, available, reserved, sold FROM products ORDER BY sku";
+        on_db!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await)
+    }
+
+    /// The ledger, oldest first.
+    pub async fn ledger(&self) -> Result<Vec<LedgerEntry>, sqlx::Error> {
+        const SQL: &str = "SELECT id, gid, branch, op, sku, qty, at FROM ledger ORDER BY id";
+        on_db!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await)
+    }
+
+    /// Applies the stock movement of `ctx`'s operation behind the barrier:
+    /// moves `qty` units of `sku` and writes the ledger row, or refuses when
+    /// the source column does not hold enough (out of stock, or an unknown
+    /// product).
+    pub async fn apply(
+        &self,
+        ctx: &BranchContext,
+        sku: &str,
+        qty: i64,
+    ) -> Result<BranchAnswer, BarrierError> {
+        let (from, to, update) = movement(ctx.op());
+        const LEDGER: &str = "INSERT INTO ledger (gid, branch, op, sku, qty, at) \
+             VALUES ($1, $2, $3, $4, $5, $6)";
+        on_db!(self, |pool, barrier| {
+            let mut work = match barrier.begin(pool, ctx).await? {
+                Entry::Proceed(work) => work,
+                // A duplicate, a null compensation or a suspended forward
+                // step: the barrier already knows the answer.
+                Entry::Skip(skipped) => {
+                    tracing::info!(gid = ctx.gid(), branch = ctx.branch_id(), op = %ctx.op(),
+                        ?skipped, "barrier skipped the call");
+                    return Ok(skipped.answer());
+                }
+            };
+            let moved = sqlx::query(update)
+                .bind(qty)
+                .bind(sku)
+                .execute(&mut *work)
+                .await?;
+            if moved.rows_affected() == 0 {
+                tracing::info!(gid = ctx.gid(), op = %ctx.op(), sku, qty, "refused: not enough {from}");
+                return work
+                    .refuse(format!("not enough {sku} {from} for {qty} unit(s)"))
+                    .await;
+            }
+            sqlx::query(LEDGER)
+                .bind(ctx.gid())
+                .bind(ctx.branch_id())
+                .bind(ctx.op().as_str())
+                .bind(sku)
+                .bind(qty)
+                .bind(now_ms())
+                .execute(&mut *work)
+                .await?;
+            tracing::info!(gid = ctx.gid(), op = %ctx.op(), sku, qty, "moved {from} -> {to}");
+            work.succeed().await
+        })
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,189 @@
+//! The sample order service: creates orders in its own database and places
+//! each through the dtx coordinator as one global transaction (gid = order
+//! id), as a saga or as TCC, with two branches: the inventory service's
+//! stock and this service's own order row.
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /orders {sku, qty, mode}` | create and place an order (`mode`: `saga` or `tcc`), wait for the outcome, answer the order |
+//! | `GET /orders`, `GET /orders/{id}` | orders; an unsettled one is refreshed from the coordinator |
+//! | `POST /saga/confirm-order`, `/saga/cancel-order` | the order branch of a saga (action, compensation) |
+//! | `POST /tcc/try-order`, `/tcc/confirm-order`, `/tcc/cancel-order` | the order branch of TCC |
+//!
+//! `POST /orders` answers 201 once the order is settled (`confirmed` or
+//! `cancelled`, with a `reason`), 202 while its transaction is still going.
+//!
+//! The binary is a thin wrapper; tests start the service in-process with
+//! [`AppState`], [`app`] and [`run`].
+
+pub mod place;
+pub mod store;
+
+use axum::extract::{FromRef, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use axum::{Json, Router};
+use dtx_sdk::{BranchContext, BranchOp, CallbackSecret, Client, SignedJson, TxOptions};
+use place::Placed;
+use serde::Deserialize;
+use std::future::Future;
+use std::time::Duration;
+use store::Db;
+use tokio::net::TcpListener;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The order database.
+    pub db: Db,
+    /// The coordinator client.
+    pub client: Client,
+    /// Base URL of the inventory service, e.g. `http://127.0.0.1:7710`.
+    pub inventory_url: String,
+    /// Base URL the coordinator reaches this service at.
+    pub public_url: String,
+    /// The options of every order's transaction.
+    pub options: TxOptions,
+    /// How long `POST /orders` waits for the outcome.
+    pub wait: Duration,
+    /// The secret branch calls are signed with (disabled by default).
+    pub secret: CallbackSecret,
+}
+
+impl FromRef<AppState> for CallbackSecret {
+    fn from_ref(state: &AppState) -> Self {
+        state.secret.clone()
+    }
+}
+
+/// The router with every route.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/orders", post(create).get(list))
+        .route("/orders/{id}", get(show))
+        .route("/saga/confirm-order", branch(BranchOp::Action))
+        .route("/saga/cancel-order", branch(BranchOp::Compensate))
+        .route("/tcc/try-order", branch(BranchOp::Try))
+        .route("/tcc/confirm-order", branch(BranchOp::Confirm))
+        .route("/tcc/cancel-order", branch(BranchOp::Cancel))
+        .with_state(state)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves, letting
+/// requests in flight finish.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The body of `POST /orders`.
+#[derive(Debug, Deserialize)]
+struct NewOrder {
+    sku: String,
+    qty: i64,
+    mode: String,
+}
+
+async fn create(State(state): State<AppState>, Json(req): Json<NewOrder>) -> Response {
+    if req.qty <= 0 || req.sku.is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            "sku and a positive qty are required",
+        )
+            .into_response();
+    }
+    if !matches!(req.mode.as_str(), "saga" | "tcc") {
+        return (StatusCode::BAD_REQUEST, "mode must be `saga` or `tcc`").into_response();
+    }
+    // The order id is the gid: a UUIDv7, so orders sort by creation time.
+    let id = format!("order-{}", uuid::Uuid::now_v7());
+    let order = match state.db.insert(&id, &req.sku, req.qty, &req.mode).await {
+        Ok(order) => order,
+        Err(e) => return internal(e),
+    };
+    tracing::info!(
+        order = id,
+        sku = req.sku,
+        qty = req.qty,
+        mode = req.mode,
+        "placing order"
+    );
+    match place::place(&state, &order).await {
+        Ok(Placed::Settled(order)) => {
+            tracing::info!(order = id, status = order.status, "order settled");
+            (StatusCode::CREATED, Json(order)).into_response()
+        }
+        Ok(Placed::Unsettled(order, why)) => {
+            tracing::warn!(order = id, why, "order not settled yet");
+            (StatusCode::ACCEPTED, Json(order)).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn list(State(state): State<AppState>) -> Response {
+    match state.db.list().await {
+        Ok(orders) => {
+            let mut out = Vec::with_capacity(orders.len());
+            for order in orders {
+                match place::refresh(&state, order).await {
+                    Ok(order) => out.push(order),
+                    Err(e) => return internal(e),
+                }
+            }
+            Json(out).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match state.db.get(&id).await {
+        Ok(Some(order)) => match place::refresh(&state, order).await {
+            Ok(order) => Json(order).into_response(),
+            Err(e) => internal(e),
+        },
+        Ok(None) => (StatusCode::NOT_FOUND, format!("no order `{id}`")).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "request failed");
+    (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+}
+
+/// The body of the order branch's calls.
+#[derive(Debug, Deserialize)]
+struct OrderRef {
+    order_id: String,
+}
+
+/// The route of an operation of the order's own branch: the handler knows
+/// which operation it carries out, so a misrouted call changes nothing.
+fn branch(expected: BranchOp) -> MethodRouter<AppState> {
+    post(
+        move |state: State<AppState>, ctx: BranchContext, body: SignedJson<OrderRef>| {
+            handle(expected, state, ctx, body)
+        },
+    )
+}
+
+async fn handle(
+    expected: BranchOp,
+    State(state): State<AppState>,
+    ctx: BranchContext,
+    SignedJson(req): SignedJson<OrderRef>,
+) -> Response {
+    if ctx.op() != expected {
+        let detail = format!("this route carries out `{expected}`, not `{}`", ctx.op());
+        return (StatusCode::BAD_REQUEST, detail).into_response();
+    }
+    state.db.apply(&ctx, &req.order_id).await.into_response()
+}

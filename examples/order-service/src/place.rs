@@ -1,0 +1,184 @@
+//! Placing an order through the coordinator with the SDK client: one order
+//! is one global transaction whose gid is the order id, with two branches,
+//! the inventory's stock and the order service's own order row.
+
+use crate::AppState;
+use crate::store::Order;
+use dtx_sdk::client::{Branch, TccBranch, Transaction};
+use dtx_sdk::{ClientError, Status};
+use serde_json::json;
+
+/// Where placing an order ended.
+#[derive(Debug)]
+pub enum Placed {
+    /// The transaction is final (committed or aborted); the order is settled.
+    Settled(Order),
+    /// The transaction is not final yet (slow participants) or its outcome
+    /// could not be read; the order settles later ([`refresh`]).
+    Unsettled(Order, String),
+}
+
+/// Runs the order's transaction in `order.mode` and waits for its outcome
+/// (at most the configured wait), then records it on the order.
+pub async fn place(state: &AppState, order: &Order) -> anyhow::Result<Placed> {
+    let result = match order.mode.as_str() {
+        "saga" => saga(state, order).await,
+        _ => tcc(state, order).await,
+    };
+    match result {
+        Ok(tx) => settle(state, &order.id, &tx, None).await,
+        Err(e) => {
+            tracing::warn!(order = order.id, error = %e, "the order's transaction did not settle");
+            // Record why, then wait for the outcome: after a refused Try
+            // the scope has asked for the abort, and the Cancels are on
+            // their way; after a timeout there is nothing more to wait for.
+            let reason = e.to_string();
+            let outcome = match e {
+                ClientError::TimedOut { .. } => state.client.get(&order.id).await,
+                _ => state.client.wait(&order.id, state.wait).await,
+            };
+            match outcome {
+                Ok(tx) if tx.is_final() => settle(state, &order.id, &tx, Some(&reason)).await,
+                _ => {
+                    state.db.settle(&order.id, false, Some(&reason)).await?;
+                    Ok(Placed::Unsettled(load(state, &order.id).await?, reason))
+                }
+            }
+        }
+    }
+}
+
+/// For an order not settled yet, asks the coordinator how its transaction
+/// ended and records it.
+pub async fn refresh(state: &AppState, order: Order) -> anyhow::Result<Order> {
+    if order.is_settled() {
+        return Ok(order);
+    }
+    match state.client.get(&order.id).await {
+        Ok(tx) if tx.is_final() => match settle(state, &order.id, &tx, None).await? {
+            Placed::Settled(order) | Placed::Unsettled(order, _) => Ok(order),
+        },
+        _ => Ok(order),
+    }
+}
+
+/// The saga: confirm the order, then sell the stock; if the inventory
+/// refuses, the coordinator compensates both (the order is cancelled by its
+/// own compensation). The order's branch comes first so that a refusal has
+/// something real to compensate.
+async fn saga(state: &AppState, order: &Order) -> Result<Transaction, ClientError> {
+    let inventory = &state.inventory_url;
+    let me = &state.public_url;
+    state
+        .client
+        .saga()
+        .with_gid(&order.id)
+        .options(state.options.clone())
+        .branch(
+            Branch::new(
+                "order",
+                format!("{me}/saga/confirm-order"),
+                format!("{me}/saga/cancel-order"),
+            )
+            .payload(json!({"order_id": order.id})),
+        )
+        .branch(
+            Branch::new(
+                "inventory",
+                format!("{inventory}/saga/reserve"),
+                format!("{inventory}/saga/release"),
+            )
+            .payload(json!({"sku": order.sku, "qty": order.qty})),
+        )
+        .submit_and_wait(state.wait)
+        .await
+}
+
+/// TCC: hold the order, hold the stock, commit; the coordinator confirms
+/// both, or cancels whatever was tried.
+async fn tcc(state: &AppState, order: &Order) -> Result<Transaction, ClientError> {
+    let inventory = state.inventory_url.clone();
+    let me = state.public_url.clone();
+    let (sku, qty, id) = (order.sku.clone(), order.qty, order.id.clone());
+    state
+        .client
+        .tcc()
+        .with_gid(&order.id)
+        .options(state.options.clone())
+        .wait_for_outcome(state.wait)
+        .run(|scope| async move {
+            scope
+                .try_branch(
+                    TccBranch::new(
+                        "order",
+                        format!("{me}/tcc/try-order"),
+                        format!("{me}/tcc/confirm-order"),
+                        format!("{me}/tcc/cancel-order"),
+                    )
+                    .payload(json!({"order_id": id})),
+                )
+                .await?;
+            scope
+                .try_branch(
+                    TccBranch::new(
+                        "inventory",
+                        format!("{inventory}/tcc/try"),
+                        format!("{inventory}/tcc/confirm"),
+                        format!("{inventory}/tcc/cancel"),
+                    )
+                    .payload(json!({"sku": sku, "qty": qty})),
+                )
+                .await?;
+            Ok::<_, ClientError>(())
+        })
+        .await?;
+    // The scope committed; the Confirms are delivered (or being delivered).
+    state.client.wait(&order.id, state.wait).await
+}
+
+/// Records a transaction's outcome on its order.
+async fn settle(
+    state: &AppState,
+    id: &str,
+    tx: &Transaction,
+    reason: Option<&str>,
+) -> anyhow::Result<Placed> {
+    let aborted = tx.status == Status::Aborted;
+    let why = match (reason, aborted) {
+        (Some(reason), _) => Some(reason.to_owned()),
+        (None, true) => Some(abort_reason(tx)),
+        (None, false) => None,
+    };
+    state.db.settle(id, aborted, why.as_deref()).await?;
+    let order = load(state, id).await?;
+    Ok(if tx.is_final() {
+        Placed::Settled(order)
+    } else {
+        Placed::Unsettled(order, format!("the transaction is still {}", tx.status))
+    })
+}
+
+/// Why an aborted transaction was aborted, in one line: the coordinator's
+/// reason and the refusing branch's last error (e.g. "not enough stock").
+fn abort_reason(tx: &Transaction) -> String {
+    let Some(cause) = tx.abort_cause() else {
+        return "aborted".to_owned();
+    };
+    let detail = cause
+        .branch_id
+        .and_then(|id| tx.branches.iter().find(|b| b.id() == id))
+        .and_then(|b| b.last_error.clone());
+    match (cause.branch_id, detail) {
+        (Some(branch), Some(detail)) => format!("{} ({branch}: {detail})", cause.reason),
+        (Some(branch), None) => format!("{} ({branch})", cause.reason),
+        _ => cause.reason.to_owned(),
+    }
+}
+
+async fn load(state: &AppState, id: &str) -> anyhow::Result<Order> {
+    state
+        .db
+        .get(id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("order {id} vanished"))
+}

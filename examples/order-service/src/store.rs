@@ -1,0 +1,213 @@
+//! The order service's own database: one `orders` row per order, on SQLite
+//! or PostgreSQL, whose status the order's own branch moves through the SDK
+//! barrier.
+//!
+//! Order statuses: `new` (created; its branch has not run), `pending` (TCC:
+//! the Try held the order), `confirmed` (it took effect everywhere),
+//! `cancelled` (undone or never done).
+
+use dtx_sdk::barrier::{Barrier, BarrierError, Entry};
+use dtx_sdk::{BranchAnswer, BranchContext, BranchOp};
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{PgPool, SqlitePool};
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// An order as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Order {
+    /// The order id, also the gid of its global transaction.
+    pub id: String,
+    /// The product ordered.
+    pub sku: String,
+    /// How many units.
+    pub qty: i64,
+    /// `saga` or `tcc`.
+    pub mode: String,
+    /// `new`, `pending`, `confirmed` or `cancelled`.
+    pub status: String,
+    /// Why it was cancelled or is not settled yet, when known.
+    pub reason: Option<String>,
+    /// Unix milliseconds of creation.
+    pub created_at: i64,
+    /// Unix milliseconds of the last change.
+    pub updated_at: i64,
+}
+
+impl Order {
+    /// Whether the order will not change any more.
+    pub fn is_settled(&self) -> bool {
+        matches!(self.status.as_str(), "confirmed" | "cancelled")
+    }
+}
+
+/// The status an operation of the order's own branch moves the order from,
+/// and to.
+fn transition(op: BranchOp) -> (&'static str, &'static str) {
+    match op {
+        BranchOp::Action => ("new", "confirmed"),
+        BranchOp::Compensate => ("confirmed", "cancelled"),
+        BranchOp::Try => ("new", "pending"),
+        BranchOp::Confirm => ("pending", "confirmed"),
+        // BranchOp is non-exhaustive; Cancel (and anything newer) releases.
+        _ => ("pending", "cancelled"),
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS orders (
+    id TEXT PRIMARY KEY,
+    sku TEXT NOT NULL,
+    qty BIGINT NOT NULL,
+    mode TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL)";
+
+/// The database, on either backend.
+#[derive(Debug, Clone)]
+pub enum Db {
+    /// An SQLite file (the default).
+    Sqlite(SqlitePool),
+    /// A PostgreSQL database.
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` (and `$barrier`) bound to the concrete pool of
+/// whichever backend this is: the body is written once, with concrete types,
+/// and expanded per backend.
+macro_rules! on_db {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            Db::Sqlite($pool) => $body,
+            Db::Postgres($pool) => $body,
+        }
+    };
+    ($db:expr, |$pool:ident, $barrier:ident| $body:expr) => {
+        match $db {
+            Db::Sqlite($pool) => {
+                let $barrier = Barrier::sqlite();
+                $body
+            }
+            Db::Postgres($pool) => {
+                let $barrier = Barrier::postgres();
+                $body
+            }
+        }
+    };
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite:<file>` or `postgres://...`), creating an
+    /// SQLite file if missing, and applies the schema and the barrier's
+    /// migrations.
+    pub async fn connect(url: &str) -> anyhow::Result<Db> {
+        let db = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Db::Postgres(PgPool::connect(url).await?)
+        } else {
+            // WAL and a busy timeout: concurrent barrier transactions wait
+            // for each other's write lock instead of failing at once.
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(10));
+            Db::Sqlite(SqlitePoolOptions::new().connect_with(options).await?)
+        };
+        on_db!(&db, |pool, barrier| {
+            barrier.migrate(pool).await?;
+            sqlx::raw_sql(SCHEMA).execute(pool).await?;
+        });
+        Ok(db)
+    }
+
+    /// Stores a new order with status `new`.
+    pub async fn insert(&self, id: &str, sku: &str, qty: i64, mode: &str) -> sqlx::Result<Order> {
+        const SQL: &str = "INSERT INTO orders (id, sku, qty, mode, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 'new', $5, $5)";
+        on_db!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(id)
+                .bind(sku)
+                .bind(qty)
+                .bind(mode)
+                .bind(now_ms())
+                .execute(pool)
+                .await?;
+        });
+        Ok(self.get(id).await?.expect("the order was just written"))
+    }
+
+    /// One order.
+    pub async fn get(&self, id: &str) -> sqlx::Result<Option<Order>> {
+        const SQL: &str = "SELECT id, sku, qty, mode, status, reason, created_at, updated_at \
+             FROM orders WHERE id = $1";
+        on_db!(self, |pool| sqlx::query_as(SQL)
+            .bind(id)
+            .fetch_optional(pool)
+            .await)
+    }
+
+    /// Every order, oldest first.
+    pub async fn list(&self) -> sqlx::Result<Vec<Order>> {
+        const SQL: &str = "SELECT id, sku, qty, mode, status, reason, created_at, updated_at \
+             FROM orders ORDER BY created_at, id";
+        on_db!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await)
+    }
+
+    /// Records the outcome of the order's transaction: `reason` (if any) and,
+    /// once it is aborted, `cancelled` for an order whose own branch never
+    /// ran (a branch that ran was cancelled or compensated by its own call).
+    pub async fn settle(&self, id: &str, aborted: bool, reason: Option<&str>) -> sqlx::Result<()> {
+        const SQL: &str = "UPDATE orders SET \
+             status = CASE WHEN $1 AND status = 'new' THEN 'cancelled' ELSE status END, \
+             reason = COALESCE($2, reason), updated_at = $3 WHERE id = $4";
+        on_db!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(aborted)
+                .bind(reason)
+                .bind(now_ms())
+                .bind(id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Carries out an operation of the order's own branch behind the
+    /// barrier: moves the order from the status the operation expects to the
+    /// next, or refuses when it is elsewhere.
+    pub async fn apply(&self, ctx: &BranchContext, id: &str) -> Result<BranchAnswer, BarrierError> {
+        const SQL: &str =
+            "UPDATE orders SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4";
+        let (from, to) = transition(ctx.op());
+        on_db!(self, |pool, barrier| {
+            let mut work = match barrier.begin(pool, ctx).await? {
+                Entry::Proceed(work) => work,
+                Entry::Skip(skipped) => {
+                    tracing::info!(gid = ctx.gid(), op = %ctx.op(), ?skipped, "barrier skipped the call");
+                    return Ok(skipped.answer());
+                }
+            };
+            let moved = sqlx::query(SQL)
+                .bind(to)
+                .bind(now_ms())
+                .bind(id)
+                .bind(from)
+                .execute(&mut *work)
+                .await?;
+            if moved.rows_affected() == 0 {
+                return work.refuse(format!("order {id} is not {from}")).await;
+            }
+            tracing::info!(gid = ctx.gid(), op = %ctx.op(), order = id, "order {from} -> {to}");
+            work.succeed().await
+        })
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

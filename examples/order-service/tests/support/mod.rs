@@ -1,0 +1,319 @@
+//! The end-to-end world: a real `dtx serve` process, and the inventory and
+//! order services started in-process (from their libraries) on SQLite files
+//! in a temporary directory, all talking over HTTP; plus the invariant check
+//! every test ends with.
+
+use dtx_sdk::{Client, RetryPolicy, TxOptions};
+use dtx_tests::process::DtxProcess;
+use inventory_service::store::{LedgerEntry, Product};
+use order_service::store::{Db, Order};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// The product every test orders, and its initial stock.
+pub const SKU: &str = "apple";
+pub const INITIAL: i64 = 10;
+
+/// One test's world; everything stops when it is dropped.
+pub struct World {
+    pub coordinator: String,
+    pub inventory: String,
+    pub orders: String,
+    pub http: reqwest::Client,
+    _coordinator: DtxProcess,
+    _stop: Vec<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    /// Starts everything on SQLite and seeds [`INITIAL`] units of [`SKU`].
+    pub async fn start() -> World {
+        World::start_on(None).await
+    }
+
+    /// Like [`World::start`], with both services on fresh PostgreSQL
+    /// databases (the coordinator stays on SQLite).
+    pub async fn start_on_postgres() -> World {
+        let inventory = dtx_tests::postgres::fresh_database()
+            .await
+            .expect("a PostgreSQL database (see tests/images/build-images.sh)");
+        let orders = dtx_tests::postgres::fresh_database()
+            .await
+            .expect("a PostgreSQL database");
+        World::start_on(Some((inventory, orders))).await
+    }
+
+    async fn start_on(postgres: Option<(String, String)>) -> World {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sqlite = |name: &str| format!("sqlite:{}", dir.path().join(name).display());
+        let (inventory_db, orders_db) =
+            postgres.unwrap_or_else(|| (sqlite("inventory.db"), sqlite("orders.db")));
+        let db = sqlite;
+        let args: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--db", &db("dtx.db")]
+            .map(String::from)
+            .to_vec();
+        let coordinator = DtxProcess::spawn(&dtx_binary(), &args, &[])
+            .await
+            .expect("dtx serve starts");
+        coordinator
+            .wait_ready(Duration::from_secs(30))
+            .await
+            .expect("dtx becomes ready");
+
+        let mut stop = Vec::new();
+        let state = inventory_service::AppState::connect(&inventory_db)
+            .await
+            .expect("inventory database");
+        let (listener, inventory) = bind().await;
+        let (tx, rx) = oneshot::channel();
+        stop.push(tx);
+        tokio::spawn(inventory_service::run(listener, state, async {
+            let _ = rx.await;
+        }));
+
+        let (listener, orders) = bind().await;
+        let state = order_service::AppState {
+            db: Db::connect(&orders_db).await.expect("orders database"),
+            client: Client::new(&coordinator.base_url()).expect("client"),
+            inventory_url: inventory.clone(),
+            public_url: orders.clone(),
+            // Short timeouts and backoff keep the retry tests quick.
+            options: TxOptions {
+                request_timeout_ms: 1000,
+                retry: RetryPolicy {
+                    initial_ms: 50,
+                    max_ms: 500,
+                    multiplier: 2.0,
+                },
+                ..TxOptions::default()
+            },
+            wait: Duration::from_secs(20),
+            secret: dtx_sdk::CallbackSecret::disabled(),
+        };
+        let (tx, rx) = oneshot::channel();
+        stop.push(tx);
+        tokio::spawn(order_service::run(listener, state, async {
+            let _ = rx.await;
+        }));
+
+        let world = World {
+            coordinator: coordinator.base_url(),
+            inventory,
+            orders,
+            http: reqwest::Client::new(),
+            _coordinator: coordinator,
+            _stop: stop,
+            _dir: dir,
+        };
+        let seeded = world
+            .post(
+                &world.inventory,
+                "/products",
+                &json!({"sku": SKU, "qty": INITIAL}),
+            )
+            .await;
+        assert_eq!(seeded.0, 200, "{seeded:?}");
+        world
+    }
+
+    /// POSTs JSON; the status and the body (JSON, or a string).
+    pub async fn post(&self, base: &str, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{base}{path}"))
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        read(response).await
+    }
+
+    /// GETs JSON.
+    pub async fn get(&self, base: &str, path: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("GET");
+        let (status, body) = read(response).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// Places an order and returns it once settled (201).
+    pub async fn order(&self, qty: i64, mode: &str) -> Order {
+        let body = json!({"sku": SKU, "qty": qty, "mode": mode});
+        let (status, order) = self.post(&self.orders, "/orders", &body).await;
+        assert_eq!(status, 201, "the order settles: {order}");
+        serde_json::from_value(order).expect("an order")
+    }
+
+    /// Calls an inventory branch endpoint directly, as the coordinator (or
+    /// the TCC initiator) would, with the branch context headers.
+    pub async fn branch_call(&self, path: &str, gid: &str, op: &str, mode: &str, qty: i64) -> u16 {
+        self.http
+            .post(format!("{}{path}", self.inventory))
+            .header("dtx-gid", gid)
+            .header("dtx-branch", "inventory")
+            .header("dtx-op", op)
+            .header("dtx-mode", mode)
+            .json(&json!({"sku": SKU, "qty": qty}))
+            .send()
+            .await
+            .expect("branch call")
+            .status()
+            .as_u16()
+    }
+
+    /// Arms a fault on an inventory path (its demo/test aid).
+    pub async fn fault(&self, path: &str, kind: &str, count: u32) {
+        self.fault_with_delay(path, kind, count, 0).await;
+    }
+
+    /// Arms a fault with a delay (for `slow`).
+    pub async fn fault_with_delay(&self, path: &str, kind: &str, count: u32, delay_ms: u64) {
+        let body = json!({"path": path, "kind": kind, "count": count, "delay_ms": delay_ms});
+        let (status, _) = self.post(&self.inventory, "/faults", &body).await;
+        assert_eq!(status, 204);
+    }
+
+    /// The statuses the inventory answered for `gid` on `path`, in order.
+    pub async fn calls(&self, gid: &str, path: &str) -> Vec<u64> {
+        let calls = self.get(&self.inventory, "/calls").await;
+        calls
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter(|c| c["gid"] == gid && c["path"] == path)
+            .map(|c| c["status"].as_u64().expect("a status"))
+            .collect()
+    }
+
+    /// How many calls the coordinator made on a branch of `gid`.
+    pub async fn attempts(&self, gid: &str, branch: &str) -> u64 {
+        let tx = self
+            .get(&self.coordinator, &format!("/v1/transactions/{gid}"))
+            .await;
+        let branches = tx["branches"].as_array().expect("branches");
+        let found = branches.iter().find(|b| b["spec"]["id"] == branch);
+        found.expect("the branch")["attempts"]
+            .as_u64()
+            .expect("attempts")
+    }
+
+    pub async fn product(&self) -> Product {
+        serde_json::from_value(self.get(&self.inventory, &format!("/products/{SKU}")).await)
+            .expect("a product")
+    }
+
+    pub async fn ledger(&self) -> Vec<LedgerEntry> {
+        serde_json::from_value(self.get(&self.inventory, "/ledger").await).expect("a ledger")
+    }
+
+    /// The invariants every test ends with: no unit created or lost, nothing
+    /// left reserved, and every order's status agrees with what the
+    /// inventory's ledger applied under its gid.
+    pub async fn check_invariants(&self) {
+        let product = self.product().await;
+        assert_eq!(
+            product.available + product.reserved + product.sold,
+            INITIAL,
+            "units were created or lost: {product:?}"
+        );
+        assert_eq!(product.reserved, 0, "units left reserved: {product:?}");
+        // Net effect per gid: units sold and units still held.
+        let mut net: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for entry in self.ledger().await {
+            let (sold, held) = net.entry(entry.gid).or_default();
+            match entry.op.as_str() {
+                "action" | "confirm" => *sold += entry.qty,
+                "compensate" => *sold -= entry.qty,
+                _ => {}
+            }
+            match entry.op.as_str() {
+                "try" => *held += entry.qty,
+                "confirm" | "cancel" => *held -= entry.qty,
+                _ => {}
+            }
+        }
+        let orders: Vec<Order> =
+            serde_json::from_value(self.get(&self.orders, "/orders").await).expect("orders");
+        for order in &orders {
+            let (sold, held) = net.get(&order.id).copied().unwrap_or_default();
+            let expected = match order.status.as_str() {
+                "confirmed" => order.qty,
+                "cancelled" => 0,
+                other => panic!("order {} is not settled: {other}", order.id),
+            };
+            assert_eq!(
+                (sold, held),
+                (expected, 0),
+                "order {order:?} disagrees with the ledger"
+            );
+        }
+        let total: i64 = net.values().map(|(sold, _)| sold).sum();
+        assert_eq!(total, product.sold, "the ledger disagrees with the stock");
+    }
+}
+
+async fn bind() -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    (listener, url)
+}
+
+async fn read(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// The coordinator binary, `target/<profile>/dtx`, next to this test's
+/// `deps` directory. `CARGO_BIN_EXE_dtx` only exists in the coordinator's
+/// own package, and the SDK's helper for this is private to its tests, so
+/// this is the small equivalent. Under nextest (which builds before it runs)
+/// it builds the binary with the same profile; under plain `cargo test`
+/// cargo holds the build lock, so it asks you to build it first.
+fn dtx_binary() -> PathBuf {
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY.get_or_init(build_dtx).clone()
+}
+
+fn build_dtx() -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the test binary");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary lives in target/<profile>/deps");
+    let binary = profile_dir.join("dtx");
+    if std::env::var_os("NEXTEST").is_some() {
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => panic!("unexpected profile directory {}", profile_dir.display()),
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "dtx-coordinator", "--bin", "dtx"])
+            .args(["--profile", profile])
+            .arg("--target-dir")
+            .arg(profile_dir.parent().expect("target directory"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo to build the coordinator");
+        assert!(status.success(), "cargo build -p dtx-coordinator failed");
+    }
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p dtx-coordinator` first (same profile as the tests)",
+        binary.display()
+    );
+    binary
+}
