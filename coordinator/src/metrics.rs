@@ -114,6 +114,7 @@ impl Metrics {
     pub fn call(&self, op: dtx_protocol::Op, reply: dtx_protocol::Reply) {
         let reply = match reply {
             dtx_protocol::Reply::Success => "success",
+            dtx_protocol::Reply::ReadOnly => "read_only",
             dtx_protocol::Reply::Refused => "refused",
             dtx_protocol::Reply::StillWorking => "still_working",
             dtx_protocol::Reply::Unknown => "unknown",

@@ -5,11 +5,14 @@
 //! (`dtx-gid`, `dtx-branch`, `dtx-op`, `dtx-mode`), a W3C `traceparent` whose
 //! trace id is the same for every call of one transaction, the branch's own
 //! headers and, when a secret is configured, an HMAC signature. The answer is
-//! classified into a [`Reply`]; a timeout or a connection error is
-//! [`Reply::Unknown`], never a failure.
+//! classified into a [`Reply`] (a 2xx with `dtx-vote: read-only` is a
+//! read-only vote); a timeout or a connection error is [`Reply::Unknown`],
+//! never a failure.
 
 use async_trait::async_trait;
-use dtx_protocol::wire::{HEADER_BRANCH, HEADER_GID, HEADER_MODE, HEADER_OP, HEADER_SIGNATURE};
+use dtx_protocol::wire::{
+    HEADER_BRANCH, HEADER_GID, HEADER_MODE, HEADER_OP, HEADER_SIGNATURE, HEADER_VOTE,
+};
 use dtx_protocol::{Mode, Op, Reply};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -107,8 +110,12 @@ impl Transport for HttpTransport {
         match request.body(body).send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
-                let reply = Reply::from_status(status);
-                let error = if reply == Reply::Success {
+                let vote = response
+                    .headers()
+                    .get(HEADER_VOTE)
+                    .and_then(|v| v.to_str().ok());
+                let reply = Reply::from_answer(status, vote);
+                let error = if reply.is_success() {
                     None
                 } else {
                     let text = response.text().await.unwrap_or_default();

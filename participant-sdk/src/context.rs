@@ -17,8 +17,8 @@ pub const HEADER_TRACEPARENT: &str = "traceparent";
 
 /// An operation a participant is asked to carry out on a branch.
 ///
-/// The coordinator sends `action`, `compensate`, `confirm` and `cancel`; the
-/// initiator client sends `try` itself (TCC), with the same headers.
+/// The coordinator sends every operation but `try`, which the initiator
+/// client sends itself (TCC), with the same headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum BranchOp {
@@ -32,16 +32,37 @@ pub enum BranchOp {
     Confirm,
     /// TCC release of a Try that may have run; must succeed eventually.
     Cancel,
+    /// 2PC vote: do the work and hold it prepared, or refuse.
+    Prepare,
+    /// 2PC commit of a prepared branch; must succeed eventually.
+    Commit,
+    /// 2PC rollback of a branch that may have prepared; must succeed eventually.
+    Rollback,
+    /// 3PC vote: can this branch commit? No work yet.
+    CanCommit,
+    /// 3PC: everyone voted yes; do the work and hold it.
+    PreCommit,
+    /// 3PC: make the held work final; must succeed eventually.
+    DoCommit,
+    /// 3PC: undo whatever is held; must succeed eventually.
+    Abort,
 }
 
 impl BranchOp {
     /// Every operation.
-    pub const ALL: [BranchOp; 5] = [
+    pub const ALL: [BranchOp; 12] = [
         BranchOp::Action,
         BranchOp::Compensate,
         BranchOp::Try,
         BranchOp::Confirm,
         BranchOp::Cancel,
+        BranchOp::Prepare,
+        BranchOp::Commit,
+        BranchOp::Rollback,
+        BranchOp::CanCommit,
+        BranchOp::PreCommit,
+        BranchOp::DoCommit,
+        BranchOp::Abort,
     ];
 
     /// The lowercase name used in the `dtx-op` header and in the barrier table.
@@ -52,6 +73,13 @@ impl BranchOp {
             BranchOp::Try => "try",
             BranchOp::Confirm => "confirm",
             BranchOp::Cancel => "cancel",
+            BranchOp::Prepare => "prepare",
+            BranchOp::Commit => "commit",
+            BranchOp::Rollback => "rollback",
+            BranchOp::CanCommit => "can_commit",
+            BranchOp::PreCommit => "pre_commit",
+            BranchOp::DoCommit => "do_commit",
+            BranchOp::Abort => "abort",
         }
     }
 
@@ -60,24 +88,47 @@ impl BranchOp {
         match self {
             BranchOp::Action | BranchOp::Compensate => Mode::Saga,
             BranchOp::Try | BranchOp::Confirm | BranchOp::Cancel => Mode::Tcc,
+            BranchOp::Prepare | BranchOp::Commit | BranchOp::Rollback => Mode::TwoPhase,
+            BranchOp::CanCommit | BranchOp::PreCommit | BranchOp::DoCommit | BranchOp::Abort => {
+                Mode::ThreePhase
+            }
         }
     }
 
-    /// For an undo (`compensate`, `cancel`), the forward operation it undoes
-    /// (`action`, `try`); `None` for every other operation.
+    /// For an undo (`compensate`, `cancel`, `rollback`, `abort`), the forward
+    /// operation whose work it undoes (`action`, `try`, `prepare`,
+    /// `pre_commit`); `None` for every other operation. A 3PC `can_commit`
+    /// only votes and holds nothing, so `abort` undoes `pre_commit`.
     pub fn undoes(self) -> Option<BranchOp> {
         match self {
             BranchOp::Compensate => Some(BranchOp::Action),
             BranchOp::Cancel => Some(BranchOp::Try),
-            BranchOp::Action | BranchOp::Try | BranchOp::Confirm => None,
+            BranchOp::Rollback => Some(BranchOp::Prepare),
+            BranchOp::Abort => Some(BranchOp::PreCommit),
+            BranchOp::Action
+            | BranchOp::Try
+            | BranchOp::Confirm
+            | BranchOp::Prepare
+            | BranchOp::Commit
+            | BranchOp::CanCommit
+            | BranchOp::PreCommit
+            | BranchOp::DoCommit => None,
         }
     }
 
-    /// Phase one (`action`, `try`) may be refused and the refusal decides the
-    /// transaction; every other operation carries out a decision already
-    /// logged and is retried by the coordinator until it succeeds.
+    /// Phase one (`action`, `try`, `prepare`, `can_commit`, `pre_commit`)
+    /// may be refused and the refusal decides the transaction; every other
+    /// operation carries out a decision already logged and is retried by the
+    /// coordinator until it succeeds.
     pub fn is_phase_one(self) -> bool {
-        matches!(self, BranchOp::Action | BranchOp::Try)
+        matches!(
+            self,
+            BranchOp::Action
+                | BranchOp::Try
+                | BranchOp::Prepare
+                | BranchOp::CanCommit
+                | BranchOp::PreCommit
+        )
     }
 }
 
@@ -104,6 +155,13 @@ impl From<dtx_protocol::Op> for BranchOp {
             dtx_protocol::Op::Compensate => BranchOp::Compensate,
             dtx_protocol::Op::Confirm => BranchOp::Confirm,
             dtx_protocol::Op::Cancel => BranchOp::Cancel,
+            dtx_protocol::Op::Prepare => BranchOp::Prepare,
+            dtx_protocol::Op::Commit => BranchOp::Commit,
+            dtx_protocol::Op::Rollback => BranchOp::Rollback,
+            dtx_protocol::Op::CanCommit => BranchOp::CanCommit,
+            dtx_protocol::Op::PreCommit => BranchOp::PreCommit,
+            dtx_protocol::Op::DoCommit => BranchOp::DoCommit,
+            dtx_protocol::Op::Abort => BranchOp::Abort,
         }
     }
 }
@@ -115,7 +173,9 @@ impl From<dtx_protocol::Op> for BranchOp {
 /// `400 application/problem+json` naming every missing or invalid header
 /// ([`BranchContextRejection`]). It checks that the operation belongs to the
 /// mode (`action`/`compensate` with `saga`, `try`/`confirm`/`cancel` with
-/// `tcc`), so a misrouted call is refused before any business code runs.
+/// `tcc`, `prepare`/`commit`/`rollback` with `2pc`, `can_commit`/`pre_commit`/
+/// `do_commit`/`abort` with `3pc`), so a misrouted call is refused before
+/// any business code runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BranchContext {
     gid: String,

@@ -48,6 +48,8 @@ pub enum Answer {
     /// The inner answer, after this delay. Used to make the coordinator's
     /// per-request timeout fire. Build it with [`Answer::delayed`].
     Delay(Duration, Box<Answer>),
+    /// 200 `{}` with `dtx-vote: read-only`: a 2PC participant's read-only vote.
+    ReadOnlyVote,
     /// Never answer; the connection is closed when the server stops.
     Hang,
     /// Close the connection without writing any response.
@@ -71,7 +73,7 @@ impl Answer {
                 );
             }
             Answer::Delay(_, inner) => inner.validate(),
-            Answer::Hang | Answer::Drop => {}
+            Answer::ReadOnlyVote | Answer::Hang | Answer::Drop => {}
         }
     }
 }

@@ -14,7 +14,8 @@
 //! - [`spec`]: what a client registers: branches and per-transaction options.
 //! - [`state`]: the status vocabulary of transactions and branches.
 //! - [`machine`]: the state machine, [`Transaction`], with the rules common to
-//!   every mode; the per-mode rules live in `saga` and `tcc`.
+//!   every mode; the per-mode rules live in `saga`, `tcc`, `two_phase` and
+//!   `three_phase`.
 //! - [`retry`]: the backoff policy, a pure function of the attempt number.
 //!
 //! # Call order
@@ -31,10 +32,14 @@ mod saga;
 pub mod spec;
 pub mod state;
 mod tcc;
+#[cfg(test)]
+mod test_support;
+mod three_phase;
+mod two_phase;
 pub mod wire;
 
 pub use machine::{Action, HistoryRecord, Input, Step, Transaction};
 pub use retry::RetryPolicy;
 pub use spec::{BranchSpec, TxOptions};
-pub use state::{BranchStatus, Status};
+pub use state::{BranchStatus, Decision, Status};
 pub use wire::{Mode, Op, Reply};

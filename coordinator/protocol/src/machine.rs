@@ -11,7 +11,7 @@
 
 use crate::state::{BranchStatus, Status};
 use crate::wire::{Mode, Op, Reply};
-use crate::{saga, tcc};
+use crate::{saga, tcc, three_phase, two_phase};
 
 /// Something that happened to a transaction.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +134,18 @@ impl Transaction {
         Transaction::recover(Mode::Tcc, Status::Open, vec![], vec![])
     }
 
+    /// A newly registered 2PC transaction with `branches` branches.
+    pub fn new_two_phase(branches: usize) -> Transaction {
+        let statuses = vec![BranchStatus::Pending; branches];
+        Transaction::recover(Mode::TwoPhase, Status::Preparing, statuses, vec![])
+    }
+
+    /// A newly registered 3PC transaction with `branches` branches.
+    pub fn new_three_phase(branches: usize) -> Transaction {
+        let statuses = vec![BranchStatus::Pending; branches];
+        Transaction::recover(Mode::ThreePhase, Status::Preparing, statuses, vec![])
+    }
+
     /// A transaction rebuilt from its log. `depends_on` is empty for modes
     /// without dependencies; otherwise one entry per branch.
     pub fn recover(
@@ -231,7 +243,7 @@ impl Transaction {
         // Only phase one has a deadline. Once a decision is logged, phase two
         // is carried out however long it takes: aborting a half-confirmed
         // transaction would break atomicity.
-        if matches!(self.status, Status::Open | Status::Running) {
+        if self.status.is_phase_one() {
             self.set_status(
                 Status::Aborting,
                 "the deadline passed before phase one finished",
@@ -258,9 +270,17 @@ impl Transaction {
             return;
         }
         branch.call = CallState::Idle;
+        // Only a 2PC vote can be read-only; anywhere else it is a success.
+        let reply = match (self.mode, op, reply) {
+            (Mode::TwoPhase, Op::Prepare, Reply::ReadOnly) => Reply::ReadOnly,
+            (_, _, Reply::ReadOnly) => Reply::Success,
+            (_, _, reply) => reply,
+        };
         let outcome = match self.mode {
             Mode::Saga => saga::outcome(self.status, op, reply),
             Mode::Tcc => tcc::outcome(op, reply),
+            Mode::TwoPhase => two_phase::outcome(self.status, op, reply),
+            Mode::ThreePhase => three_phase::outcome(self.status, op, reply),
         };
         match outcome {
             Outcome::Settled(to) => {
@@ -271,11 +291,15 @@ impl Transaction {
                     op,
                     to,
                 });
-                if self.mode == Mode::Saga
-                    && to == BranchStatus::Refused
-                    && self.status == Status::Running
-                {
-                    self.set_status(Status::Aborting, "a branch refused its action", step);
+                // A refusal in phase one decides: abort. (TCC and phase-two
+                // refusals never settle as `refused`; they are retried.)
+                if to == BranchStatus::Refused && self.status.is_phase_one() {
+                    let reason = match op {
+                        Op::Action => "a branch refused its action",
+                        Op::PreCommit => "a branch refused to pre-commit",
+                        _ => "a branch voted no",
+                    };
+                    self.set_status(Status::Aborting, reason, step);
                     if let Some(HistoryRecord::Status { cause, .. }) = step.history.last_mut() {
                         *cause = Some(index);
                     }
@@ -300,21 +324,33 @@ impl Transaction {
         }
     }
 
-    /// Issues every call the mode's rules allow now, and finishes the
-    /// transaction when nothing is left to do.
+    /// Issues every call the mode's rules allow now, and moves the
+    /// transaction on when its phase is over: to its final status, or (2PC,
+    /// 3PC) to the next phase, whose calls are then issued in the same step,
+    /// after the decision in the step's history.
     fn advance(&mut self, step: &mut Step) {
-        let (calls, finished) = match self.mode {
-            Mode::Saga => saga::next(self),
-            Mode::Tcc => tcc::next(self),
-        };
-        for (index, op, status) in calls {
-            let branch = &mut self.branches[index];
-            branch.status = status;
-            branch.call = CallState::Outstanding(op);
-            step.actions.push(Action::Call { branch: index, op });
-        }
-        if let Some((to, reason)) = finished {
-            self.set_status(to, reason, step);
+        loop {
+            let (calls, transition) = match self.mode {
+                Mode::Saga => saga::next(self),
+                Mode::Tcc => tcc::next(self),
+                Mode::TwoPhase => two_phase::next(self),
+                Mode::ThreePhase => three_phase::next(self),
+            };
+            for (index, op, status) in calls {
+                let branch = &mut self.branches[index];
+                branch.status = status;
+                branch.call = CallState::Outstanding(op);
+                step.actions.push(Action::Call { branch: index, op });
+            }
+            match transition {
+                Some((to, reason)) => {
+                    self.set_status(to, reason, step);
+                    if to.is_final() {
+                        return;
+                    }
+                }
+                None => return,
+            }
         }
     }
 
@@ -346,7 +382,8 @@ pub(crate) enum Outcome {
 }
 
 /// Calls to start now (branch, operation, in-flight status) and, when the
-/// transaction is done, its final status with the reason.
+/// phase is over, the status to move to with the reason: a final status, or
+/// (2PC, 3PC) the decision that opens the next phase.
 pub(crate) type Next = (
     Vec<(usize, Op, BranchStatus)>,
     Option<(Status, &'static str)>,

@@ -6,39 +6,10 @@
 use super::*;
 use crate::state::BranchStatus as B;
 use crate::state::Status as S;
+use crate::test_support::*;
 use crate::wire::Op::{Action as Act, Cancel, Compensate as Comp, Confirm};
 use crate::wire::Reply::{Refused, StillWorking, Success, Unknown};
 
-fn call(branch: usize, op: Op) -> Action {
-    Action::Call { branch, op }
-}
-fn retry(branch: usize, op: Op) -> Action {
-    Action::Retry { branch, op }
-}
-fn replied(branch: usize, op: Op, reply: Reply) -> Input {
-    Input::Replied { branch, op, reply }
-}
-fn statuses(tx: &Transaction) -> Vec<B> {
-    tx.branch_statuses().collect()
-}
-fn status_changes(step: &Step) -> Vec<S> {
-    step.history
-        .iter()
-        .filter_map(|h| match h {
-            HistoryRecord::Status { to, .. } => Some(*to),
-            HistoryRecord::Branch { .. } => None,
-        })
-        .collect()
-}
-fn branch_outcomes(step: &Step) -> Vec<(usize, B)> {
-    step.history
-        .iter()
-        .filter_map(|h| match h {
-            HistoryRecord::Branch { branch, to, .. } => Some((*branch, *to)),
-            HistoryRecord::Status { .. } => None,
-        })
-        .collect()
-}
 fn sequential(n: usize) -> Transaction {
     Transaction::new_saga(
         (0..n)

@@ -110,7 +110,12 @@ pub(crate) fn next(tx: &Transaction) -> Next {
                 );
             }
         }
-        Status::Open | Status::Committing | Status::Committed | Status::Aborted => {}
+        Status::Open
+        | Status::Preparing
+        | Status::PreCommitting
+        | Status::Committing
+        | Status::Committed
+        | Status::Aborted => {}
     }
     (calls, None)
 }

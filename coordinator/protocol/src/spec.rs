@@ -113,6 +113,22 @@ pub fn validate_branch(mode: Mode, branch: &BranchSpec) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks the branches of a mode whose branches are all registered at once:
+/// at least one, unique ids, each with exactly the URLs the mode calls.
+pub fn validate_branches(mode: Mode, branches: &[BranchSpec]) -> Result<(), String> {
+    if branches.is_empty() {
+        return Err(format!("a {mode} transaction needs at least one branch"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for b in branches {
+        validate_branch(mode, b)?;
+        if !seen.insert(b.id.as_str()) {
+            return Err(format!("branch id `{}` is used twice", b.id));
+        }
+    }
+    Ok(())
+}
+
 /// Checks every branch of a saga and resolves its dependency graph.
 ///
 /// Returns, for each branch, the indices of the branches it depends on.

@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 ///            └──(refusal | deadline)──▶ aborting ──▶ aborted
 ///  tcc:   open ──(commit)──▶ committing ──▶ committed
 ///            └──(abort | deadline)──▶ aborting ──▶ aborted
+///  2pc:   preparing ──(all yes)──▶ committing ──▶ committed
+///            └──(a no | deadline)──▶ aborting ──▶ aborted
+///  3pc:   preparing ──(all yes)──▶ pre_committing ──(all acked)──▶ committing ──▶ committed
+///            └──(a no | deadline)──▶ aborting ◀──(a refusal | deadline)──┘
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -18,6 +22,10 @@ pub enum Status {
     Open,
     /// Saga: actions are being executed.
     Running,
+    /// 2PC and 3PC: votes (prepare, can-commit) are being collected.
+    Preparing,
+    /// 3PC: every branch voted yes (logged); pre-commits are being delivered.
+    PreCommitting,
     /// The commit decision is logged; confirmations are being delivered.
     Committing,
     /// The abort decision is logged; compensations or cancels are being delivered.
@@ -30,9 +38,11 @@ pub enum Status {
 
 impl Status {
     /// Every status, in lifecycle order.
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 8] = [
         Status::Open,
         Status::Running,
+        Status::Preparing,
+        Status::PreCommitting,
         Status::Committing,
         Status::Aborting,
         Status::Committed,
@@ -44,6 +54,8 @@ impl Status {
         match self {
             Status::Open => "open",
             Status::Running => "running",
+            Status::Preparing => "preparing",
+            Status::PreCommitting => "pre_committing",
             Status::Committing => "committing",
             Status::Aborting => "aborting",
             Status::Committed => "committed",
@@ -54,6 +66,14 @@ impl Status {
     /// A final transaction is never driven again.
     pub fn is_final(self) -> bool {
         matches!(self, Status::Committed | Status::Aborted)
+    }
+
+    /// Phase one: no decision is logged yet, and the deadline applies.
+    pub fn is_phase_one(self) -> bool {
+        matches!(
+            self,
+            Status::Open | Status::Running | Status::Preparing | Status::PreCommitting
+        )
     }
 }
 
@@ -68,25 +88,41 @@ pub enum BranchStatus {
     Running,
     /// Saga: the action succeeded.
     Succeeded,
-    /// Saga: the action was refused (409).
+    /// Saga: the action was refused (409). 2PC, 3PC: voted no, or (3PC)
+    /// refused to pre-commit.
     Refused,
-    /// TCC: confirm sent, not yet acknowledged.
+    /// 2PC, 3PC: the vote was asked; no answer is known yet.
+    Preparing,
+    /// 2PC, 3PC: voted yes.
+    Prepared,
+    /// 2PC: voted read-only; takes no part in phase two.
+    ReadOnly,
+    /// 3PC: pre-commit sent, not yet acknowledged.
+    PreCommitting,
+    /// 3PC: pre-commit acknowledged.
+    PreCommitted,
+    /// TCC confirm, 2PC commit or 3PC do-commit sent, not yet acknowledged.
     Committing,
-    /// TCC: confirm acknowledged.
+    /// TCC confirm, 2PC commit or 3PC do-commit acknowledged.
     Committed,
-    /// Compensate or cancel sent, not yet acknowledged.
+    /// Compensate, cancel, rollback or abort sent, not yet acknowledged.
     RollingBack,
-    /// Compensate or cancel acknowledged.
+    /// Compensate, cancel, rollback or abort acknowledged.
     RolledBack,
 }
 
 impl BranchStatus {
     /// Every branch status.
-    pub const ALL: [BranchStatus; 8] = [
+    pub const ALL: [BranchStatus; 13] = [
         BranchStatus::Pending,
         BranchStatus::Running,
         BranchStatus::Succeeded,
         BranchStatus::Refused,
+        BranchStatus::Preparing,
+        BranchStatus::Prepared,
+        BranchStatus::ReadOnly,
+        BranchStatus::PreCommitting,
+        BranchStatus::PreCommitted,
         BranchStatus::Committing,
         BranchStatus::Committed,
         BranchStatus::RollingBack,
@@ -100,10 +136,43 @@ impl BranchStatus {
             BranchStatus::Running => "running",
             BranchStatus::Succeeded => "succeeded",
             BranchStatus::Refused => "refused",
+            BranchStatus::Preparing => "preparing",
+            BranchStatus::Prepared => "prepared",
+            BranchStatus::ReadOnly => "read_only",
+            BranchStatus::PreCommitting => "pre_committing",
+            BranchStatus::PreCommitted => "pre_committed",
             BranchStatus::Committing => "committing",
             BranchStatus::Committed => "committed",
             BranchStatus::RollingBack => "rolling_back",
             BranchStatus::RolledBack => "rolled_back",
+        }
+    }
+}
+
+/// What a participant in doubt learns from the termination query
+/// (`GET /v1/transactions/{gid}/decision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// The commit decision is logged: commit.
+    Commit,
+    /// The abort decision is logged, or the coordinator has no record of
+    /// the transaction (presumed abort): abort.
+    Abort,
+    /// No decision yet: keep waiting (or ask again).
+    Pending,
+}
+
+impl Decision {
+    /// The decision a transaction in `status` has taken; `None` is a
+    /// transaction the coordinator has no record of (presumed abort).
+    pub fn of(status: Option<Status>) -> Decision {
+        match status {
+            Some(Status::Committing | Status::Committed) => Decision::Commit,
+            Some(Status::Aborting | Status::Aborted) | None => Decision::Abort,
+            Some(Status::Open | Status::Running | Status::Preparing | Status::PreCommitting) => {
+                Decision::Pending
+            }
         }
     }
 }

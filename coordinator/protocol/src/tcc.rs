@@ -35,7 +35,12 @@ pub(crate) fn next(tx: &Transaction) -> Next {
             Status::Aborted,
             "every branch cancelled",
         ),
-        Status::Open | Status::Running | Status::Committed | Status::Aborted => {
+        Status::Open
+        | Status::Running
+        | Status::Preparing
+        | Status::PreCommitting
+        | Status::Committed
+        | Status::Aborted => {
             return (vec![], None);
         }
     };

@@ -15,6 +15,11 @@ pub const HEADER_OP: &str = "dtx-op";
 pub const HEADER_MODE: &str = "dtx-mode";
 /// Header carrying the HMAC-SHA256 signature of a call, when a secret is set.
 pub const HEADER_SIGNATURE: &str = "dtx-signature";
+/// Response header with which a 2PC participant votes read-only on a 2xx
+/// answer to `prepare` (value [`VOTE_READ_ONLY`]).
+pub const HEADER_VOTE: &str = "dtx-vote";
+/// The value of [`HEADER_VOTE`] for a read-only vote.
+pub const VOTE_READ_ONLY: &str = "read-only";
 
 /// The protocol a global transaction follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -24,17 +29,25 @@ pub enum Mode {
     Saga,
     /// Try by the initiator; Confirm or Cancel by the coordinator.
     Tcc,
+    /// Two-phase commit: Prepare (a vote), then Commit or Rollback.
+    #[serde(rename = "2pc")]
+    TwoPhase,
+    /// Three-phase commit: CanCommit (a vote), PreCommit, then DoCommit or Abort.
+    #[serde(rename = "3pc")]
+    ThreePhase,
 }
 
 impl Mode {
     /// Every mode, in the order the documentation lists them.
-    pub const ALL: [Mode; 2] = [Mode::Saga, Mode::Tcc];
+    pub const ALL: [Mode; 4] = [Mode::Saga, Mode::Tcc, Mode::TwoPhase, Mode::ThreePhase];
 
     /// The lowercase name used on the wire and in the store.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Saga => "saga",
             Mode::Tcc => "tcc",
+            Mode::TwoPhase => "2pc",
+            Mode::ThreePhase => "3pc",
         }
     }
 
@@ -43,13 +56,22 @@ impl Mode {
         match self {
             Mode::Saga => &[Op::Action, Op::Compensate],
             Mode::Tcc => &[Op::Confirm, Op::Cancel],
+            Mode::TwoPhase => &[Op::Prepare, Op::Commit, Op::Rollback],
+            Mode::ThreePhase => &[Op::CanCommit, Op::PreCommit, Op::DoCommit, Op::Abort],
         }
+    }
+
+    /// Whether all branches are given at registration and driven by the
+    /// coordinator from the start (saga, 2PC, 3PC), rather than registered one
+    /// by one while the initiator works (TCC).
+    pub fn registers_branches_upfront(self) -> bool {
+        self != Mode::Tcc
     }
 }
 
 /// A call the coordinator makes on a branch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Op {
     /// Saga forward step.
     Action,
@@ -59,27 +81,64 @@ pub enum Op {
     Confirm,
     /// TCC release of a Try that may have run; must succeed eventually.
     Cancel,
+    /// 2PC vote request: the participant does the work and holds it prepared.
+    Prepare,
+    /// 2PC commit of a prepared branch; must succeed eventually.
+    Commit,
+    /// 2PC rollback of a branch that may have prepared; must succeed eventually.
+    Rollback,
+    /// 3PC vote request: can the participant commit? No work is done yet.
+    CanCommit,
+    /// 3PC: every branch voted yes; do the work and hold it.
+    PreCommit,
+    /// 3PC: every branch acknowledged PreCommit; make it final. Must succeed eventually.
+    DoCommit,
+    /// 3PC undo of whatever the branch holds; must succeed eventually.
+    Abort,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 4] = [Op::Action, Op::Compensate, Op::Confirm, Op::Cancel];
+    pub const ALL: [Op; 11] = [
+        Op::Action,
+        Op::Compensate,
+        Op::Confirm,
+        Op::Cancel,
+        Op::Prepare,
+        Op::Commit,
+        Op::Rollback,
+        Op::CanCommit,
+        Op::PreCommit,
+        Op::DoCommit,
+        Op::Abort,
+    ];
 
-    /// The lowercase name used on the wire and in the store.
+    /// The snake_case name used on the wire and in the store.
     pub fn as_str(self) -> &'static str {
         match self {
             Op::Action => "action",
             Op::Compensate => "compensate",
             Op::Confirm => "confirm",
             Op::Cancel => "cancel",
+            Op::Prepare => "prepare",
+            Op::Commit => "commit",
+            Op::Rollback => "rollback",
+            Op::CanCommit => "can_commit",
+            Op::PreCommit => "pre_commit",
+            Op::DoCommit => "do_commit",
+            Op::Abort => "abort",
         }
     }
 
     /// Phase-two operations carry out a decision already logged: they are
     /// retried until they succeed and a refusal is an operator's problem,
-    /// never a new decision.
+    /// never a new decision. The others (saga actions, votes, 3PC's
+    /// PreCommit) are bounded by the transaction's deadline.
     pub fn is_phase_two(self) -> bool {
-        !matches!(self, Op::Action)
+        !matches!(
+            self,
+            Op::Action | Op::Prepare | Op::CanCommit | Op::PreCommit
+        )
     }
 }
 
@@ -124,8 +183,12 @@ impl_names!(Op);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reply {
-    /// 2xx: the operation is done.
+    /// 2xx: the operation is done (a vote: yes).
     Success,
+    /// 2xx with `dtx-vote: read-only` on a 2PC prepare: yes, and the branch
+    /// changed nothing, so it takes no part in phase two. Any other
+    /// operation reads it as [`Reply::Success`].
+    ReadOnly,
     /// 409: the business refuses (an action failed, a vote is no).
     Refused,
     /// 425: the participant is still working; ask again later.
@@ -136,6 +199,19 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// Whether the operation is done (success, or a read-only vote).
+    pub fn is_success(self) -> bool {
+        matches!(self, Reply::Success | Reply::ReadOnly)
+    }
+
+    /// Classifies an HTTP status code and the `dtx-vote` header of the answer.
+    pub fn from_answer(status: u16, vote: Option<&str>) -> Reply {
+        match Reply::from_status(status) {
+            Reply::Success if vote == Some(VOTE_READ_ONLY) => Reply::ReadOnly,
+            reply => reply,
+        }
+    }
+
     /// Classifies an HTTP status code.
     pub fn from_status(status: u16) -> Reply {
         match status {

@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::IntoResponse;
-use dtx_protocol::BranchSpec;
+use dtx_protocol::{BranchSpec, Decision, Mode, Status};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -153,6 +153,43 @@ async fn decide(
     Ok(Json(TransactionView {
         record,
         events: None,
+    }))
+}
+
+/// The answer to a termination query.
+#[derive(Serialize)]
+pub struct DecisionView {
+    gid: String,
+    /// `None` when dtx has no record of the transaction.
+    mode: Option<Mode>,
+    status: Option<Status>,
+    decision: Decision,
+}
+
+/// `GET /v1/transactions/{gid}/decision`: what a participant in doubt (a
+/// prepared 2PC branch, a 3PC branch past its timeout) must do. A gid with no
+/// record is answered `abort`: 2PC presumes abort, and a participant can only
+/// have prepared for a transaction that was registered first.
+pub(super) async fn decision(
+    State(state): State<AppState>,
+    Path(gid): Path<String>,
+) -> Result<Json<DecisionView>, ApiError> {
+    check_gid(&gid)?;
+    let record = state
+        .engine
+        .store()
+        .get(&gid)
+        .await
+        .map_err(crate::engine::EngineError::from)?;
+    let (mode, status) = match &record {
+        Some(r) => (Some(r.mode), Some(r.status)),
+        None => (None, None),
+    };
+    Ok(Json(DecisionView {
+        gid,
+        mode,
+        status,
+        decision: Decision::of(status),
     }))
 }
 

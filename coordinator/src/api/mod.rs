@@ -3,12 +3,13 @@
 //!
 //! | method and path | what it does |
 //! |---|---|
-//! | `POST /v1/transactions` | register a saga, or open a TCC transaction |
+//! | `POST /v1/transactions` | register a saga, 2PC or 3PC transaction, or open a TCC one |
 //! | `GET /v1/transactions` | list, newest first, with filters and a cursor |
 //! | `GET /v1/transactions/{gid}` | one transaction with branches and history |
 //! | `POST /v1/transactions/{gid}/branches` | register a TCC branch |
 //! | `POST /v1/transactions/{gid}/commit` | commit an open TCC transaction |
 //! | `POST /v1/transactions/{gid}/abort` | abort an open TCC transaction |
+//! | `GET /v1/transactions/{gid}/decision` | termination query: commit, abort or pending |
 //!
 //! Every call that can wait for the outcome takes `?wait_ms=`.
 
@@ -59,6 +60,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/v1/transactions/{gid}/commit", post(handlers::commit))
         .route("/v1/transactions/{gid}/abort", post(handlers::abort))
+        .route("/v1/transactions/{gid}/decision", get(handlers::decision))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))

@@ -4,7 +4,7 @@
 
 use super::problem::ApiError;
 use crate::store::{ListQuery, NewTransaction};
-use dtx_protocol::spec::{saga_dependencies, validate_branch};
+use dtx_protocol::spec::{saga_dependencies, validate_branch, validate_branches};
 use dtx_protocol::{BranchSpec, Mode, Status, TxOptions};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -16,9 +16,9 @@ pub struct RegisterRequest {
     /// Client-chosen global id; generated when absent.
     #[serde(default, skip_serializing)]
     pub gid: Option<String>,
-    /// `saga` or `tcc`.
+    /// `saga`, `tcc`, `2pc` or `3pc`.
     pub mode: Mode,
-    /// Saga: every branch. TCC: none (register them one by one).
+    /// Saga, 2PC, 3PC: every branch. TCC: none (register them one by one).
     #[serde(default)]
     pub branches: Vec<BranchSpec>,
     /// Options; defaults fill what is missing.
@@ -86,6 +86,10 @@ pub(crate) fn new_transaction(request: RegisterRequest) -> Result<NewTransaction
         Mode::Saga => {
             saga_dependencies(&request.branches).map_err(ApiError::BadRequest)?;
             Status::Running
+        }
+        Mode::TwoPhase | Mode::ThreePhase => {
+            validate_branches(request.mode, &request.branches).map_err(ApiError::BadRequest)?;
+            Status::Preparing
         }
         Mode::Tcc => {
             if !request.branches.is_empty() {

@@ -139,7 +139,7 @@ impl Driver {
                     .collect::<Vec<_>>(),
             )
             .unwrap_or_default(),
-            Mode::Tcc => vec![],
+            Mode::Tcc | Mode::TwoPhase | Mode::ThreePhase => vec![],
         };
         self.books = record
             .branches
@@ -180,7 +180,7 @@ impl Driver {
         self.carry_out(step).await?;
         let shutdown = self.shared.shutdown.clone();
         while !self.tx.status().is_final() {
-            let before_deadline = matches!(self.tx.status(), Status::Open | Status::Running);
+            let before_deadline = self.tx.status().is_phase_one();
             tokio::select! {
                 _ = shutdown.cancelled() => return Err(Stop::Shutdown),
                 mail = self.mail_rx.recv() => match mail {
@@ -207,7 +207,7 @@ impl Driver {
                 op,
                 outcome,
             } => {
-                let failed = outcome.reply != Reply::Success;
+                let failed = !outcome.reply.is_success();
                 self.record_outcome(branch, op, &outcome);
                 let step = self.tx.handle(Input::Replied {
                     branch,
@@ -292,7 +292,7 @@ impl Driver {
         books.last_http_status = outcome.http_status;
         books.last_error = outcome.error.clone();
         self.dirty.insert(branch);
-        if outcome.reply == Reply::Success {
+        if outcome.reply.is_success() {
             books.failures_in_a_row = 0;
             books.failing_since = None;
             return;
@@ -549,7 +549,7 @@ fn describe_failure(op: Op, outcome: &CallOutcome) -> String {
     let what = match outcome.reply {
         Reply::Refused => "refused",
         Reply::StillWorking => "still working",
-        Reply::Unknown | Reply::Success => "unknown outcome",
+        Reply::Unknown | Reply::Success | Reply::ReadOnly => "unknown outcome",
     };
     format!(
         "{op}: {what} ({}); will retry",

@@ -443,7 +443,7 @@ fn decision_answer(gid: &str, status: Status, commit: bool) -> Result<Status, En
     let agrees = match status {
         Status::Committing | Status::Committed => commit,
         Status::Aborting | Status::Aborted => !commit,
-        Status::Open | Status::Running => false,
+        Status::Open | Status::Running | Status::Preparing | Status::PreCommitting => false,
     };
     if agrees {
         Ok(status)

@@ -112,6 +112,56 @@ pub fn tcc_branch(p: &FakeParticipant, id: &str) -> Value {
     })
 }
 
+/// A 2PC branch calling `/{id}/prepare`, `/{id}/commit` and `/{id}/rollback` on `p`.
+pub fn two_phase_branch(p: &FakeParticipant, id: &str) -> Value {
+    branch_with_ops(p, id, &["prepare", "commit", "rollback"])
+}
+
+/// A 3PC branch calling `/{id}/can_commit`, `/{id}/pre_commit`,
+/// `/{id}/do_commit` and `/{id}/abort` on `p`.
+pub fn three_phase_branch(p: &FakeParticipant, id: &str) -> Value {
+    branch_with_ops(p, id, &["can_commit", "pre_commit", "do_commit", "abort"])
+}
+
+fn branch_with_ops(p: &FakeParticipant, id: &str, ops: &[&str]) -> Value {
+    let mut branch = json!({"id": id, "payload": {"branch": id}});
+    for op in ops {
+        branch[*op] = json!(p.url(&format!("/{id}/{op}")));
+    }
+    branch
+}
+
+/// The paths `p` was called on, in order of arrival.
+pub fn paths(p: &FakeParticipant) -> Vec<String> {
+    p.calls().into_iter().map(|c| c.path).collect()
+}
+
+/// The status of every branch, in registration order.
+pub fn branch_statuses(t: &Value) -> Vec<String> {
+    t["branches"]
+        .as_array()
+        .map(|bs| {
+            bs.iter()
+                .map(|b| b["status"].as_str().unwrap_or("?").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The transaction statuses its history went through, oldest first.
+pub fn status_history(t: &Value) -> Vec<String> {
+    t["events"]
+        .as_array()
+        .map(|es| {
+            es.iter()
+                .filter(|e| e["kind"] == "status")
+                .filter_map(|e| e["detail"].as_str())
+                .map(|d| d.split(':').next().unwrap_or(d).to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Fast retries so that tests of retries finish quickly.
 pub fn fast_options() -> Value {
     json!({"request_timeout_ms": 1000, "retry": {"initial_ms": 20, "max_ms": 200, "multiplier": 2.0}})

@@ -242,7 +242,7 @@ impl TccScope {
         let mut attempt = 1;
         loop {
             let detail = match self.send_try(&branch, &body).await {
-                Ok((Reply::Success, answer)) => {
+                Ok((Reply::Success | Reply::ReadOnly, answer)) => {
                     return Ok(serde_json::from_slice(&answer).unwrap_or(serde_json::Value::Null));
                 }
                 Ok((Reply::Refused, answer)) => {

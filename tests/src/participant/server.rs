@@ -141,6 +141,14 @@ async fn give(mut answer: Answer, mut shutdown: watch::Receiver<bool>) -> Respon
         match answer {
             Answer::Status(code) => return json_response(code, json!({})),
             Answer::Json(code, body) => return json_response(code, body),
+            Answer::ReadOnlyVote => {
+                let mut response = json_response(200, json!({}));
+                response.headers_mut().insert(
+                    dtx_protocol::wire::HEADER_VOTE,
+                    header::HeaderValue::from_static(dtx_protocol::wire::VOTE_READ_ONLY),
+                );
+                return response;
+            }
             Answer::Delay(delay, inner) => {
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => answer = *inner,
