@@ -26,6 +26,11 @@
 //! - [`barrier`]: the barrier, its migrations (`migrations/sqlite`,
 //!   `migrations/postgres`, applied by [`barrier::Barrier::migrate`]) and the
 //!   cleanup of old rows.
+//! - [`xa`]: the 2PC participant on PostgreSQL prepared transactions
+//!   ([`xa::XaParticipant`]), with in-doubt recovery through the termination
+//!   query ([`Client::decision`], [`client::DecisionSource`]).
+//! - [`three_phase`]: the 3PC participant on SQLite and PostgreSQL
+//!   ([`three_phase::ThreePhase`]) and its timeout-rule watchdog.
 //!
 //! # Example
 //! A participant whose `reserve` handler is protected by the barrier, and an
@@ -130,6 +135,8 @@ pub mod client;
 pub mod context;
 mod problem;
 pub mod signature;
+pub mod three_phase;
+pub mod xa;
 
 pub use answer::BranchAnswer;
 pub use client::{Client, ClientError};

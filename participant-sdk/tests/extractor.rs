@@ -248,8 +248,14 @@ fn ops_know_their_mode_and_what_they_undo() {
     assert_eq!(BranchOp::Compensate.undoes(), Some(BranchOp::Action));
     assert_eq!(BranchOp::Confirm.undoes(), None);
     assert_eq!(BranchOp::Try.mode(), Mode::Tcc);
+    assert_eq!(BranchOp::Rollback.undoes(), Some(BranchOp::Prepare));
+    assert_eq!(BranchOp::Abort.undoes(), Some(BranchOp::PreCommit));
+    assert_eq!(BranchOp::CanCommit.undoes(), None);
+    assert_eq!(BranchOp::Prepare.mode(), Mode::TwoPhase);
+    assert_eq!(BranchOp::DoCommit.mode(), Mode::ThreePhase);
     assert_eq!("compensate".parse::<BranchOp>(), Ok(BranchOp::Compensate));
-    assert!("prepare".parse::<BranchOp>().is_err());
+    assert_eq!("pre_commit".parse::<BranchOp>(), Ok(BranchOp::PreCommit));
+    assert!("precommit".parse::<BranchOp>().is_err());
 }
 
 #[test]

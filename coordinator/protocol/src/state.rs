@@ -164,6 +164,15 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Commit => "commit",
+            Decision::Abort => "abort",
+            Decision::Pending => "pending",
+        }
+    }
+
     /// The decision a transaction in `status` has taken; `None` is a
     /// transaction the coordinator has no record of (presumed abort).
     pub fn of(status: Option<Status>) -> Decision {

@@ -5,11 +5,13 @@
 //! UUIDv7 unless you give one) before it sends anything, so a request whose
 //! answer was lost can simply be sent again.
 
+mod decision;
 mod error;
 mod saga;
 mod tcc;
 mod view;
 
+pub use decision::{Decision, DecisionAnswer, DecisionSource};
 pub use error::ClientError;
 pub use saga::{Branch, Registered, SagaBuilder};
 pub use tcc::{TccBranch, TccBuilder, TccScope};
