@@ -40,6 +40,9 @@ const SYSTEMS: [(&str, RGBColor, Pick); 3] = [
     ("peer (dtmrs)", RGBColor(214, 39, 40), |s| s.peer.as_ref()),
 ];
 
+/// The peer's index in [`SYSTEMS`].
+const PEER: usize = 2;
+
 /// Draws the chart of `report` into `path`. Fails, saying which Debian
 /// package to install, when the font is missing.
 pub fn draw(report: &Report, path: &Path) -> Result<(), String> {
@@ -155,6 +158,14 @@ fn throughput(
         root.draw(&Text::new(s.name.clone(), (x - 10, y), name_style.clone()))?;
         for (k, (_, _, pick)) in SYSTEMS.iter().enumerate() {
             let Some(r) = pick(s).filter(|r| r.tps > 0.0) else {
+                // The peer's band says why it is empty (the reason itself
+                // is in the notes and the JSON).
+                if k == PEER && s.peer_absent.is_some() {
+                    let (y0, y1) = band(row, k);
+                    let (x, y) = chart.backend_coord(&(low, (y0 + y1) / 2.0));
+                    let text = "peer: cannot run this workload (see the notes)";
+                    root.draw(&Text::new(text, (x + 4, y), value_style.clone()))?;
+                }
                 continue;
             };
             let (y0, y1) = band(row, k);

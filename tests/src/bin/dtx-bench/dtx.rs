@@ -5,7 +5,9 @@
 //! Every transaction waits for its outcome inside the coordinator
 //! (`?wait_ms=30000`), so the latency is "first request sent" to "final
 //! status received", and a transaction counts only if that status is
-//! `committed`.
+//! `committed`. A 2PC transaction is registered like a saga, with
+//! `"mode": "2pc"` (`docs/two-and-three-phase.md`): the coordinator
+//! prepares, decides and commits inside that one request.
 
 use std::path::Path;
 
@@ -28,9 +30,10 @@ pub struct DtxTarget {
     process: DtxProcess,
     client: reqwest::Client,
     workload: Workload,
-    /// Everything of a saga's registration body after the gid, serialised
-    /// once: only the gid changes from one transaction to the next.
-    saga_rest: String,
+    /// Everything of a saga's or a 2PC transaction's registration body
+    /// after the gid, serialised once: only the gid changes from one
+    /// transaction to the next.
+    register_rest: String,
     /// The participants' base URL.
     participants: String,
 }
@@ -64,7 +67,7 @@ impl DtxTarget {
             process,
             client,
             workload,
-            saga_rest: saga_rest(workload, participants),
+            register_rest: register_rest(workload, participants),
             participants: participants.to_owned(),
         })
     }
@@ -79,8 +82,10 @@ impl DtxTarget {
         self.process.log()
     }
 
-    async fn saga(&self, gid: &str) -> Result<(), String> {
-        let body = format!(r#"{{"gid":"{gid}",{}"#, self.saga_rest);
+    /// A saga or a 2PC transaction: one registration that waits for the
+    /// outcome.
+    async fn register_and_wait(&self, gid: &str) -> Result<(), String> {
+        let body = format!(r#"{{"gid":"{gid}",{}"#, self.register_rest);
         let url = self
             .process
             .url(&format!("/v1/transactions?wait_ms={WAIT_MS}"));
@@ -123,31 +128,47 @@ impl Target for DtxTarget {
     async fn run_one(&self, seq: u64) -> Result<(), String> {
         let gid = format!("bench-{seq}");
         match self.workload {
-            Workload::Saga { .. } => self.saga(&gid).await,
+            Workload::Saga { .. } | Workload::TwoPc { .. } => self.register_and_wait(&gid).await,
             Workload::Tcc { branches } => self.tcc(&gid, branches).await,
-            // 2PC: register with "mode": "2pc" and wait, like a saga.
         }
     }
 }
 
-/// `"mode":"saga","branches":[...]}`: the registration body without its
-/// opening brace and gid.
-fn saga_rest(workload: Workload, p: &str) -> String {
-    let count = match workload {
-        Workload::Saga { branches } => branches,
-        _ => 0,
+/// `"mode":"saga","branches":[...]}` (or `"2pc"`): the registration body
+/// without its opening brace and gid; empty for TCC, which registers its
+/// branches one by one.
+fn register_rest(workload: Workload, p: &str) -> String {
+    let (mode, branches): (&str, Vec<_>) = match workload {
+        Workload::Saga { branches } => (
+            "saga",
+            (1..=branches)
+                .map(|i| {
+                    json!({
+                        "id": format!("b{i}"),
+                        "action": format!("{p}/saga/{i}/action"),
+                        "compensate": format!("{p}/saga/{i}/compensate"),
+                        "payload": {"amount": 1},
+                    })
+                })
+                .collect(),
+        ),
+        Workload::TwoPc { branches } => (
+            "2pc",
+            (1..=branches)
+                .map(|i| {
+                    json!({
+                        "id": format!("b{i}"),
+                        "prepare": format!("{p}/2pc/{i}/prepare"),
+                        "commit": format!("{p}/2pc/{i}/commit"),
+                        "rollback": format!("{p}/2pc/{i}/rollback"),
+                        "payload": {"amount": 1},
+                    })
+                })
+                .collect(),
+        ),
+        Workload::Tcc { .. } => return String::new(),
     };
-    let branches: Vec<_> = (1..=count)
-        .map(|i| {
-            json!({
-                "id": format!("b{i}"),
-                "action": format!("{p}/saga/{i}/action"),
-                "compensate": format!("{p}/saga/{i}/compensate"),
-                "payload": {"amount": 1},
-            })
-        })
-        .collect();
-    let body = json!({"mode": "saga", "branches": branches}).to_string();
+    let body = json!({"mode": mode, "branches": branches}).to_string();
     // Drop the opening `{`: the gid goes there.
     body[1..].to_owned()
 }

@@ -10,7 +10,8 @@
 //!
 //! # Layout
 //!
-//! * [`scenario`]: workloads, stores and the matrix (and where 2PC goes).
+//! * [`scenario`]: workloads, stores and the matrix (and how to add a
+//!   protocol).
 //! * [`binaries`]: builds the release `dtx`; finds or installs dtmrs.
 //! * [`stores`]: a fresh SQLite file or PostgreSQL database per coordinator.
 //! * [`noop`]: the no-op participants.
@@ -48,13 +49,14 @@ use crate::scenario::{Store, Workload, matrix};
 #[derive(Debug, Parser)]
 #[command(name = "dtx-bench", about, long_about = None)]
 struct Args {
-    /// A smoke run in under two minutes: saga-2 and tcc-2 at concurrency 16
-    /// and 64, 2-second windows, no soak; skips the peer if it is not
-    /// installed and PostgreSQL if Docker is unavailable, with a note.
+    /// A smoke run in under two minutes: saga-2, tcc-2 and 2pc-2 at
+    /// concurrency 16 and 64, 2-second windows, no soak; skips the peer if
+    /// it is not installed and PostgreSQL if Docker is unavailable, with a
+    /// note.
     #[arg(long)]
     quick: bool,
-    /// Workloads, comma-separated: saga-N, tcc-N
-    /// [default: saga-1,saga-2,saga-8,tcc-2; quick: saga-2,tcc-2]
+    /// Workloads, comma-separated: saga-N, tcc-N, 2pc-N (the peer has no
+    /// 2PC) [default: saga-1,saga-2,saga-8,tcc-2,2pc-2; quick: saga-2,tcc-2,2pc-2]
     #[arg(long, value_delimiter = ',')]
     scenarios: Option<Vec<String>>,
     /// Stores, comma-separated: sqlite, postgres [default: both]
@@ -129,9 +131,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .scenarios
         .unwrap_or_else(|| {
             let names: &[&str] = if quick {
-                &["saga-2", "tcc-2"]
+                &["saga-2", "tcc-2", "2pc-2"]
             } else {
-                &["saga-1", "saga-2", "saga-8", "tcc-2"]
+                &["saga-1", "saga-2", "saga-8", "tcc-2", "2pc-2"]
             };
             names.iter().map(|s| s.to_string()).collect()
         })
@@ -218,6 +220,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         ..Report::default()
     };
+    for workload in &workloads {
+        if let Some(why) = peer::unsupported(*workload) {
+            report
+                .settings
+                .notes
+                .push(format!("peer has no {} rows: {why}", workload.name()));
+        }
+    }
     for note in &report.settings.notes {
         eprintln!("dtx-bench: note: {note}");
     }

@@ -2,6 +2,11 @@
 //! protocol) as a child process on a fresh store, driven with DTM's saga
 //! and TCC API.
 //!
+//! 2PC is not measured on the peer: DTM runs 2PC as XA, where each
+//! participant prepares a real XA transaction in its own database and the
+//! coordinator commits it there; the no-op participants have no database
+//! (see [`unsupported`]).
+//!
 //! # Waiting for the outcome the same way as dtx
 //!
 //! dtx's client waits inside the coordinator for the final status. DTM's
@@ -289,9 +294,22 @@ impl Target for PeerTarget {
         match self.workload {
             Workload::Saga { branches } => self.saga(&gid, branches).await,
             Workload::Tcc { branches } => self.tcc(&gid, branches).await,
-            // 2PC: DTM's XA (prepare, registerBranch with commit/rollback
-            // URLs, submit), or skip the peer for it.
+            // The runner never starts the peer for these.
+            Workload::TwoPc { .. } => Err(unsupported(self.workload)
+                .unwrap_or("not supported")
+                .to_owned()),
         }
+    }
+}
+
+/// Why the peer cannot run `workload`, in one line; `None` when it can.
+pub fn unsupported(workload: Workload) -> Option<&'static str> {
+    match workload {
+        Workload::Saga { .. } | Workload::Tcc { .. } => None,
+        Workload::TwoPc { .. } => Some(
+            "DTM's 2PC is XA: each participant must run real XA transactions \
+             against a database, which the no-op participants cannot",
+        ),
     }
 }
 

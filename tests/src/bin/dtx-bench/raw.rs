@@ -4,7 +4,10 @@
 //! it.
 //!
 //! A saga of N branches is N action calls; a TCC transaction of N branches
-//! is N tries then N confirms (see [`Workload::raw_calls`]).
+//! is N tries then N confirms; a 2PC transaction of N branches is N
+//! prepares then N commits (see [`Workload::raw_calls`]). The raw client
+//! makes them one after another, as for every workload, where dtx prepares
+//! a 2PC transaction's branches at once.
 
 use crate::dtx::{PAYLOAD, post};
 use crate::load::Target;
@@ -28,7 +31,10 @@ impl RawTarget {
                 .map(|i| format!("{p}/tcc/{i}/try"))
                 .chain((1..=branches).map(|i| format!("{p}/tcc/{i}/confirm")))
                 .collect(),
-            // 2PC: every prepare, then every commit.
+            Workload::TwoPc { branches } => (1..=branches)
+                .map(|i| format!("{p}/2pc/{i}/prepare"))
+                .chain((1..=branches).map(|i| format!("{p}/2pc/{i}/commit")))
+                .collect(),
         };
         debug_assert_eq!(urls.len(), workload.raw_calls() as usize);
         RawTarget { client, urls }

@@ -76,6 +76,11 @@ pub struct ScenarioResult {
     pub dtx: Option<SystemResult>,
     /// dtmrs.
     pub peer: Option<SystemResult>,
+    /// Why the peer has no figures here when the workload is one it cannot
+    /// run (2PC); absent when it ran, or when it was skipped for the whole
+    /// run (see the settings' notes).
+    #[serde(default)]
+    pub peer_absent: Option<String>,
     /// dtx over raw and over the peer.
     pub ratios: Ratios,
 }
@@ -309,7 +314,14 @@ pub fn scenario_table(s: &ScenarioResult) -> String {
     );
     for (name, result) in [("raw", &s.raw), ("dtx", &s.dtx), ("peer", &s.peer)] {
         let Some(r) = result else {
-            let _ = writeln!(out, "  {name:<5} (not measured)");
+            match s.peer_absent.as_deref().filter(|_| name == "peer") {
+                Some(why) => {
+                    let _ = writeln!(out, "  {name:<5} (not measured: {why})");
+                }
+                None => {
+                    let _ = writeln!(out, "  {name:<5} (not measured)");
+                }
+            }
             continue;
         };
         let cpu = r.cpu.as_ref();

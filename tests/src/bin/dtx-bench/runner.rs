@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::dtx::DtxTarget;
 use crate::load::{self, Sequence, Stop, Target};
 use crate::noop::NoopParticipants;
-use crate::peer::PeerTarget;
+use crate::peer::{self, PeerTarget};
 use crate::procstat;
 use crate::raw::RawTarget;
 use crate::report::{CpuUse, Ratios, ScenarioResult, SoakResult, SystemResult};
@@ -49,7 +49,8 @@ impl Bench {
         }
     }
 
-    /// Measures `scenario` on raw, dtx and (if installed) the peer.
+    /// Measures `scenario` on raw, dtx and (if installed, and if it can run
+    /// the workload) the peer.
     pub async fn scenario(&mut self, scenario: Scenario) -> Result<ScenarioResult, String> {
         let participants = self.participants.base_url();
         let workload = scenario.workload;
@@ -81,7 +82,9 @@ impl Bench {
         drop(dtx);
         drop(db);
 
-        let peer = match self.peer_bin.clone() {
+        // A workload the peer cannot run gets a reason instead of figures.
+        let peer_absent = peer::unsupported(workload).map(str::to_owned);
+        let peer = match self.peer_bin.clone().filter(|_| peer_absent.is_none()) {
             Some(binary) => {
                 let db = self.stores.fresh(scenario.store, "peer").await?;
                 let log = self.logs.join(format!(
@@ -124,6 +127,7 @@ impl Bench {
             raw: Some(raw),
             dtx: Some(dtx_result),
             peer,
+            peer_absent,
         })
     }
 

@@ -1,17 +1,18 @@
 //! What is measured: a workload (protocol and branch count), a store and a
 //! number of concurrent clients make one scenario.
 //!
-//! # Adding 2PC
+//! # Adding a protocol
 //!
-//! 2PC is the next protocol (issue 4 asks for it once it exists). Adding it
-//! takes four steps, each at a place marked `2PC:` in this folder:
-//! 1. a `Workload::TwoPc { branches }` variant here, with its name in
-//!    [`Workload::parse`] and [`Workload::name`] and its participant calls
-//!    in [`Workload::raw_calls`];
+//! Saga, TCC and 2PC are in. A further protocol (3PC, say) takes the four
+//! steps 2PC took:
+//! 1. a [`Workload`] variant here, with its name in [`Workload::parse`] and
+//!    [`Workload::name`] and its participant calls in
+//!    [`Workload::raw_calls`];
 //! 2. its request sequence against dtx in `dtx.rs`;
-//! 3. its request sequence against the peer in `peer.rs` (DTM calls it XA),
-//!    or `None` there if the peer cannot run it;
-//! 4. its raw reference in `raw.rs` (prepare then commit on every branch).
+//! 3. its request sequence against the peer in `peer.rs`, or a reason in
+//!    `peer::unsupported` if the peer cannot run it (2PC has one: DTM's XA
+//!    needs participants that run XA against a database);
+//! 4. its raw reference in `raw.rs`.
 
 use std::fmt;
 
@@ -30,15 +31,20 @@ pub enum Workload {
         /// How many branches are registered and confirmed.
         branches: u32,
     },
-    // 2PC: `TwoPc { branches: u32 }` goes here.
+    /// A two-phase commit, registered with one request that waits for the
+    /// outcome: the coordinator prepares every branch, then commits them.
+    TwoPc {
+        /// How many branches are prepared and committed.
+        branches: u32,
+    },
 }
 
 impl Workload {
-    /// Parses `saga-N` or `tcc-N` (N from 1 to 64).
+    /// Parses `saga-N`, `tcc-N` or `2pc-N` (N from 1 to 64).
     pub fn parse(text: &str) -> Result<Workload, String> {
         let (kind, count) = text
             .split_once('-')
-            .ok_or_else(|| format!("workload `{text}`: expected saga-N or tcc-N"))?;
+            .ok_or_else(|| format!("workload `{text}`: expected saga-N, tcc-N or 2pc-N"))?;
         let branches: u32 = count
             .parse()
             .map_err(|_| format!("workload `{text}`: `{count}` is not a number"))?;
@@ -48,8 +54,10 @@ impl Workload {
         match kind {
             "saga" => Ok(Workload::Saga { branches }),
             "tcc" => Ok(Workload::Tcc { branches }),
-            // 2PC: "2pc" => Ok(Workload::TwoPc { branches }),
-            _ => Err(format!("workload `{text}`: expected saga-N or tcc-N")),
+            "2pc" => Ok(Workload::TwoPc { branches }),
+            _ => Err(format!(
+                "workload `{text}`: expected saga-N, tcc-N or 2pc-N"
+            )),
         }
     }
 
@@ -58,16 +66,18 @@ impl Workload {
         match self {
             Workload::Saga { branches } => format!("saga-{branches}"),
             Workload::Tcc { branches } => format!("tcc-{branches}"),
+            Workload::TwoPc { branches } => format!("2pc-{branches}"),
         }
     }
 
     /// How many participant calls one transaction makes when it succeeds,
     /// which is what the raw reference makes one after another: a saga's
-    /// actions; a TCC transaction's tries and confirms.
+    /// actions; a TCC transaction's tries and confirms; a 2PC transaction's
+    /// prepares and commits.
     pub fn raw_calls(&self) -> u32 {
         match self {
             Workload::Saga { branches } => *branches,
-            Workload::Tcc { branches } => 2 * branches,
+            Workload::Tcc { branches } | Workload::TwoPc { branches } => 2 * branches,
         }
     }
 }
