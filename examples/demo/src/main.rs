@@ -1,10 +1,10 @@
 //! `cargo run -p dtx-demo`: the whole dtx story in one command.
 //!
 //! It builds the coordinator and the two sample services, starts them on
-//! SQLite files in a temporary directory, seeds stock, and places orders as
-//! sagas and as TCC: some succeed, some are refused (out of stock), and some
-//! meet an inventory that fails once, answers slowly, or loses its answer
-//! after doing the work. It prints what happened to each order and the final
+//! SQLite files in a temporary directory, seeds stock, and places orders in
+//! every mode (saga, TCC, 2PC, 3PC): some succeed, some are refused (out of
+//! stock), and some meet an inventory that fails once, answers slowly, or
+//! loses its answer after doing the work. It prints what happened to each order and the final
 //! stock, and exits non-zero unless the stock adds up: for every product,
 //! available + reserved + sold = initial, nothing is left reserved, and sold
 //! = the units of its confirmed orders.
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 /// Initial stock.
-const STOCK: [(&str, i64); 2] = [("apple", 10), ("pear", 5)];
+const STOCK: [(&str, i64); 3] = [("apple", 10), ("pear", 5), ("plum", 10)];
 
 /// One order of the demo: what it shows, and the fault armed before it.
 struct Scenario {
@@ -73,6 +73,26 @@ fn scenarios() -> Vec<Scenario> {
             order("answer lost after the work", "saga", "apple", 2),
             ("/saga/reserve", "fail_after", 1, 0),
         ),
+        order("succeeds", "2pc", "plum", 2),
+        order("succeeds", "3pc", "plum", 2),
+        order("out of stock: voted no", "2pc", "plum", 20),
+        order("out of stock: voted no", "3pc", "plum", 20),
+        with(
+            order("inventory Prepare fails once", "2pc", "plum", 1),
+            ("/2pc/prepare", "fail", 1, 0),
+        ),
+        with(
+            order("Commit answer lost after the work", "2pc", "plum", 1),
+            ("/2pc/commit", "fail_after", 1, 0),
+        ),
+        with(
+            order("inventory PreCommit fails once", "3pc", "plum", 1),
+            ("/3pc/pre_commit", "fail", 1, 0),
+        ),
+        with(
+            order("inventory DoCommit fails once", "3pc", "plum", 1),
+            ("/3pc/do_commit", "fail", 1, 0),
+        ),
         order("out of stock after the others", "tcc", "apple", 5),
     ]
 }
@@ -89,7 +109,14 @@ async fn main() -> anyhow::Result<()> {
     let dtx_args = ["serve", "--listen", "127.0.0.1:0", "--db", &dtx_db];
     let coordinator =
         Proc::start("coordinator", &bin.join("dtx"), &dtx_args, "dtx: ", path).await?;
-    let inv_args = ["--listen", "127.0.0.1:0", "--db", &inv_db];
+    let inv_args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        &inv_db,
+        "--coordinator",
+        &coordinator.url,
+    ];
     let inventory = Proc::start(
         "inventory",
         &bin.join("inventory-service"),
@@ -199,10 +226,9 @@ async fn run(coordinator: &str, inventory: &str, orders: &str) -> anyhow::Result
             println!("    why: {reason}");
         }
     }
-    println!("\n(coordinator attempts: calls it made per branch; TCC Trys are made by the order");
-    println!(
-        " service itself. A call cut off by the timeout never reaches the inventory's log.)\n"
-    );
+    println!("\n(coordinator attempts: calls it made per branch, every phase counted; TCC Trys");
+    println!(" are made by the order service itself. A call cut off by the timeout never");
+    println!(" reaches the inventory's log. 2PC/3PC votes go to both branches at once.)\n");
     check(&http, inventory, orders, &confirmed).await
 }
 

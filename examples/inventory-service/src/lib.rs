@@ -1,26 +1,43 @@
 //! The sample inventory service: a dtx participant that keeps products with
 //! their stock (`available`, `reserved`, `sold`) in its own database and
 //! moves units when the coordinator (or a TCC initiator) calls its branch
-//! endpoints. Every branch handler runs through the SDK barrier, inside the
-//! local transaction that changes the stock.
+//! endpoints. Every branch handler changes the stock in the same local
+//! transaction that records the call (the SDK barrier, XA helper or 3PC
+//! helper), so a repeated call never moves stock twice.
 //!
-//! | route | operation | stock movement |
+//! | route | operation | stock movement (ledger `op`) |
 //! |---|---|---|
 //! | `POST /saga/reserve` | saga action | available → sold, 409 if not enough |
 //! | `POST /saga/release` | saga compensation | sold → available |
 //! | `POST /tcc/try` | TCC Try | available → reserved, 409 if not enough |
 //! | `POST /tcc/confirm` | TCC Confirm | reserved → sold |
 //! | `POST /tcc/cancel` | TCC Cancel | reserved → available |
+//! | `POST /2pc/prepare` | 2PC vote | PostgreSQL: available → sold inside a prepared transaction (invisible until commit); SQLite: available → reserved. 409 if not enough |
+//! | `POST /2pc/commit` | 2PC commit | PostgreSQL: `COMMIT PREPARED` (no ledger row of its own); SQLite: reserved → sold |
+//! | `POST /2pc/rollback` | 2PC rollback | PostgreSQL: `ROLLBACK PREPARED` (the `prepare` row vanishes with it); SQLite: reserved → available |
+//! | `POST /3pc/can_commit` | 3PC vote | none; 409 if not enough available |
+//! | `POST /3pc/pre_commit` | 3PC pre-commit | available → reserved |
+//! | `POST /3pc/do_commit` | 3PC do-commit | reserved → sold |
+//! | `POST /3pc/abort` | 3PC abort | reserved → available, if pre-committed |
+//!
+//! So on PostgreSQL a 2PC `prepare` ledger row means units sold (it is only
+//! visible once committed); on SQLite it means units held, sold by the
+//! `commit` row or released by the `rollback` row. See [`two_phase`] and
+//! [`three_phase`].
 //!
 //! Read-only views for tests and people: `GET /products`,
 //! `GET /products/{sku}`, `GET /ledger`. `POST /products {sku, qty}` seeds
-//! stock. `POST /faults` and `GET /calls` are demo/test aids ([`faults`]).
+//! stock. `POST /faults` and `GET /calls` are demo/test aids ([`faults`]);
+//! the fault middleware wraps every branch route above.
 //!
 //! The binary is a thin wrapper; tests start the service in-process with
-//! [`AppState::connect`], [`app`] and [`run`].
+//! [`AppState::open`], [`AppState::recover`], [`AppState::spawn_watchdog`]
+//! and [`run`].
 
 pub mod faults;
 pub mod store;
+pub mod three_phase;
+pub mod two_phase;
 
 use axum::extract::{FromRef, Path, State};
 use axum::http::StatusCode;
@@ -28,32 +45,92 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router, middleware};
 use dtx_sdk::barrier::BarrierError;
-use dtx_sdk::{BranchAnswer, BranchContext, BranchOp, CallbackSecret, SignedJson};
+use dtx_sdk::three_phase::{ThreePhaseConfig, Watchdog};
+use dtx_sdk::xa::RecoverySummary;
+use dtx_sdk::{BranchAnswer, BranchContext, BranchOp, CallbackSecret, Client, Mode, SignedJson};
 use faults::Faults;
 use serde::Deserialize;
+use serde_json::Value;
 use std::future::Future;
-use store::{Db, LedgerEntry, Product};
+use store::{Db, LedgerEntry, Product, StockRequest};
+use three_phase::StockThreePhase;
 use tokio::net::TcpListener;
+use two_phase::TwoPhase;
+
+/// What the service is started with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `sqlite:<file>` or `postgres://user:pass@host/db`.
+    pub db: String,
+    /// The secret branch calls are signed with (disabled by default).
+    pub secret: CallbackSecret,
+    /// The 3PC watchdog's timeouts.
+    pub three_phase: ThreePhaseConfig,
+}
+
+impl Settings {
+    /// On `db`, with no secret and the SDK's default 3PC settings.
+    pub fn new(db: impl Into<String>) -> Settings {
+        Settings {
+            db: db.into(),
+            secret: CallbackSecret::disabled(),
+            three_phase: ThreePhaseConfig::default(),
+        }
+    }
+}
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The inventory's database.
     pub db: Db,
-    /// The secret branch calls are signed with (disabled by default).
+    /// The secret branch calls are signed with. Set it through
+    /// [`Settings`]: the 3PC participant keeps its own copy.
     pub secret: CallbackSecret,
     /// Injected faults and the call log (demo/test aid).
     pub faults: Faults,
+    /// How 2PC branches are prepared on this database.
+    pub two_phase: TwoPhase,
+    /// The 3PC participant.
+    pub three_phase: StockThreePhase,
 }
 
 impl AppState {
-    /// Connects to `db_url` and prepares the schema; no secret, no faults.
+    /// Connects to `db_url` and prepares the schema; no secret, no faults,
+    /// default 3PC settings.
     pub async fn connect(db_url: &str) -> anyhow::Result<AppState> {
+        AppState::open(Settings::new(db_url)).await
+    }
+
+    /// Connects with `settings` and applies the schema and the SDK's
+    /// migrations (barrier, XA on PostgreSQL, 3PC state).
+    pub async fn open(settings: Settings) -> anyhow::Result<AppState> {
+        let db = Db::connect(&settings.db).await?;
         Ok(AppState {
-            db: Db::connect(db_url).await?,
-            secret: CallbackSecret::disabled(),
+            two_phase: TwoPhase::for_db(&db).await?,
+            three_phase: StockThreePhase::new(&db, settings.three_phase, settings.secret.clone())
+                .await?,
+            db,
+            secret: settings.secret,
             faults: Faults::default(),
         })
+    }
+
+    /// Resolves 2PC branches a previous run left prepared (PostgreSQL XA)
+    /// by asking the coordinator; run it at start. `None` when 2PC uses the
+    /// reservation, which needs no recovery.
+    pub async fn recover(&self, coordinator: &Client) -> anyhow::Result<Option<RecoverySummary>> {
+        let summary = self.two_phase.recover(coordinator).await?;
+        if let Some(summary) = &summary {
+            tracing::info!(?summary, "2PC in-doubt recovery done");
+        }
+        Ok(summary)
+    }
+
+    /// Starts the 3PC watchdog (timeout rules, asking `coordinator`); keep
+    /// the handle while serving.
+    pub fn spawn_watchdog(&self, coordinator: Client) -> Watchdog {
+        self.three_phase.spawn_watchdog(coordinator)
     }
 }
 
@@ -69,13 +146,6 @@ impl FromRef<AppState> for Faults {
     }
 }
 
-/// The body of every branch call: which product and how many units.
-#[derive(Debug, Deserialize)]
-struct StockRequest {
-    sku: String,
-    qty: i64,
-}
-
 /// The router with every route.
 pub fn app(state: AppState) -> Router {
     let branches = Router::new()
@@ -84,6 +154,13 @@ pub fn app(state: AppState) -> Router {
         .route("/tcc/try", branch(BranchOp::Try))
         .route("/tcc/confirm", branch(BranchOp::Confirm))
         .route("/tcc/cancel", branch(BranchOp::Cancel))
+        .route("/2pc/prepare", branch(BranchOp::Prepare))
+        .route("/2pc/commit", branch(BranchOp::Commit))
+        .route("/2pc/rollback", branch(BranchOp::Rollback))
+        .route("/3pc/can_commit", three_phase_branch(BranchOp::CanCommit))
+        .route("/3pc/pre_commit", three_phase_branch(BranchOp::PreCommit))
+        .route("/3pc/do_commit", three_phase_branch(BranchOp::DoCommit))
+        .route("/3pc/abort", three_phase_branch(BranchOp::Abort))
         .layer(middleware::from_fn_with_state(
             state.faults.clone(),
             faults::inject,
@@ -134,8 +211,31 @@ async fn handle(
     if req.qty <= 0 {
         return (StatusCode::BAD_REQUEST, "qty must be positive").into_response();
     }
+    if expected.mode() == Mode::TwoPhase {
+        return two_phase::call(&state, &ctx, &req.sku, req.qty).await;
+    }
     let answer: Result<BranchAnswer, BarrierError> = state.db.apply(&ctx, &req.sku, req.qty).await;
     answer.into_response()
+}
+
+/// The route of a 3PC operation: the payload goes to the SDK helper as
+/// JSON (it stores it for the watchdog), the hooks read `{sku, qty}`.
+fn three_phase_branch(expected: BranchOp) -> MethodRouter<AppState> {
+    post(
+        move |State(state): State<AppState>,
+              ctx: BranchContext,
+              SignedJson(payload): SignedJson<Value>| async move {
+            if ctx.op() != expected {
+                let detail = format!("this route carries out `{expected}`, not `{}`", ctx.op());
+                return (StatusCode::BAD_REQUEST, detail).into_response();
+            }
+            state
+                .three_phase
+                .handle(&ctx, &payload)
+                .await
+                .into_response()
+        },
+    )
 }
 
 /// A JSON answer, or 500 with the database error (logged).

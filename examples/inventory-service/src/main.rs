@@ -1,10 +1,14 @@
 //! `inventory-service`: the sample inventory participant as a process.
-//! Prints `inventory: listening on http://ADDR` once it accepts calls, and
+//! At start it resolves 2PC branches left prepared by a previous run (on
+//! PostgreSQL, asking the coordinator) and starts the 3PC watchdog; then it
+//! prints `inventory: listening on http://ADDR` once it accepts calls, and
 //! stops cleanly on SIGTERM or Ctrl-C.
 
 use clap::Parser;
-use dtx_sdk::CallbackSecret;
-use inventory_service::{AppState, run};
+use dtx_sdk::three_phase::ThreePhaseConfig;
+use dtx_sdk::{CallbackSecret, Client};
+use inventory_service::{AppState, Settings, run};
+use std::time::Duration;
 
 /// The sample inventory service for dtx.
 #[derive(Debug, Parser)]
@@ -16,6 +20,26 @@ struct Args {
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, env = "INVENTORY_LISTEN", default_value = "127.0.0.1:7710")]
     listen: String,
+    /// The coordinator, asked about 2PC branches in doubt at start and by
+    /// the 3PC watchdog.
+    #[arg(
+        long,
+        env = "INVENTORY_COORDINATOR",
+        default_value = "http://127.0.0.1:7707"
+    )]
+    coordinator: String,
+    /// 3PC: how long a branch that voted yes, or pre-committed, waits for
+    /// the next call before the watchdog asks the coordinator (and, if it
+    /// cannot be reached, aborts or commits by the timeout rule).
+    #[arg(
+        long,
+        env = "INVENTORY_THREE_PHASE_TIMEOUT_MS",
+        default_value_t = 10000
+    )]
+    three_phase_timeout_ms: u64,
+    /// 3PC: how often the watchdog looks for branches past that timeout.
+    #[arg(long, env = "INVENTORY_THREE_PHASE_CHECK_MS", default_value_t = 1000)]
+    three_phase_check_ms: u64,
     /// Check the coordinator's signature on branch calls with this secret.
     #[arg(long, env = "INVENTORY_CALLBACK_SECRET")]
     callback_secret: Option<String>,
@@ -31,10 +55,25 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
         .with_writer(std::io::stderr)
         .init();
-    let mut state = AppState::connect(&args.db).await?;
-    if let Some(secret) = &args.callback_secret {
-        state.secret = CallbackSecret::new(secret);
-    }
+    let timeout = Duration::from_millis(args.three_phase_timeout_ms);
+    let settings = Settings {
+        db: args.db.clone(),
+        secret: args
+            .callback_secret
+            .as_deref()
+            .map_or_else(CallbackSecret::disabled, CallbackSecret::new),
+        three_phase: ThreePhaseConfig::default()
+            .uncertain_timeout(timeout)
+            .precommit_timeout(timeout)
+            .check_interval(Duration::from_millis(args.three_phase_check_ms)),
+    };
+    let state = AppState::open(settings).await?;
+    let coordinator = Client::new(&args.coordinator)?;
+    // Before listening: branches prepared by the previous run hold locks
+    // until resolved. A coordinator that cannot be asked now is not fatal;
+    // it sends the decision itself (phase two is retried until acknowledged).
+    state.recover(&coordinator).await?;
+    let _watchdog = state.spawn_watchdog(coordinator);
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     // The one line on stdout: scripts and the demo read the address from it.
     println!("inventory: listening on http://{}", listener.local_addr()?);

@@ -2,15 +2,18 @@
 //! `available`, `reserved` and `sold`, and a ledger of every stock movement
 //! applied by a branch call, on SQLite or PostgreSQL.
 //!
-//! Every movement runs inside the local transaction the SDK barrier opens, so
-//! the stock change, the ledger row and the barrier row commit together or
-//! not at all: a retried or duplicated call cannot move stock twice.
+//! Every movement runs inside a local transaction that also records the
+//! call (the SDK barrier's row, the XA helper's prepared transaction, or the
+//! 3PC helper's state row), so the stock change, the ledger row and that
+//! record commit together or not at all: a retried or duplicated call cannot
+//! move stock twice. [`StockConn`] holds the statements every path shares.
 
 use dtx_sdk::barrier::{Barrier, BarrierError, Entry};
 use dtx_sdk::{BranchAnswer, BranchContext, BranchOp};
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
+use std::future::Future;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,7 +24,8 @@ pub struct Product {
     pub sku: String,
     /// Units free to sell.
     pub available: i64,
-    /// Units held by a TCC Try, waiting for Confirm or Cancel.
+    /// Units held (TCC Try, SQLite 2PC prepare, 3PC pre-commit), waiting
+    /// for the second phase to sell or release them.
     pub reserved: i64,
     /// Units gone for good.
     pub sold: i64,
@@ -36,50 +40,192 @@ pub struct LedgerEntry {
     pub gid: String,
     /// The branch within it.
     pub branch: String,
-    /// The operation: `action`, `compensate`, `try`, `confirm`, `cancel`.
+    /// The operation (`dtx-op`) that moved the units: `action`,
+    /// `compensate`, `try`, `confirm`, `cancel`, `prepare`, `commit`,
+    /// `rollback`, `pre_commit`, `do_commit`, `abort`. Which columns each
+    /// moved is in the crate documentation's table.
     pub op: String,
     /// The product moved.
     pub sku: String,
     /// How many units.
     pub qty: i64,
+    /// The stock column the units left (`available`, `reserved`, `sold`).
+    /// With the operation it makes the row self-describing: an XA
+    /// `prepare` sells (its row is visible only once committed), a
+    /// reservation `prepare` holds.
+    pub moved_from: String,
+    /// The stock column the units went to.
+    pub moved_to: String,
     /// Unix milliseconds when it was applied.
     pub at: i64,
 }
 
-/// The stock columns an operation moves units from and to, and the
-/// statement that does it. The saga action sells directly (a saga has no
-/// second phase to turn a hold into a sale). Placeholders appear in
-/// ascending order: SQLite numbers `$N` parameters by first appearance.
-fn movement(op: BranchOp) -> (&'static str, &'static str, &'static str) {
-    match op {
-        BranchOp::Action => (
-            "available",
-            "sold",
-            "UPDATE products SET available = available - $1, sold = sold + $1 WHERE available >= $1 AND sku = $2",
-        ),
-        BranchOp::Compensate => (
-            "sold",
-            "available",
-            "UPDATE products SET sold = sold - $1, available = available + $1 WHERE sold >= $1 AND sku = $2",
-        ),
-        BranchOp::Try => (
-            "available",
-            "reserved",
-            "UPDATE products SET available = available - $1, reserved = reserved + $1 WHERE available >= $1 AND sku = $2",
-        ),
-        BranchOp::Confirm => (
-            "reserved",
-            "sold",
-            "UPDATE products SET reserved = reserved - $1, sold = sold + $1 WHERE reserved >= $1 AND sku = $2",
-        ),
-        // BranchOp is non-exhaustive; Cancel (and anything newer) undoes a hold.
-        _ => (
-            "reserved",
-            "available",
-            "UPDATE products SET reserved = reserved - $1, available = available + $1 WHERE reserved >= $1 AND sku = $2",
-        ),
+/// The body of every branch call: which product and how many units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockRequest {
+    /// The product.
+    pub sku: String,
+    /// How many units.
+    pub qty: i64,
+}
+
+/// A stock movement: which column units leave and which they join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Movement {
+    /// available → sold: the saga action, and the PostgreSQL 2PC prepare
+    /// (inside the prepared transaction, so invisible until it commits).
+    Sell,
+    /// sold → available: the saga compensation.
+    Unsell,
+    /// available → reserved: a hold (TCC Try, SQLite 2PC prepare, 3PC
+    /// pre-commit).
+    Hold,
+    /// reserved → sold: a hold made final (TCC Confirm, SQLite 2PC commit,
+    /// 3PC do-commit).
+    Apply,
+    /// reserved → available: a hold released (TCC Cancel, SQLite 2PC
+    /// rollback, 3PC abort).
+    Release,
+}
+
+impl Movement {
+    /// The movement of a barrier-protected operation. The saga action sells
+    /// directly (a saga has no second phase to turn a hold into a sale);
+    /// every other forward step holds, and its phase two applies or releases.
+    pub fn of(op: BranchOp) -> Movement {
+        match op {
+            BranchOp::Action => Movement::Sell,
+            BranchOp::Compensate => Movement::Unsell,
+            BranchOp::Try | BranchOp::Prepare | BranchOp::PreCommit => Movement::Hold,
+            BranchOp::Confirm | BranchOp::Commit | BranchOp::DoCommit => Movement::Apply,
+            // Cancel, Rollback, Abort; BranchOp is non-exhaustive, and
+            // releasing is the harmless reading of anything newer (it
+            // refuses unless units are held).
+            _ => Movement::Release,
+        }
+    }
+
+    /// The source and destination columns, and the statement. Placeholders
+    /// appear in ascending order: SQLite numbers `$N` parameters by first
+    /// appearance.
+    fn sql(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Movement::Sell => (
+                "available",
+                "sold",
+                "UPDATE products SET available = available - $1, sold = sold + $1 WHERE available >= $1 AND sku = $2",
+            ),
+            Movement::Unsell => (
+                "sold",
+                "available",
+                "UPDATE products SET sold = sold - $1, available = available + $1 WHERE sold >= $1 AND sku = $2",
+            ),
+            Movement::Hold => (
+                "available",
+                "reserved",
+                "UPDATE products SET available = available - $1, reserved = reserved + $1 WHERE available >= $1 AND sku = $2",
+            ),
+            Movement::Apply => (
+                "reserved",
+                "sold",
+                "UPDATE products SET reserved = reserved - $1, sold = sold + $1 WHERE reserved >= $1 AND sku = $2",
+            ),
+            Movement::Release => (
+                "reserved",
+                "available",
+                "UPDATE products SET reserved = reserved - $1, available = available + $1 WHERE reserved >= $1 AND sku = $2",
+            ),
+        }
+    }
+
+    /// The column units leave, for refusal messages.
+    pub fn source(self) -> &'static str {
+        self.sql().0
     }
 }
+
+/// Stock statements on one connection (or local transaction) of either
+/// backend, so that the barrier path, the XA prepare and the 3PC hooks
+/// share them.
+pub trait StockConn: Send {
+    /// Moves `qty` units of `sku` and writes the ledger row (`op` under
+    /// `gid`/`branch`); `false`, changing nothing, when the source column
+    /// does not hold enough (or there is no such product).
+    fn move_stock(
+        &mut self,
+        gid: &str,
+        branch: &str,
+        op: &str,
+        movement: Movement,
+        sku: &str,
+        qty: i64,
+    ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
+
+    /// Whether `qty` units of `sku` are available now.
+    fn has_available(
+        &mut self,
+        sku: &str,
+        qty: i64,
+    ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
+}
+
+const LEDGER: &str = "INSERT INTO ledger (gid, branch, op, sku, qty, moved_from, moved_to, at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+const HAS_AVAILABLE: &str =
+    "SELECT EXISTS (SELECT 1 FROM products WHERE sku = $1 AND available >= $2)";
+
+/// One implementation per backend: the statements are the same text, the
+/// connection types are not.
+macro_rules! stock_conn {
+    ($conn:ty) => {
+        impl StockConn for $conn {
+            async fn move_stock(
+                &mut self,
+                gid: &str,
+                branch: &str,
+                op: &str,
+                movement: Movement,
+                sku: &str,
+                qty: i64,
+            ) -> Result<bool, sqlx::Error> {
+                let (from, to, update) = movement.sql();
+                let moved = sqlx::query(update)
+                    .bind(qty)
+                    .bind(sku)
+                    .execute(&mut *self)
+                    .await?;
+                if moved.rows_affected() == 0 {
+                    tracing::info!(gid, op, sku, qty, "not enough {from}");
+                    return Ok(false);
+                }
+                sqlx::query(LEDGER)
+                    .bind(gid)
+                    .bind(branch)
+                    .bind(op)
+                    .bind(sku)
+                    .bind(qty)
+                    .bind(from)
+                    .bind(to)
+                    .bind(now_ms())
+                    .execute(&mut *self)
+                    .await?;
+                tracing::info!(gid, op, sku, qty, "moved {from} -> {to}");
+                Ok(true)
+            }
+
+            async fn has_available(&mut self, sku: &str, qty: i64) -> Result<bool, sqlx::Error> {
+                sqlx::query_scalar(HAS_AVAILABLE)
+                    .bind(sku)
+                    .bind(qty)
+                    .fetch_one(&mut *self)
+                    .await
+            }
+        }
+    };
+}
+
+stock_conn!(sqlx::SqliteConnection);
+stock_conn!(sqlx::PgConnection);
 
 const SQLITE_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS products (
@@ -90,7 +236,8 @@ CREATE TABLE IF NOT EXISTS products (
 CREATE TABLE IF NOT EXISTS ledger (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     gid TEXT NOT NULL, branch TEXT NOT NULL, op TEXT NOT NULL,
-    sku TEXT NOT NULL, qty BIGINT NOT NULL, at BIGINT NOT NULL);";
+    sku TEXT NOT NULL, qty BIGINT NOT NULL,
+    moved_from TEXT NOT NULL, moved_to TEXT NOT NULL, at BIGINT NOT NULL);";
 
 const POSTGRES_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS products (
@@ -101,7 +248,8 @@ CREATE TABLE IF NOT EXISTS products (
 CREATE TABLE IF NOT EXISTS ledger (
     id BIGSERIAL PRIMARY KEY,
     gid TEXT NOT NULL, branch TEXT NOT NULL, op TEXT NOT NULL,
-    sku TEXT NOT NULL, qty BIGINT NOT NULL, at BIGINT NOT NULL);";
+    sku TEXT NOT NULL, qty BIGINT NOT NULL,
+    moved_from TEXT NOT NULL, moved_to TEXT NOT NULL, at BIGINT NOT NULL);";
 
 /// The database, on either backend.
 #[derive(Debug, Clone)]
@@ -195,23 +343,21 @@ impl Db {
 
     /// The ledger, oldest first.
     pub async fn ledger(&self) -> Result<Vec<LedgerEntry>, sqlx::Error> {
-        const SQL: &str = "SELECT id, gid, branch, op, sku, qty, at FROM ledger ORDER BY id";
+        const SQL: &str = "SELECT id, gid, branch, op, sku, qty, moved_from, moved_to, at FROM ledger ORDER BY id";
         on_db!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await)
     }
 
-    /// Applies the stock movement of `ctx`'s operation behind the barrier:
-    /// moves `qty` units of `sku` and writes the ledger row, or refuses when
-    /// the source column does not hold enough (out of stock, or an unknown
-    /// product).
+    /// Applies the stock movement of `ctx`'s operation
+    /// ([`Movement::of`]) behind the barrier: moves `qty` units of `sku` and
+    /// writes the ledger row, or refuses when the source column does not
+    /// hold enough (out of stock, or an unknown product).
     pub async fn apply(
         &self,
         ctx: &BranchContext,
         sku: &str,
         qty: i64,
     ) -> Result<BranchAnswer, BarrierError> {
-        let (from, to, update) = movement(ctx.op());
-        const LEDGER: &str = "INSERT INTO ledger (gid, branch, op, sku, qty, at) \
-             VALUES ($1, $2, $3, $4, $5, $6)";
+        let movement = Movement::of(ctx.op());
         on_db!(self, |pool, barrier| {
             let mut work = match barrier.begin(pool, ctx).await? {
                 Entry::Proceed(work) => work,
@@ -223,27 +369,13 @@ impl Db {
                     return Ok(skipped.answer());
                 }
             };
-            let moved = sqlx::query(update)
-                .bind(qty)
-                .bind(sku)
-                .execute(&mut *work)
-                .await?;
-            if moved.rows_affected() == 0 {
-                tracing::info!(gid = ctx.gid(), op = %ctx.op(), sku, qty, "refused: not enough {from}");
+            let (gid, branch, op) = (ctx.gid(), ctx.branch_id(), ctx.op().as_str());
+            if !work.move_stock(gid, branch, op, movement, sku, qty).await? {
+                let from = movement.source();
                 return work
                     .refuse(format!("not enough {sku} {from} for {qty} unit(s)"))
                     .await;
             }
-            sqlx::query(LEDGER)
-                .bind(ctx.gid())
-                .bind(ctx.branch_id())
-                .bind(ctx.op().as_str())
-                .bind(sku)
-                .bind(qty)
-                .bind(now_ms())
-                .execute(&mut *work)
-                .await?;
-            tracing::info!(gid = ctx.gid(), op = %ctx.op(), sku, qty, "moved {from} -> {to}");
             work.succeed().await
         })
     }

@@ -1,14 +1,16 @@
 //! The sample order service: creates orders in its own database and places
 //! each through the dtx coordinator as one global transaction (gid = order
-//! id), as a saga or as TCC, with two branches: the inventory service's
-//! stock and this service's own order row.
+//! id), as a saga, TCC, 2PC or 3PC, with two branches: the inventory
+//! service's stock and this service's own order row.
 //!
 //! | route | what |
 //! |---|---|
-//! | `POST /orders {sku, qty, mode}` | create and place an order (`mode`: `saga` or `tcc`), wait for the outcome, answer the order |
+//! | `POST /orders {sku, qty, mode}` | create and place an order (`mode`: `saga`, `tcc`, `2pc` or `3pc`), wait for the outcome, answer the order |
 //! | `GET /orders`, `GET /orders/{id}` | orders; an unsettled one is refreshed from the coordinator |
 //! | `POST /saga/confirm-order`, `/saga/cancel-order` | the order branch of a saga (action, compensation) |
 //! | `POST /tcc/try-order`, `/tcc/confirm-order`, `/tcc/cancel-order` | the order branch of TCC |
+//! | `POST /2pc/prepare-order`, `/2pc/commit-order`, `/2pc/rollback-order` | the order branch of 2PC: `new` → `pending` → `confirmed` or `cancelled` |
+//! | `POST /3pc/can-commit-order`, `/3pc/pre-commit-order`, `/3pc/do-commit-order`, `/3pc/abort-order` | the order branch of 3PC: checks `new`, then as 2PC |
 //!
 //! `POST /orders` answers 201 once the order is settled (`confirmed` or
 //! `cancelled`, with a `reason`), 202 while its transaction is still going.
@@ -67,6 +69,13 @@ pub fn app(state: AppState) -> Router {
         .route("/tcc/try-order", branch(BranchOp::Try))
         .route("/tcc/confirm-order", branch(BranchOp::Confirm))
         .route("/tcc/cancel-order", branch(BranchOp::Cancel))
+        .route("/2pc/prepare-order", branch(BranchOp::Prepare))
+        .route("/2pc/commit-order", branch(BranchOp::Commit))
+        .route("/2pc/rollback-order", branch(BranchOp::Rollback))
+        .route("/3pc/can-commit-order", branch(BranchOp::CanCommit))
+        .route("/3pc/pre-commit-order", branch(BranchOp::PreCommit))
+        .route("/3pc/do-commit-order", branch(BranchOp::DoCommit))
+        .route("/3pc/abort-order", branch(BranchOp::Abort))
         .with_state(state)
 }
 
@@ -98,8 +107,12 @@ async fn create(State(state): State<AppState>, Json(req): Json<NewOrder>) -> Res
         )
             .into_response();
     }
-    if !matches!(req.mode.as_str(), "saga" | "tcc") {
-        return (StatusCode::BAD_REQUEST, "mode must be `saga` or `tcc`").into_response();
+    if !matches!(req.mode.as_str(), "saga" | "tcc" | "2pc" | "3pc") {
+        return (
+            StatusCode::BAD_REQUEST,
+            "mode must be `saga`, `tcc`, `2pc` or `3pc`",
+        )
+            .into_response();
     }
     // The order id is the gid: a UUIDv7, so orders sort by creation time.
     let id = format!("order-{}", uuid::Uuid::now_v7());

@@ -1,10 +1,11 @@
 //! Placing an order through the coordinator with the SDK client: one order
-//! is one global transaction whose gid is the order id, with two branches,
-//! the inventory's stock and the order service's own order row.
+//! is one global transaction whose gid is the order id, in the order's mode
+//! (saga, TCC, 2PC or 3PC), with two branches, the inventory's stock and the
+//! order service's own order row.
 
 use crate::AppState;
 use crate::store::Order;
-use dtx_sdk::client::{Branch, TccBranch, Transaction};
+use dtx_sdk::client::{Branch, PhasedBranch, TccBranch, Transaction};
 use dtx_sdk::{ClientError, Status};
 use serde_json::json;
 
@@ -23,6 +24,8 @@ pub enum Placed {
 pub async fn place(state: &AppState, order: &Order) -> anyhow::Result<Placed> {
     let result = match order.mode.as_str() {
         "saga" => saga(state, order).await,
+        "2pc" => two_phase(state, order).await,
+        "3pc" => three_phase(state, order).await,
         _ => tcc(state, order).await,
     };
     match result {
@@ -134,6 +137,70 @@ async fn tcc(state: &AppState, order: &Order) -> Result<Transaction, ClientError
         .await?;
     // The scope committed; the Confirms are delivered (or being delivered).
     state.client.wait(&order.id, state.wait).await
+}
+
+/// 2PC: the coordinator asks both branches to prepare (hold the order, hold
+/// the stock) at once, then commits both, or rolls back both on a no.
+async fn two_phase(state: &AppState, order: &Order) -> Result<Transaction, ClientError> {
+    let (inventory, me) = (&state.inventory_url, &state.public_url);
+    state
+        .client
+        .two_phase()
+        .with_gid(&order.id)
+        .options(state.options.clone())
+        .branch(
+            PhasedBranch::two_phase(
+                "order",
+                format!("{me}/2pc/prepare-order"),
+                format!("{me}/2pc/commit-order"),
+                format!("{me}/2pc/rollback-order"),
+            )
+            .payload(json!({"order_id": order.id})),
+        )
+        .branch(
+            PhasedBranch::two_phase(
+                "inventory",
+                format!("{inventory}/2pc/prepare"),
+                format!("{inventory}/2pc/commit"),
+                format!("{inventory}/2pc/rollback"),
+            )
+            .payload(json!({"sku": order.sku, "qty": order.qty})),
+        )
+        .submit_and_wait(state.wait)
+        .await
+}
+
+/// 3PC: both branches vote (nothing held), then pre-commit (hold), then
+/// commit; a no or a missing ack aborts both.
+async fn three_phase(state: &AppState, order: &Order) -> Result<Transaction, ClientError> {
+    let (inventory, me) = (&state.inventory_url, &state.public_url);
+    state
+        .client
+        .three_phase()
+        .with_gid(&order.id)
+        .options(state.options.clone())
+        .branch(
+            PhasedBranch::three_phase(
+                "order",
+                format!("{me}/3pc/can-commit-order"),
+                format!("{me}/3pc/pre-commit-order"),
+                format!("{me}/3pc/do-commit-order"),
+                format!("{me}/3pc/abort-order"),
+            )
+            .payload(json!({"order_id": order.id})),
+        )
+        .branch(
+            PhasedBranch::three_phase(
+                "inventory",
+                format!("{inventory}/3pc/can_commit"),
+                format!("{inventory}/3pc/pre_commit"),
+                format!("{inventory}/3pc/do_commit"),
+                format!("{inventory}/3pc/abort"),
+            )
+            .payload(json!({"sku": order.sku, "qty": order.qty})),
+        )
+        .submit_and_wait(state.wait)
+        .await
 }
 
 /// Records a transaction's outcome on its order.

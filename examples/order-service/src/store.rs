@@ -2,9 +2,16 @@
 //! or PostgreSQL, whose status the order's own branch moves through the SDK
 //! barrier.
 //!
-//! Order statuses: `new` (created; its branch has not run), `pending` (TCC:
-//! the Try held the order), `confirmed` (it took effect everywhere),
-//! `cancelled` (undone or never done).
+//! Order statuses: `new` (created; its branch has not run), `pending` (held:
+//! by the TCC Try, the 2PC prepare or the 3PC pre-commit), `confirmed` (it
+//! took effect everywhere), `cancelled` (undone or never done).
+//!
+//! For 2PC and 3PC the order row is prepared by reservation, the way the SDK
+//! documents for SQLite participants (`dtx_sdk::xa::sqlite`), on both
+//! backends: the `pending` status is the hold, behind the barrier, which
+//! also makes a rollback or abort of a branch that never held anything a
+//! success that changes nothing (the order is then cancelled when the
+//! outcome is recorded, [`Db::settle`]).
 
 use dtx_sdk::barrier::{Barrier, BarrierError, Entry};
 use dtx_sdk::{BranchAnswer, BranchContext, BranchOp};
@@ -23,7 +30,7 @@ pub struct Order {
     pub sku: String,
     /// How many units.
     pub qty: i64,
-    /// `saga` or `tcc`.
+    /// `saga`, `tcc`, `2pc` or `3pc`.
     pub mode: String,
     /// `new`, `pending`, `confirmed` or `cancelled`.
     pub status: String,
@@ -44,13 +51,16 @@ impl Order {
 
 /// The status an operation of the order's own branch moves the order from,
 /// and to.
+/// The 3PC `can_commit` "moves" `new` to `new`: a check that holds nothing.
 fn transition(op: BranchOp) -> (&'static str, &'static str) {
     match op {
         BranchOp::Action => ("new", "confirmed"),
         BranchOp::Compensate => ("confirmed", "cancelled"),
-        BranchOp::Try => ("new", "pending"),
-        BranchOp::Confirm => ("pending", "confirmed"),
-        // BranchOp is non-exhaustive; Cancel (and anything newer) releases.
+        BranchOp::CanCommit => ("new", "new"),
+        BranchOp::Try | BranchOp::Prepare | BranchOp::PreCommit => ("new", "pending"),
+        BranchOp::Confirm | BranchOp::Commit | BranchOp::DoCommit => ("pending", "confirmed"),
+        // Cancel, Rollback, Abort; BranchOp is non-exhaustive, and anything
+        // newer can only release a hold.
         _ => ("pending", "cancelled"),
     }
 }

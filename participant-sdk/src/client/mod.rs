@@ -7,12 +7,14 @@
 
 mod decision;
 mod error;
+mod phased;
 mod saga;
 mod tcc;
 mod view;
 
 pub use decision::{Decision, DecisionAnswer, DecisionSource};
 pub use error::ClientError;
+pub use phased::{PhasedBranch, PhasedBuilder};
 pub use saga::{Branch, Registered, SagaBuilder};
 pub use tcc::{TccBranch, TccBuilder, TccScope};
 pub use view::{AbortCause, BranchView, EventView, Transaction};

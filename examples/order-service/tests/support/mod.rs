@@ -1,17 +1,25 @@
 //! The end-to-end world: a real `dtx serve` process, and the inventory and
 //! order services started in-process (from their libraries) on SQLite files
-//! in a temporary directory, all talking over HTTP; plus the invariant check
-//! every test ends with.
+//! in a temporary directory (or PostgreSQL), all talking over HTTP; the
+//! inventory can be stopped and started again on the same address; plus the
+//! invariant check every test ends with.
 
+// Shared by several test binaries, each using part of it.
+#![allow(dead_code)]
+
+use dtx_sdk::three_phase::Watchdog;
+use dtx_sdk::xa::RecoverySummary;
 use dtx_sdk::{Client, RetryPolicy, TxOptions};
 use dtx_tests::process::DtxProcess;
 use inventory_service::store::{LedgerEntry, Product};
+use inventory_service::two_phase::TwoPhase;
 use order_service::store::{Db, Order};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// The product every test orders, and its initial stock.
 pub const SKU: &str = "apple";
@@ -23,9 +31,22 @@ pub struct World {
     pub inventory: String,
     pub orders: String,
     pub http: reqwest::Client,
+    /// The inventory's database URL.
+    pub inventory_db: String,
+    /// Whether the inventory prepares 2PC with PostgreSQL prepared
+    /// transactions: its `prepare` ledger rows then mean units sold.
+    pub xa: bool,
+    inventory_server: Option<Server>,
     _coordinator: DtxProcess,
     _stop: Vec<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
+}
+
+/// The in-process inventory: its server task, how to stop it, its watchdog.
+struct Server {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+    _watchdog: Watchdog,
 }
 
 impl World {
@@ -64,20 +85,14 @@ impl World {
             .expect("dtx becomes ready");
 
         let mut stop = Vec::new();
-        let state = inventory_service::AppState::connect(&inventory_db)
-            .await
-            .expect("inventory database");
         let (listener, inventory) = bind().await;
-        let (tx, rx) = oneshot::channel();
-        stop.push(tx);
-        tokio::spawn(inventory_service::run(listener, state, async {
-            let _ = rx.await;
-        }));
+        let client = Client::new(&coordinator.base_url()).expect("client");
+        let (server, xa, _) = serve_inventory(listener, &inventory_db, &client).await;
 
         let (listener, orders) = bind().await;
         let state = order_service::AppState {
             db: Db::connect(&orders_db).await.expect("orders database"),
-            client: Client::new(&coordinator.base_url()).expect("client"),
+            client,
             inventory_url: inventory.clone(),
             public_url: orders.clone(),
             // Short timeouts and backoff keep the retry tests quick.
@@ -104,6 +119,9 @@ impl World {
             inventory,
             orders,
             http: reqwest::Client::new(),
+            inventory_db,
+            xa,
+            inventory_server: Some(server),
             _coordinator: coordinator,
             _stop: stop,
             _dir: dir,
@@ -214,6 +232,64 @@ impl World {
         serde_json::from_value(self.get(&self.inventory, "/ledger").await).expect("a ledger")
     }
 
+    /// Stops the inventory (its in-flight calls finish), opens its database
+    /// again, runs its start-up 2PC recovery (the summary is returned), and
+    /// serves it again on the same address, with no faults armed.
+    pub async fn restart_inventory(&mut self) -> Option<RecoverySummary> {
+        self.stop_inventory().await;
+        let addr = self.inventory.trim_start_matches("http://");
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind the inventory's address again");
+        let client = Client::new(&self.coordinator).expect("client");
+        let (server, _, summary) = serve_inventory(listener, &self.inventory_db, &client).await;
+        self.inventory_server = Some(server);
+        summary
+    }
+
+    /// Stops the inventory: the coordinator's calls to it fail until
+    /// [`World::restart_inventory`].
+    pub async fn stop_inventory(&mut self) {
+        if let Some(server) = self.inventory_server.take() {
+            let _ = server.stop.send(());
+            server
+                .task
+                .await
+                .expect("inventory task")
+                .expect("inventory stops cleanly");
+        }
+    }
+
+    /// Polls the coordinator until `gid` has `status` (at most 20 s).
+    pub async fn wait_for_status(&self, gid: &str, status: &str) -> Value {
+        let url = format!("{}/v1/transactions/{gid}", self.coordinator);
+        for _ in 0..400 {
+            let response = self.http.get(&url).send().await.expect("GET");
+            let (code, tx) = read(response).await;
+            if code == 200 && tx["status"] == status {
+                return tx;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{gid} never reached {status}");
+    }
+
+    /// How many prepared transactions the inventory's PostgreSQL database
+    /// holds.
+    pub async fn prepared_transactions(&self) -> i64 {
+        let pool = sqlx::PgPool::connect(&self.inventory_db)
+            .await
+            .expect("the inventory's database");
+        let count = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("pg_prepared_xacts");
+        pool.close().await;
+        count
+    }
+
     /// The invariants every test ends with: no unit created or lost, nothing
     /// left reserved, and every order's status agrees with what the
     /// inventory's ledger applied under its gid.
@@ -229,16 +305,19 @@ impl World {
         let mut net: BTreeMap<String, (i64, i64)> = BTreeMap::new();
         for entry in self.ledger().await {
             let (sold, held) = net.entry(entry.gid).or_default();
-            match entry.op.as_str() {
-                "action" | "confirm" => *sold += entry.qty,
-                "compensate" => *sold -= entry.qty,
-                _ => {}
-            }
-            match entry.op.as_str() {
-                "try" => *held += entry.qty,
-                "confirm" | "cancel" => *held -= entry.qty,
-                _ => {}
-            }
+            let (sell, hold) = match entry.op.as_str() {
+                "action" => (1, 0),
+                "compensate" => (-1, 0),
+                // XA: the row is visible only once its prepared
+                // transaction committed, and it sold the units.
+                "prepare" if self.xa => (1, 0),
+                "try" | "prepare" | "pre_commit" => (0, 1),
+                "confirm" | "commit" | "do_commit" => (1, -1),
+                "cancel" | "rollback" | "abort" => (0, -1),
+                other => panic!("unknown ledger op {other}"),
+            };
+            *sold += sell * entry.qty;
+            *held += hold * entry.qty;
         }
         let orders: Vec<Order> =
             serde_json::from_value(self.get(&self.orders, "/orders").await).expect("orders");
@@ -258,6 +337,32 @@ impl World {
         let total: i64 = net.values().map(|(sold, _)| sold).sum();
         assert_eq!(total, product.sold, "the ledger disagrees with the stock");
     }
+}
+
+/// Opens the inventory on `db`, runs its start-up 2PC recovery and starts
+/// its 3PC watchdog (as its binary does), and serves it on `listener`.
+/// Returns the server, whether 2PC uses XA, and the recovery summary.
+async fn serve_inventory(
+    listener: tokio::net::TcpListener,
+    db: &str,
+    coordinator: &Client,
+) -> (Server, bool, Option<RecoverySummary>) {
+    let state = inventory_service::AppState::connect(db)
+        .await
+        .expect("inventory database");
+    let summary = state.recover(coordinator).await.expect("2PC recovery");
+    let watchdog = state.spawn_watchdog(coordinator.clone());
+    let xa = matches!(state.two_phase, TwoPhase::Xa(_));
+    let (stop, rx) = oneshot::channel();
+    let task = tokio::spawn(inventory_service::run(listener, state, async {
+        let _ = rx.await;
+    }));
+    let server = Server {
+        stop,
+        task,
+        _watchdog: watchdog,
+    };
+    (server, xa, summary)
 }
 
 async fn bind() -> (tokio::net::TcpListener, String) {

@@ -1,0 +1,175 @@
+//! The inventory's 3PC branch (`/3pc/can_commit`, `/3pc/pre_commit`,
+//! `/3pc/do_commit`, `/3pc/abort`) on the SDK's [`ThreePhase`] helper, on
+//! whichever database the service uses. The helper keeps the branch state
+//! (in `dtx_three_phase`, in the same local transaction as each hook) and
+//! its watchdog applies the 3PC timeout rules; the hooks here only move
+//! stock:
+//!
+//! | hook | stock | ledger |
+//! |---|---|---|
+//! | `can_commit` | none; votes no (409) unless `qty` units are available | none |
+//! | `pre_commit` | available → reserved; refuses if they are gone meanwhile | `pre_commit` |
+//! | `do_commit` | reserved → sold | `do_commit` |
+//! | `abort` | reserved → available (the helper calls it only for a pre-committed branch: a branch that only voted holds nothing) | `abort` |
+
+use crate::store::{Db, Movement, StockConn, StockRequest};
+use dtx_sdk::three_phase::{
+    HookError, ThreePhase, ThreePhaseBranch, ThreePhaseConfig, ThreePhaseError, Watchdog,
+};
+use dtx_sdk::{BranchAnswer, BranchContext, CallbackSecret, Client};
+use serde_json::Value;
+use sqlx::{Postgres, Sqlite};
+
+/// The stock hooks of the 3PC branch; the payload is `{"sku", "qty"}`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StockHooks;
+
+/// The payload, or a refusal (a malformed payload can never commit).
+fn request(payload: &Value) -> Result<StockRequest, HookError> {
+    match serde_json::from_value::<StockRequest>(payload.clone()) {
+        Ok(req) if req.qty > 0 => Ok(req),
+        Ok(_) => Err(HookError::refused("qty must be positive")),
+        Err(e) => Err(HookError::refused(format!(
+            "the payload is not {{sku, qty}}: {e}"
+        ))),
+    }
+}
+
+/// Moves the payload's units and writes the ledger row named after the
+/// hook's operation; refuses when the source column is short.
+async fn step(
+    conn: &mut impl StockConn,
+    ctx: &BranchContext,
+    movement: Movement,
+    payload: &Value,
+) -> Result<(), HookError> {
+    let req = request(payload)?;
+    let (gid, branch, op) = (ctx.gid(), ctx.branch_id(), ctx.op().as_str());
+    if conn
+        .move_stock(gid, branch, op, movement, &req.sku, req.qty)
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(HookError::refused(format!(
+            "not enough {} {} for {} unit(s)",
+            req.sku,
+            movement.source(),
+            req.qty
+        )))
+    }
+}
+
+/// The same hooks for both backends: only the connection type differs.
+macro_rules! hooks {
+    ($db:ty) => {
+        impl ThreePhaseBranch<$db> for StockHooks {
+            async fn can_commit(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                _ctx: &BranchContext,
+                payload: &Value,
+            ) -> Result<(), HookError> {
+                let req = request(payload)?;
+                if conn.has_available(&req.sku, req.qty).await? {
+                    Ok(())
+                } else {
+                    Err(HookError::refused(format!(
+                        "not enough {} available for {} unit(s)",
+                        req.sku, req.qty
+                    )))
+                }
+            }
+
+            async fn pre_commit(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                ctx: &BranchContext,
+                payload: &Value,
+            ) -> Result<(), HookError> {
+                step(conn, ctx, Movement::Hold, payload).await
+            }
+
+            async fn do_commit(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                ctx: &BranchContext,
+                payload: &Value,
+            ) -> Result<(), HookError> {
+                step(conn, ctx, Movement::Apply, payload).await
+            }
+
+            async fn abort(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                ctx: &BranchContext,
+                payload: &Value,
+            ) -> Result<(), HookError> {
+                step(conn, ctx, Movement::Release, payload).await
+            }
+        }
+    };
+}
+
+hooks!(Sqlite);
+hooks!(Postgres);
+
+/// The 3PC participant on the service's backend.
+#[derive(Debug, Clone)]
+pub enum StockThreePhase {
+    /// On the SQLite pool.
+    Sqlite(ThreePhase<Sqlite, StockHooks>),
+    /// On the PostgreSQL pool.
+    Postgres(ThreePhase<Postgres, StockHooks>),
+}
+
+impl StockThreePhase {
+    /// The participant on `db`'s pool, its state table migrated; calls are
+    /// checked against `secret`, the watchdog runs with `config`.
+    pub async fn new(
+        db: &Db,
+        config: ThreePhaseConfig,
+        secret: CallbackSecret,
+    ) -> Result<StockThreePhase, ThreePhaseError> {
+        let participant = match db {
+            Db::Sqlite(pool) => StockThreePhase::Sqlite(ThreePhase::with_config(
+                pool.clone(),
+                StockHooks,
+                config,
+                secret,
+            )),
+            Db::Postgres(pool) => StockThreePhase::Postgres(ThreePhase::with_config(
+                pool.clone(),
+                StockHooks,
+                config,
+                secret,
+            )),
+        };
+        match &participant {
+            StockThreePhase::Sqlite(p) => p.migrate().await?,
+            StockThreePhase::Postgres(p) => p.migrate().await?,
+        }
+        Ok(participant)
+    }
+
+    /// Carries out a call (`dtx-op` checked against the route by the caller).
+    pub async fn handle(
+        &self,
+        ctx: &BranchContext,
+        payload: &Value,
+    ) -> Result<BranchAnswer, ThreePhaseError> {
+        match self {
+            StockThreePhase::Sqlite(p) => p.handle(ctx, payload).await,
+            StockThreePhase::Postgres(p) => p.handle(ctx, payload).await,
+        }
+    }
+
+    /// Starts the watchdog, asking `coordinator` about branches in doubt;
+    /// it stops when the returned handle is dropped.
+    pub fn spawn_watchdog(&self, coordinator: Client) -> Watchdog {
+        match self {
+            StockThreePhase::Sqlite(p) => p.spawn_watchdog(coordinator),
+            StockThreePhase::Postgres(p) => p.spawn_watchdog(coordinator),
+        }
+    }
+}
