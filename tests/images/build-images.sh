@@ -13,6 +13,12 @@
 #   dtx-postgres:15   PostgreSQL 15 from Debian bookworm, for the PostgreSQL
 #                     store, the SDK's barrier and the 2PC participant helper
 #                     (max_prepared_transactions=64, fsync on).
+#   dtx-runtime:bookworm  Debian bookworm with what dtx's own binaries need at
+#                     run time in a container (CA certificates) and what the
+#                     fault-injection harness uses inside it (iproute2 for
+#                     `tc netem`). It holds no dtx binary: the harness copies
+#                     the ones cargo built on this (bookworm) host into each
+#                     container when it creates it.
 #
 # Every image gets two tags: `NAME:TAG-<hash>` where <hash> is a short hash of
 # the shell functions that make that image, and the stable `NAME:TAG` that the
@@ -292,12 +298,48 @@ build_postgres_image() {
         postgres_entrypoint postgres_customize_hook mmdebstrap_small_opts
 }
 
+# --- dtx-runtime:bookworm --------------------------------------------------------
+
+# build_runtime_image_from_debian IMAGE HASH: mmdebstrap a small rootfs with
+# the run-time packages, docker import it. The harness chooses the command
+# of each container, so the image has no entrypoint of its own.
+build_runtime_image_from_debian() {
+    local image=$1 hash=$2
+    local mirror workdir
+    new_workdir workdir
+    mirror=$(debian_mirror)
+    log "Debian mirror (from apt's configuration): $mirror"
+    local -a opts
+    mapfile -t opts < <(mmdebstrap_small_opts)
+    mmdebstrap \
+        --variant=apt \
+        --format=tar \
+        --include=ca-certificates,iproute2,procps \
+        "${opts[@]}" \
+        "$SUITE" "$workdir/rootfs.tar" \
+        "deb $mirror $SUITE main" \
+        "deb $mirror $SUITE-updates main"
+    docker import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'ENV LANG=C.UTF-8' \
+        --change 'WORKDIR /var/lib/dtx' \
+        --change "LABEL org.dtx.recipe-hash=$hash org.dtx.built-by=tests/images/build-images.sh" \
+        --change 'CMD ["/bin/sh"]' \
+        --message "dtx-runtime from Debian $SUITE (recipe $hash)" \
+        "$workdir/rootfs.tar" "$image" >/dev/null
+}
+
+build_runtime_image() {
+    ensure_image dtx-runtime "$SUITE" build_runtime_image_from_debian mmdebstrap_small_opts
+}
+
 # --- main ------------------------------------------------------------------------
 
 main() {
     require_docker
     ensure_mmdebstrap
     build_postgres_image
+    build_runtime_image
 }
 
 main "$@"

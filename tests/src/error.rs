@@ -80,6 +80,24 @@ pub enum TestSupportError {
         #[source]
         source: BoxError,
     },
+
+    /// cargo could not build a program a test runs.
+    #[error("building the programs failed: {why} (command: {command})")]
+    Build {
+        /// The cargo command that was run.
+        command: String,
+        /// What went wrong.
+        why: String,
+    },
+
+    /// A service in a container answered in a way the harness cannot use.
+    #[error("{what}: {why}")]
+    Service {
+        /// Which request, to which service.
+        what: String,
+        /// What came back, or the transport error.
+        why: String,
+    },
 }
 
 impl fmt::Debug for TestSupportError {

@@ -12,15 +12,16 @@
 //! * [`process`]: a real `dtx` coordinator process, started and signalled
 //!   (killed, stopped, frozen) by end-to-end tests, with a small JSON client.
 //!
-//! Later it will also hold the container fault-injection harness:
-//! coordinators and participants as containers that tests stop, pause and
-//! cut off from each other.
+//! * [`harness`]: the container fault-injection harness: coordinators and
+//!   participants as containers that a nemesis kills, pauses, cuts off and
+//!   slows down, a workload, and the consistency checker.
 //!
 //! Everything here fails loudly: when Docker or an image is missing, the
 //! error says which command to run, and tests `expect()` it rather than skip.
 
 mod docker;
 mod error;
+pub mod harness;
 pub mod participant;
 pub mod postgres;
 pub mod process;

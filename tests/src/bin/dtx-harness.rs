@@ -1,0 +1,93 @@
+//! `dtx-harness`: runs fault-injection scenarios against the whole system in
+//! containers and writes `report.json` and `report.html`.
+//!
+//! ```sh
+//! cargo run -p dtx-tests --bin dtx-harness -- --scenarios ci          # what CI runs
+//! cargo run -p dtx-tests --bin dtx-harness -- --scenarios mixed --seed 42 --window-s 300 --per-kind 5 --release   # a soak
+//! ```
+//!
+//! Exits 1 when any scenario broke a rule it had to keep.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use dtx_tests::harness::binaries::Binaries;
+use dtx_tests::harness::scenario::{self, CATALOGUE, Settings};
+use dtx_tests::harness::{MODES, report};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Fault-injection scenarios for dtx, in containers.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Comma-separated scenario names, `ci` (one per fault kind) or `all`.
+    #[arg(long, default_value = "ci")]
+    scenarios: String,
+    /// The seed of the first scenario (each next one adds 1); random when absent.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How long the workload runs per scenario, in seconds.
+    #[arg(long, default_value_t = 20)]
+    window_s: u64,
+    /// How many times each fault kind strikes per scenario.
+    #[arg(long, default_value_t = 1)]
+    per_kind: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Build and run the release binaries (for a soak).
+    #[arg(long)]
+    release: bool,
+    /// Where the report goes.
+    #[arg(long, default_value = "target/harness")]
+    out: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let chosen: Vec<_> = match args.scenarios.as_str() {
+        "all" => CATALOGUE.to_vec(),
+        "ci" => CATALOGUE.iter().copied().filter(|s| s.faults.len() == 1).collect(),
+        names => names
+            .split(',')
+            .map(|n| scenario::find(n.trim()).with_context(|| format!("no scenario `{n}`; see tests/src/harness/scenario.rs")))
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let first_seed = args.seed.unwrap_or_else(rand::random);
+    let mut settings = Settings::ci(MODES);
+    settings.window = Duration::from_secs(args.window_s);
+    settings.per_kind = args.per_kind;
+    settings.workload.clients = args.clients;
+    eprintln!("dtx-harness: building the programs");
+    let binaries = Binaries::build(args.release)?;
+    let bar = ProgressBar::new(chosen.len() as u64);
+    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {msg}")?);
+    let mut reports = Vec::new();
+    for (i, scenario) in chosen.iter().enumerate() {
+        let seed = first_seed.wrapping_add(i as u64);
+        let progress = |stage: &str| bar.set_message(format!("{} (seed {seed}): {stage}", scenario.name));
+        let report = scenario::run(&binaries, *scenario, seed, &settings, &progress).await?;
+        // suspend + eprintln: the bar hides println when stderr is no terminal.
+        bar.suspend(|| eprintln!(
+            "{:<24} seed {seed:<20} {} ({} violation(s), {} finding(s), {} fault(s), {} order attempt(s))",
+            scenario.name,
+            if report.passed() { "passed" } else { "FAILED" },
+            report.violations.len(),
+            report.findings.len(),
+            report.faults.len(),
+            report.attempts.len()
+        ));
+        reports.push(report);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    report::write(&args.out, &reports)?;
+    eprintln!("report: {}", args.out.join("report.html").display());
+    let failed: Vec<_> = reports.iter().filter(|r| !r.passed()).map(|r| format!("{} (seed {})", r.scenario, r.seed)).collect();
+    if !failed.is_empty() {
+        bail!("rules broken in: {}", failed.join(", "));
+    }
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! The fault-injection harness: the whole system (two coordinators on one
+//! PostgreSQL, the sample inventory and order services) in containers on a
+//! private network, a workload of orders in every mode, a nemesis that
+//! kills, pauses, cuts off and slows services on a schedule drawn from a
+//! seed, and a checker that reads every service's state afterwards and
+//! reports each violation with its gid.
+//!
+//! # Layout
+//! - [`binaries`]: builds the programs that go into the containers.
+//! - [`cluster`]: the containers and the fault operations on them.
+//! - [`workload`]: the clients that place orders.
+//! - [`nemesis`]: the fault schedule drawn from a seed, and carrying it out.
+//! - [`observe`]: reading every service's state back, and waiting for quiescence.
+//! - [`checker`]: the rules every run must keep, over what was read back.
+//! - [`scenario`]: the named scenarios and the run of one.
+//! - [`report`]: `report.json` and `report.html`.
+//!
+//! `src/bin/dtx-harness.rs` is the command line; `tests/tests/harness.rs`
+//! runs the CI selection.
+//!
+//! The images come from `tests/images/build-images.sh` (`dtx-runtime` and
+//! `dtx-postgres`); nothing is pulled.
+
+pub mod binaries;
+pub mod checker;
+pub mod cluster;
+pub mod nemesis;
+pub mod observe;
+pub mod report;
+pub mod scenario;
+pub mod workload;
+
+/// The modes the sample order service places orders in.
+pub const MODES: &[&str] = &["saga", "tcc"];

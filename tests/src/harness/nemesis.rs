@@ -1,0 +1,222 @@
+//! The nemesis: faults drawn from a seed and carried out against a cluster.
+//!
+//! A schedule is a pure function of (seed, fault kinds, window): the same
+//! seed gives the same faults at the same offsets against the same nodes, so
+//! a failing run is replayed by giving its seed. Every fault ends by itself
+//! after its hold time (the node is started again, resumed, reconnected or
+//! sped up), and [`heal`] ends whatever a cut-short run left behind.
+
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use super::cluster::{Cluster, LEASE_MS, Node};
+
+/// A kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// kill -9 a coordinator, start it again after the hold.
+    KillCoordinator,
+    /// Freeze a coordinator past its lease (a long GC-like stall), then
+    /// resume it: its transactions are taken over and its late writes fenced.
+    PauseCoordinator,
+    /// kill -9 a participant service, start it again after the hold.
+    KillParticipant,
+    /// Cut a participant off the network, reconnect it after the hold.
+    PartitionParticipant,
+    /// Cut a coordinator off the network, reconnect it after the hold.
+    PartitionCoordinator,
+    /// kill -9 PostgreSQL and start it again (crash recovery of the database).
+    RestartPostgres,
+    /// Slow a participant down past the coordinator's request timeout.
+    SlowParticipant,
+}
+
+impl FaultKind {
+    /// Every kind.
+    pub const ALL: [FaultKind; 7] = [
+        FaultKind::KillCoordinator,
+        FaultKind::PauseCoordinator,
+        FaultKind::KillParticipant,
+        FaultKind::PartitionParticipant,
+        FaultKind::PartitionCoordinator,
+        FaultKind::RestartPostgres,
+        FaultKind::SlowParticipant,
+    ];
+
+    /// The nodes this kind can hit.
+    fn targets(self) -> &'static [Node] {
+        match self {
+            FaultKind::KillCoordinator | FaultKind::PartitionCoordinator => {
+                &[Node::Coordinator1, Node::Coordinator2]
+            }
+            // The order service talks to c1: pausing c1 hits live work.
+            FaultKind::PauseCoordinator => &[Node::Coordinator1],
+            FaultKind::KillParticipant | FaultKind::PartitionParticipant => {
+                &[Node::Inventory, Node::Orders]
+            }
+            FaultKind::RestartPostgres => &[Node::Postgres],
+            FaultKind::SlowParticipant => &[Node::Inventory],
+        }
+    }
+
+    /// How long the fault lasts, in milliseconds (a range to draw from).
+    fn hold_ms(self) -> (u64, u64) {
+        match self {
+            // Past the lease, so that the other coordinator takes over.
+            FaultKind::PauseCoordinator => (LEASE_MS + 1000, LEASE_MS + 4000),
+            FaultKind::RestartPostgres => (500, 2000),
+            _ => (2000, 6000),
+        }
+    }
+}
+
+/// One fault of a schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedFault {
+    /// Milliseconds from the start of the workload.
+    pub at_ms: u64,
+    /// What.
+    pub kind: FaultKind,
+    /// Against which node.
+    pub target: Node,
+    /// For how long, in milliseconds.
+    pub hold_ms: u64,
+}
+
+/// A fault as it was carried out.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppliedFault {
+    /// The plan.
+    #[serde(flatten)]
+    pub planned: PlannedFault,
+    /// When it began and ended, in milliseconds from the start.
+    pub began_ms: u64,
+    /// When the node was back.
+    pub ended_ms: u64,
+    /// How it was done, when there was a choice (e.g. the slow-down's means).
+    pub note: Option<String>,
+    /// What went wrong carrying it out, if anything.
+    pub error: Option<String>,
+}
+
+/// Draws the schedule: each kind `per_kind` times, at offsets within the
+/// first 60% of `window` (so faults end, and the system recovers, while the
+/// workload still runs), sorted by time.
+pub fn schedule(seed: u64, kinds: &[FaultKind], per_kind: usize, window: Duration) -> Vec<PlannedFault> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let span = (window.as_millis() as u64 * 6 / 10).max(1);
+    let mut plan: Vec<PlannedFault> = kinds
+        .iter()
+        .flat_map(|&kind| std::iter::repeat_n(kind, per_kind))
+        .map(|kind| {
+            let (low, high) = kind.hold_ms();
+            PlannedFault {
+                at_ms: rng.random_range(span / 10..span),
+                kind,
+                target: *kind.targets().choose(&mut rng).expect("every kind has a target"),
+                hold_ms: rng.random_range(low..=high),
+            }
+        })
+        .collect();
+    plan.sort_by_key(|f| f.at_ms);
+    plan
+}
+
+/// Carries out `plan` in order, relative to `started`. Faults do not
+/// overlap: one that is due while another holds waits for it to end.
+pub async fn run(cluster: &Cluster, plan: Vec<PlannedFault>, started: Instant) -> Vec<AppliedFault> {
+    let mut applied = Vec::new();
+    for planned in plan {
+        let due = started + Duration::from_millis(planned.at_ms);
+        tokio::time::sleep_until(due.into()).await;
+        let began_ms = started.elapsed().as_millis() as u64;
+        let (note, error) = match apply(cluster, &planned).await {
+            Ok(note) => (note, None),
+            Err(e) => (None, Some(e)),
+        };
+        applied.push(AppliedFault {
+            planned,
+            began_ms,
+            ended_ms: started.elapsed().as_millis() as u64,
+            note,
+            error,
+        });
+    }
+    applied
+}
+
+/// One fault, from its start to the node being back.
+async fn apply(cluster: &Cluster, fault: &PlannedFault) -> Result<Option<String>, String> {
+    let node = fault.target;
+    let hold = Duration::from_millis(fault.hold_ms);
+    let e = |e: crate::TestSupportError| e.to_string();
+    match fault.kind {
+        FaultKind::KillCoordinator | FaultKind::KillParticipant | FaultKind::RestartPostgres => {
+            cluster.kill(node).await.map_err(e)?;
+            tokio::time::sleep(hold).await;
+            cluster.start_again(node).await.map_err(e)?;
+        }
+        FaultKind::PauseCoordinator => {
+            cluster.pause(node).await.map_err(e)?;
+            tokio::time::sleep(hold).await;
+            cluster.resume(node).await.map_err(e)?;
+        }
+        FaultKind::PartitionParticipant | FaultKind::PartitionCoordinator => {
+            cluster.disconnect(node).await.map_err(e)?;
+            tokio::time::sleep(hold).await;
+            cluster.reconnect(node).await.map_err(e)?;
+            cluster.wait_ready(node).await.map_err(e)?;
+        }
+        FaultKind::SlowParticipant => return slow_down(cluster, node, hold).await,
+    }
+    Ok(None)
+}
+
+/// Latency past the coordinator's request timeout: `tc netem` where the
+/// kernel has it, else the inventory's own injected delay on its branch
+/// routes for the calls of the hold.
+async fn slow_down(cluster: &Cluster, node: Node, hold: Duration) -> Result<Option<String>, String> {
+    const DELAY: Duration = Duration::from_millis(2500);
+    if cluster.set_latency(node, Some(DELAY)).await.map_err(|e| e.to_string())? {
+        tokio::time::sleep(hold).await;
+        cluster.set_latency(node, None).await.map_err(|e| e.to_string())?;
+        return Ok(Some(format!("tc netem delay {} ms", DELAY.as_millis())));
+    }
+    let paths = ["/saga/reserve", "/saga/release", "/tcc/try", "/tcc/confirm", "/tcc/cancel"];
+    for path in paths {
+        let body = serde_json::json!({"path": path, "kind": "slow", "count": 3, "delay_ms": DELAY.as_millis() as u64});
+        cluster
+            .http()
+            .post(format!("{}/faults", cluster.url(node)))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("arm a slow fault on {node}{path}: {e}"))?;
+    }
+    tokio::time::sleep(hold).await;
+    Ok(Some(format!(
+        "no netem in this kernel: the next 3 calls of each branch route of {node} wait {} ms",
+        DELAY.as_millis()
+    )))
+}
+
+/// Ends whatever fault may still hold: every node resumed, connected and
+/// started. Errors are ignored: a node that was fine refuses the undo.
+pub async fn heal(cluster: &Cluster) {
+    for node in Node::ALL {
+        if !cluster.is_running(node).await {
+            let _ = cluster.start_again(node).await;
+            continue;
+        }
+        let _ = cluster.resume(node).await;
+        let _ = cluster.reconnect(node).await;
+        if node != Node::Postgres {
+            let _ = cluster.set_latency(node, None).await;
+        }
+    }
+}

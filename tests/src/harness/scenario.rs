@@ -1,0 +1,195 @@
+//! Scenarios: which faults hit a fresh cluster while the workload runs, and
+//! the run of one from start to verdict: start the cluster, seed stock,
+//! run workload and nemesis together, stop the workload, heal, wait for
+//! quiescence within a bound, read everything back and check it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::binaries::Binaries;
+use super::checker::{self, Violation, ViolationKind};
+use super::cluster::Cluster;
+use super::nemesis::{self, AppliedFault, FaultKind};
+use super::observe;
+use super::workload::{self, Attempt, WorkloadConfig};
+use crate::error::TestSupportError;
+
+/// A named set of faults.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Scenario {
+    /// The name a user picks it by.
+    pub name: &'static str,
+    /// The faults, each drawn `per_kind` times from the seed.
+    pub faults: &'static [FaultKind],
+    /// Findings this scenario provokes on purpose (none but for the 3PC
+    /// partition scenario); any other violation fails the run.
+    pub expects: &'static [ViolationKind],
+}
+
+/// Every scenario, the CI selection first: one per fault kind.
+pub const CATALOGUE: &[Scenario] = &[
+    Scenario { name: "kill-coordinator", faults: &[FaultKind::KillCoordinator], expects: &[] },
+    Scenario { name: "pause-coordinator", faults: &[FaultKind::PauseCoordinator], expects: &[] },
+    Scenario { name: "kill-participant", faults: &[FaultKind::KillParticipant], expects: &[] },
+    Scenario { name: "partition-participant", faults: &[FaultKind::PartitionParticipant], expects: &[] },
+    Scenario { name: "partition-coordinator", faults: &[FaultKind::PartitionCoordinator], expects: &[] },
+    Scenario { name: "restart-postgres", faults: &[FaultKind::RestartPostgres], expects: &[] },
+    Scenario { name: "slow-participant", faults: &[FaultKind::SlowParticipant], expects: &[] },
+    Scenario { name: "mixed", faults: &FaultKind::ALL, expects: &[] },
+];
+
+/// Looks a scenario up by name.
+pub fn find(name: &str) -> Option<Scenario> {
+    CATALOGUE.iter().copied().find(|s| s.name == name)
+}
+
+/// How hard and how long a run is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// The workload.
+    pub workload: WorkloadConfig,
+    /// How long the workload runs (faults fall in its first 60%).
+    pub window: Duration,
+    /// How many times each fault kind of the scenario strikes.
+    pub per_kind: usize,
+    /// How long after heal every transaction must be final.
+    pub quiescence_bound: Duration,
+    /// Units of the product seeded before the run.
+    pub stock: i64,
+}
+
+impl Settings {
+    /// The bounded run CI makes of each scenario.
+    pub fn ci(modes: &[&str]) -> Settings {
+        Settings {
+            workload: WorkloadConfig {
+                clients: 4,
+                modes: modes.iter().map(|m| (*m).to_owned()).collect(),
+                sku: "widget".into(),
+                max_qty: 3,
+                request_timeout: Duration::from_secs(15),
+            },
+            window: Duration::from_secs(20),
+            per_kind: 1,
+            quiescence_bound: Duration::from_secs(90),
+            // About 500 orders of 2 units on average are placed in 20 s:
+            // most are confirmed, and the last ones are refused for stock,
+            // which exercises compensation and cancel too.
+            stock: 800,
+        }
+    }
+}
+
+/// Everything one run produced; the report is made of these.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The seed that replays it.
+    pub seed: u64,
+    /// The settings it ran with.
+    pub settings: Settings,
+    /// The faults, as carried out.
+    pub faults: Vec<AppliedFault>,
+    /// Order attempts per mode and what the client was told.
+    pub attempts_by_mode: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Transactions per mode and final status, from the coordinators' log.
+    pub transactions_by_mode: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Broken rules the scenario did not expect.
+    pub violations: Vec<Violation>,
+    /// Expected findings that did occur (the 3PC partition divergence).
+    pub findings: Vec<Violation>,
+    /// Milliseconds from heal until everything was final; `None`: not
+    /// within the bound (then `violations` says what was left).
+    pub quiescence_ms: Option<u64>,
+    /// Every order attempt, for the timeline.
+    pub attempts: Vec<Attempt>,
+    /// Milliseconds the whole run took, cluster start included.
+    pub took_ms: u64,
+}
+
+impl ScenarioReport {
+    /// Whether the run kept every rule it had to keep.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Runs `scenario` once with `seed`; `progress` hears each stage.
+pub async fn run(
+    binaries: &Binaries,
+    scenario: Scenario,
+    seed: u64,
+    settings: &Settings,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<ScenarioReport, TestSupportError> {
+    let run_started = Instant::now();
+    progress("starting the cluster");
+    let cluster = Cluster::start(binaries, &format!("{}-{seed}", scenario.name)).await?;
+    let sku = settings.workload.sku.clone();
+    observe::seed(&cluster, &sku, settings.stock).await?;
+    let plan = nemesis::schedule(seed, scenario.faults, settings.per_kind, settings.window);
+    progress("workload and faults");
+    let started = Instant::now();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let clients = tokio::spawn(workload::run(
+        cluster.http().clone(),
+        cluster.url(super::cluster::Node::Orders),
+        settings.workload.clone(),
+        seed,
+        started,
+        stop_rx,
+    ));
+    let (faults, ()) = tokio::join!(
+        nemesis::run(&cluster, plan, started),
+        tokio::time::sleep(settings.window)
+    );
+    let _ = stop_tx.send(true);
+    let attempts = clients.await.unwrap_or_default();
+    progress("healing and waiting for quiescence");
+    nemesis::heal(&cluster).await;
+    let quiescence = observe::wait_for_quiescence(&cluster, settings.quiescence_bound).await;
+    progress("checking");
+    let observed = observe::observe(&cluster, BTreeMap::from([(sku, settings.stock)])).await?;
+    let (findings, violations) = checker::check(&observed)
+        .into_iter()
+        .partition(|v| scenario.expects.contains(&v.kind));
+    Ok(ScenarioReport {
+        scenario: scenario.name.to_owned(),
+        seed,
+        settings: settings.clone(),
+        faults,
+        attempts_by_mode: count(attempts.iter().map(|a| (a.mode.clone(), told_name(&a.told)))),
+        transactions_by_mode: count(
+            observed
+                .transactions
+                .iter()
+                .map(|t| (t.mode.clone(), t.status.clone())),
+        ),
+        violations,
+        findings,
+        quiescence_ms: quiescence.map(|d| d.as_millis() as u64),
+        attempts,
+        took_ms: run_started.elapsed().as_millis() as u64,
+    })
+}
+
+fn told_name(told: &workload::Told) -> String {
+    match told {
+        workload::Told::Settled(status) => status.clone(),
+        workload::Told::Unsettled => "unsettled".into(),
+        workload::Told::Refused(code) => format!("http_{code}"),
+        workload::Told::NoAnswer => "no_answer".into(),
+    }
+}
+
+fn count(pairs: impl Iterator<Item = (String, String)>) -> BTreeMap<String, BTreeMap<String, usize>> {
+    let mut counts: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for (outer, inner) in pairs {
+        *counts.entry(outer).or_default().entry(inner).or_default() += 1;
+    }
+    counts
+}

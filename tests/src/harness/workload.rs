@@ -1,0 +1,129 @@
+//! The workload: concurrent clients placing orders at the order service, in
+//! every mode, while the nemesis works, each recording what it was told.
+//!
+//! What a client is told is not the truth (an answer can be lost, a service
+//! can be down); the checker reads the truth from the services afterwards.
+//! The outcomes here feed the report's counts and timeline.
+
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// What the workload does.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadConfig {
+    /// Concurrent clients, each placing one order after another.
+    pub clients: usize,
+    /// The modes orders are placed in, taken in turn.
+    pub modes: Vec<String>,
+    /// The product every order buys.
+    pub sku: String,
+    /// Each order buys 1 to this many units.
+    pub max_qty: i64,
+    /// How long one `POST /orders` may take before the client gives up on it.
+    pub request_timeout: Duration,
+}
+
+/// What a client was told about one order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
+pub enum Told {
+    /// The order settled with this status (`confirmed`, `cancelled`).
+    Settled(String),
+    /// 202: accepted, not settled yet.
+    Unsettled,
+    /// Another HTTP status (the service is up but could not place it).
+    Refused(u16),
+    /// No answer (down, cut off, timed out): the order may or may not exist.
+    NoAnswer,
+}
+
+/// One order attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    /// Milliseconds from the start of the scenario when the answer came.
+    pub at_ms: u64,
+    /// The mode asked for.
+    pub mode: String,
+    /// The order id, when the answer carried one.
+    pub order: Option<String>,
+    /// What the client was told.
+    pub told: Told,
+}
+
+/// Runs the clients until `stop` turns true; returns every attempt, in
+/// order of answer. Clients draw quantities from `seed`, so a replay places
+/// the same orders (their timing still depends on the system).
+pub async fn run(
+    http: reqwest::Client,
+    orders_url: String,
+    config: WorkloadConfig,
+    seed: u64,
+    started: Instant,
+    stop: watch::Receiver<bool>,
+) -> Vec<Attempt> {
+    let mut clients = JoinSet::new();
+    for client in 0..config.clients {
+        let (http, url, config, mut stop) =
+            (http.clone(), orders_url.clone(), config.clone(), stop.clone());
+        clients.spawn(async move {
+            let mut rng = StdRng::seed_from_u64(seed ^ (client as u64).wrapping_mul(0x9E37_79B9));
+            let mut attempts = Vec::new();
+            let mut turn = client;
+            while !*stop.borrow() {
+                let mode = config.modes[turn % config.modes.len()].clone();
+                turn += 1;
+                let qty = rng.random_range(1..=config.max_qty);
+                let body = json!({"sku": config.sku, "qty": qty, "mode": mode});
+                let request = http
+                    .post(format!("{url}/orders"))
+                    .timeout(config.request_timeout)
+                    .json(&body)
+                    .send();
+                let (told, order) = tokio::select! {
+                    answer = request => read_answer(answer).await,
+                    _ = stop.changed() => break,
+                };
+                if told == Told::NoAnswer {
+                    // The service is away: do not spin against it.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                attempts.push(Attempt {
+                    at_ms: started.elapsed().as_millis() as u64,
+                    mode,
+                    order,
+                    told,
+                });
+            }
+            attempts
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(done) = clients.join_next().await {
+        all.extend(done.unwrap_or_default());
+    }
+    all.sort_by_key(|a| a.at_ms);
+    all
+}
+
+async fn read_answer(
+    answer: Result<reqwest::Response, reqwest::Error>,
+) -> (Told, Option<String>) {
+    let Ok(response) = answer else {
+        return (Told::NoAnswer, None);
+    };
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    let order = body["id"].as_str().map(str::to_owned);
+    let told = match status {
+        201 => Told::Settled(body["status"].as_str().unwrap_or("?").to_owned()),
+        202 => Told::Unsettled,
+        other => Told::Refused(other),
+    };
+    (told, order)
+}

@@ -1,0 +1,79 @@
+//! The fault-injection harness on real containers: each scenario of the CI
+//! selection (one per fault kind, every mode the samples offer) runs once
+//! with a fixed seed and must keep every rule.
+//!
+//! A failing scenario is replayed with
+//! `cargo run -p dtx-tests --bin dtx-harness -- --scenarios NAME --seed SEED`.
+
+use std::sync::OnceLock;
+
+use dtx_tests::harness::MODES;
+use dtx_tests::harness::binaries::Binaries;
+use dtx_tests::harness::scenario::{self, ScenarioReport, Settings};
+
+/// The programs, built once per test process.
+fn binaries() -> &'static Binaries {
+    static BUILT: OnceLock<Binaries> = OnceLock::new();
+    BUILT.get_or_init(|| Binaries::build(false).expect("cargo builds the programs"))
+}
+
+/// Runs `name` with `seed` and writes its report under target/harness-ci.
+async fn run(name: &str, seed: u64) -> ScenarioReport {
+    let scenario = scenario::find(name).expect("the scenario exists");
+    let progress = |stage: &str| eprintln!("{name}: {stage}");
+    let report = scenario::run(binaries(), scenario, seed, &Settings::ci(MODES), &progress)
+        .await
+        .expect("the scenario runs");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/harness-ci")
+        .join(name);
+    dtx_tests::harness::report::write(&dir, std::slice::from_ref(&report)).expect("report written");
+    eprintln!("{name}: report in {}", dir.display());
+    report
+}
+
+/// Asserts a scenario kept every rule, did real work, and faulted.
+fn assert_kept_every_rule(report: &ScenarioReport) {
+    assert!(
+        report.violations.is_empty(),
+        "{} (seed {}) broke rules: {:#?}",
+        report.scenario,
+        report.seed,
+        report.violations
+    );
+    assert!(report.quiescence_ms.is_some(), "not quiescent within the bound");
+    assert!(
+        report.faults.iter().all(|f| f.error.is_none()),
+        "a fault could not be carried out: {:#?}",
+        report.faults
+    );
+    assert!(!report.faults.is_empty(), "no fault was injected");
+    for mode in MODES {
+        let committed = report
+            .transactions_by_mode
+            .get(*mode)
+            .and_then(|by_status| by_status.get("committed"))
+            .copied()
+            .unwrap_or(0);
+        assert!(committed > 0, "no {mode} transaction committed: {:?}", report.transactions_by_mode);
+    }
+}
+
+macro_rules! scenario_tests {
+    ($($test:ident => $name:literal, $seed:literal;)*) => {$(
+        #[tokio::test]
+        async fn $test() {
+            assert_kept_every_rule(&run($name, $seed).await);
+        }
+    )*};
+}
+
+scenario_tests! {
+    kill_coordinator_keeps_every_rule => "kill-coordinator", 11;
+    pause_coordinator_past_its_lease_keeps_every_rule => "pause-coordinator", 12;
+    kill_participant_keeps_every_rule => "kill-participant", 13;
+    partition_participant_keeps_every_rule => "partition-participant", 14;
+    partition_coordinator_keeps_every_rule => "partition-coordinator", 15;
+    restart_postgres_keeps_every_rule => "restart-postgres", 16;
+    slow_participant_keeps_every_rule => "slow-participant", 17;
+}
