@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 
 use dtx_tests::harness::MODES;
 use dtx_tests::harness::binaries::Binaries;
+use dtx_tests::harness::checker::ViolationKind;
 use dtx_tests::harness::scenario::{self, ScenarioReport, Settings};
+use dtx_tests::harness::targeted;
 
 /// The programs, built once per test process.
 fn binaries() -> &'static Binaries {
@@ -41,7 +43,10 @@ fn assert_kept_every_rule(report: &ScenarioReport) {
         report.seed,
         report.violations
     );
-    assert!(report.quiescence_ms.is_some(), "not quiescent within the bound");
+    assert!(
+        report.quiescence_ms.is_some(),
+        "not quiescent within the bound"
+    );
     assert!(
         report.faults.iter().all(|f| f.error.is_none()),
         "a fault could not be carried out: {:#?}",
@@ -55,7 +60,11 @@ fn assert_kept_every_rule(report: &ScenarioReport) {
             .and_then(|by_status| by_status.get("committed"))
             .copied()
             .unwrap_or(0);
-        assert!(committed > 0, "no {mode} transaction committed: {:?}", report.transactions_by_mode);
+        assert!(
+            committed > 0,
+            "no {mode} transaction committed: {:?}",
+            report.transactions_by_mode
+        );
     }
 }
 
@@ -76,4 +85,43 @@ scenario_tests! {
     partition_coordinator_keeps_every_rule => "partition-coordinator", 15;
     restart_postgres_keeps_every_rule => "restart-postgres", 16;
     slow_participant_keeps_every_rule => "slow-participant", 17;
+}
+
+#[tokio::test]
+async fn checker_catches_a_participant_without_the_barrier() {
+    let found = targeted::unprotected_participant(binaries())
+        .await
+        .expect("the run completes");
+    for gid in &found.gids {
+        assert!(
+            found
+                .violations
+                .iter()
+                .any(|v| v.kind == ViolationKind::AppliedTwice && v.gid.as_ref() == Some(gid)),
+            "order {gid}'s double application was not reported: {:#?}",
+            found.violations
+        );
+    }
+}
+
+#[tokio::test]
+async fn three_pc_partition_divergence_is_reproduced_and_reported() {
+    let found = targeted::three_pc_partition(binaries())
+        .await
+        .expect("the run completes");
+    let gid = &found.gids[0];
+    assert!(
+        found.violations.iter().any(|v| {
+            v.kind == ViolationKind::ThreePcPartitionDivergence && v.gid.as_ref() == Some(gid)
+        }),
+        "the divergence of {gid} was not reported: {:#?}",
+        found.violations
+    );
+    // Only that transaction is affected (it cannot finish either: the
+    // participant refuses an abort after its own commit).
+    assert!(
+        found.violations.iter().all(|v| v.gid.as_ref() == Some(gid)),
+        "{:#?}",
+        found.violations
+    );
 }

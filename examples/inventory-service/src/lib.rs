@@ -66,6 +66,10 @@ pub struct Settings {
     pub secret: CallbackSecret,
     /// The 3PC watchdog's timeouts.
     pub three_phase: ThreePhaseConfig,
+    /// Saga and TCC calls skip the SDK barrier: a deliberately broken
+    /// participant, so that the fault-injection harness can prove its
+    /// checker catches what the barrier prevents. Never set it otherwise.
+    pub unsafe_skip_barrier: bool,
 }
 
 impl Settings {
@@ -75,6 +79,7 @@ impl Settings {
             db: db.into(),
             secret: CallbackSecret::disabled(),
             three_phase: ThreePhaseConfig::default(),
+            unsafe_skip_barrier: false,
         }
     }
 }
@@ -93,6 +98,8 @@ pub struct AppState {
     pub two_phase: TwoPhase,
     /// The 3PC participant.
     pub three_phase: StockThreePhase,
+    /// See [`Settings::unsafe_skip_barrier`].
+    pub unsafe_skip_barrier: bool,
 }
 
 impl AppState {
@@ -113,6 +120,7 @@ impl AppState {
             db,
             secret: settings.secret,
             faults: Faults::default(),
+            unsafe_skip_barrier: settings.unsafe_skip_barrier,
         })
     }
 
@@ -213,6 +221,16 @@ async fn handle(
     }
     if expected.mode() == Mode::TwoPhase {
         return two_phase::call(&state, &ctx, &req.sku, req.qty).await;
+    }
+    if state.unsafe_skip_barrier {
+        return match state
+            .db
+            .apply_without_barrier(&ctx, &req.sku, req.qty)
+            .await
+        {
+            Ok(answer) => answer.into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        };
     }
     let answer: Result<BranchAnswer, BarrierError> = state.db.apply(&ctx, &req.sku, req.qty).await;
     answer.into_response()

@@ -40,6 +40,11 @@ struct Args {
     /// 3PC: how often the watchdog looks for branches past that timeout.
     #[arg(long, env = "INVENTORY_THREE_PHASE_CHECK_MS", default_value_t = 1000)]
     three_phase_check_ms: u64,
+    /// A deliberately broken participant for the fault-injection harness:
+    /// saga and TCC calls skip the barrier, so a retried call moves stock
+    /// twice. Never set it in anything real.
+    #[arg(long, env = "INVENTORY_UNSAFE_SKIP_BARRIER", hide = true)]
+    unsafe_skip_barrier: bool,
     /// Check the coordinator's signature on branch calls with this secret.
     #[arg(long, env = "INVENTORY_CALLBACK_SECRET")]
     callback_secret: Option<String>,
@@ -66,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
             .uncertain_timeout(timeout)
             .precommit_timeout(timeout)
             .check_interval(Duration::from_millis(args.three_phase_check_ms)),
+        unsafe_skip_barrier: args.unsafe_skip_barrier,
     };
     let state = AppState::open(settings).await?;
     let coordinator = Client::new(&args.coordinator)?;

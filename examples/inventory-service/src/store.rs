@@ -381,6 +381,29 @@ impl Db {
     }
 }
 
+impl Db {
+    /// The same movement as [`Db::apply`] with **no barrier**: a deliberately
+    /// broken participant, for the fault-injection harness's planted
+    /// violation only (a retried call moves stock again). Never use it.
+    pub async fn apply_without_barrier(
+        &self,
+        ctx: &BranchContext,
+        sku: &str,
+        qty: i64,
+    ) -> Result<BranchAnswer, sqlx::Error> {
+        let movement = Movement::of(ctx.op());
+        let (gid, branch, op) = (ctx.gid(), ctx.branch_id(), ctx.op().as_str());
+        on_db!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            if !tx.move_stock(gid, branch, op, movement, sku, qty).await? {
+                return Ok(BranchAnswer::refused(format!("not enough {sku}")));
+            }
+            tx.commit().await?;
+            Ok(BranchAnswer::success())
+        })
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -39,6 +39,10 @@ struct Args {
     /// call is retried.
     #[arg(long, env = "ORDERS_REQUEST_TIMEOUT_MS", default_value_t = 2000)]
     request_timeout_ms: u64,
+    /// An order's transaction deadline: phase one (saga actions, TCC commit
+    /// request, 2PC/3PC votes and 3PC pre-commit acks) must end by then.
+    #[arg(long, env = "ORDERS_DEADLINE_MS", default_value_t = 60000)]
+    deadline_ms: u64,
     /// How long `POST /orders` waits for the outcome.
     #[arg(long, env = "ORDERS_WAIT_MS", default_value_t = 30000)]
     wait_ms: u64,
@@ -77,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
             .to_owned(),
         options: TxOptions {
             request_timeout_ms: args.request_timeout_ms,
+            deadline_ms: args.deadline_ms,
             // Short backoff: a sample should show a retry within a second.
             retry: RetryPolicy {
                 initial_ms: 100,

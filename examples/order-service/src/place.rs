@@ -61,6 +61,21 @@ pub async fn refresh(state: &AppState, order: Order) -> anyhow::Result<Order> {
         Ok(tx) if tx.is_final() => match settle(state, &order.id, &tx, None).await? {
             Placed::Settled(order) | Placed::Unsettled(order, _) => Ok(order),
         },
+        // The coordinator has no record of the order's transaction: its
+        // registration never landed (the coordinator answered 503, or the
+        // answer was lost on the way). Registration is idempotent by gid,
+        // so place the order again: the same request either creates the
+        // transaction now or finds the one a late original created. Left
+        // alone, the order would stay `new` for ever.
+        Err(ClientError::NotFound { .. }) if order.status == "new" => {
+            tracing::info!(
+                order = order.id,
+                "no transaction for this order yet; placing it again"
+            );
+            match place(state, &order).await? {
+                Placed::Settled(order) | Placed::Unsettled(order, _) => Ok(order),
+            }
+        }
         _ => Ok(order),
     }
 }

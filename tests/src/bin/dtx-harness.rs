@@ -49,10 +49,18 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let chosen: Vec<_> = match args.scenarios.as_str() {
         "all" => CATALOGUE.to_vec(),
-        "ci" => CATALOGUE.iter().copied().filter(|s| s.faults.len() == 1).collect(),
+        "ci" => CATALOGUE
+            .iter()
+            .copied()
+            .filter(|s| s.faults.len() == 1)
+            .collect(),
         names => names
             .split(',')
-            .map(|n| scenario::find(n.trim()).with_context(|| format!("no scenario `{n}`; see tests/src/harness/scenario.rs")))
+            .map(|n| {
+                scenario::find(n.trim()).with_context(|| {
+                    format!("no scenario `{n}`; see tests/src/harness/scenario.rs")
+                })
+            })
             .collect::<anyhow::Result<_>>()?,
     };
     let first_seed = args.seed.unwrap_or_else(rand::random);
@@ -63,11 +71,14 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("dtx-harness: building the programs");
     let binaries = Binaries::build(args.release)?;
     let bar = ProgressBar::new(chosen.len() as u64);
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {msg}")?);
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:30} {pos}/{len} {elapsed_precise} {msg}",
+    )?);
     let mut reports = Vec::new();
     for (i, scenario) in chosen.iter().enumerate() {
         let seed = first_seed.wrapping_add(i as u64);
-        let progress = |stage: &str| bar.set_message(format!("{} (seed {seed}): {stage}", scenario.name));
+        let progress =
+            |stage: &str| bar.set_message(format!("{} (seed {seed}): {stage}", scenario.name));
         let report = scenario::run(&binaries, *scenario, seed, &settings, &progress).await?;
         // suspend + eprintln: the bar hides println when stderr is no terminal.
         bar.suspend(|| eprintln!(
@@ -85,7 +96,11 @@ async fn main() -> anyhow::Result<()> {
     bar.finish_and_clear();
     report::write(&args.out, &reports)?;
     eprintln!("report: {}", args.out.join("report.html").display());
-    let failed: Vec<_> = reports.iter().filter(|r| !r.passed()).map(|r| format!("{} (seed {})", r.scenario, r.seed)).collect();
+    let failed: Vec<_> = reports
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| format!("{} (seed {})", r.scenario, r.seed))
+        .collect();
     if !failed.is_empty() {
         bail!("rules broken in: {}", failed.join(", "));
     }

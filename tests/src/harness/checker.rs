@@ -215,14 +215,15 @@ pub fn check(observed: &Observed) -> Vec<Violation> {
         }
     }
     for row in &observed.ledger {
-        if let Some((needed, kind)) = depends_on(&row.op) {
-            if !seen.contains(&(&row.gid, &row.branch, &needed.to_owned())) {
-                report(
-                    kind,
-                    Some(&row.gid),
-                    format!("branch {} applied {} without {needed}", row.branch, row.op),
-                );
-            }
+        let Some((needed, kind)) = depends_on(&row.op) else {
+            continue;
+        };
+        if !seen.contains(&(&row.gid, &row.branch, &needed.to_owned())) {
+            report(
+                kind,
+                Some(&row.gid),
+                format!("branch {} applied {} without {needed}", row.branch, row.op),
+            );
         }
     }
     let transactions: BTreeMap<&str, &TransactionRow> = observed
@@ -248,7 +249,12 @@ pub fn check(observed: &Observed) -> Vec<Violation> {
         }
     }
     for order in &observed.orders {
-        check_order(order, net.get(order.id.as_str()), transactions.get(order.id.as_str()), &mut report);
+        check_order(
+            order,
+            net.get(order.id.as_str()),
+            transactions.get(order.id.as_str()),
+            &mut report,
+        );
     }
     found.sort_by(|a, b| (a.kind, &a.gid).cmp(&(b.kind, &b.gid)));
     found
@@ -267,7 +273,11 @@ fn check_order(
         "confirmed" => (-order.qty, 0, order.qty),
         "cancelled" => (0, 0, 0),
         other => {
-            report(ViolationKind::NotFinal, gid, format!("the order is still {other}"));
+            report(
+                ViolationKind::NotFinal,
+                gid,
+                format!("the order is still {other}"),
+            );
             return;
         }
     };
@@ -299,7 +309,11 @@ fn check_order(
         report(
             ViolationKind::OrderDisagreesWithCoordinator,
             gid,
-            format!("order {} but its transaction {}", order.status, tx_status.unwrap_or("?")),
+            format!(
+                "order {} but its transaction {}",
+                order.status,
+                tx_status.unwrap_or("?")
+            ),
         );
     }
 }

@@ -133,10 +133,17 @@ fn lost_or_invented_units_break_conservation() {
 fn a_confirm_without_its_try_and_an_undo_without_its_do_are_caught() {
     let mut o = clean();
     o.ledger.retain(|r| !(r.gid == "t1" && r.op == "try"));
-    o.ledger.retain(|r| !(r.gid == "x1" && r.op == "pre_commit"));
+    o.ledger
+        .retain(|r| !(r.gid == "x1" && r.op == "pre_commit"));
     let found = kinds(&o);
-    assert!(found.contains(&(ViolationKind::ConfirmWithoutTry, Some("t1".into()))), "{found:?}");
-    assert!(found.contains(&(ViolationKind::UndoWithoutDo, Some("x1".into()))), "{found:?}");
+    assert!(
+        found.contains(&(ViolationKind::ConfirmWithoutTry, Some("t1".into()))),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&(ViolationKind::UndoWithoutDo, Some("x1".into()))),
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -145,8 +152,14 @@ fn unfinished_transactions_and_orders_are_reported() {
     o.transactions[0].status = "running".into();
     o.orders[1].status = "pending".into();
     let found = kinds(&o);
-    assert!(found.contains(&(ViolationKind::NotFinal, Some("s1".into()))), "{found:?}");
-    assert!(found.contains(&(ViolationKind::NotFinal, Some("t1".into()))), "{found:?}");
+    assert!(
+        found.contains(&(ViolationKind::NotFinal, Some("s1".into()))),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&(ViolationKind::NotFinal, Some("t1".into()))),
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -155,7 +168,10 @@ fn an_order_against_its_transaction_is_reported() {
     o.transactions[1].status = "aborted".into();
     assert_eq!(
         kinds(&o),
-        vec![(ViolationKind::OrderDisagreesWithCoordinator, Some("t1".into()))]
+        vec![(
+            ViolationKind::OrderDisagreesWithCoordinator,
+            Some("t1".into())
+        )]
     );
 }
 

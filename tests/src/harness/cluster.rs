@@ -102,6 +102,30 @@ impl fmt::Display for Node {
     }
 }
 
+/// How the services are configured; targeted scenarios change it (a short
+/// 3PC timeout, a deliberately broken participant).
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// The inventory's 3PC participant timeout. The default is longer than
+    /// any outage the nemesis causes, so the timeout rule never fires in a
+    /// crash-only scenario (see docs/two-and-three-phase.md).
+    pub three_phase_timeout: Duration,
+    /// Appended to the inventory service's arguments.
+    pub inventory_args: Vec<String>,
+    /// Appended to the order service's arguments.
+    pub orders_args: Vec<String>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            three_phase_timeout: Duration::from_secs(15),
+            inventory_args: vec![],
+            orders_args: vec![],
+        }
+    }
+}
+
 /// A running container of the cluster.
 struct Member {
     container: ContainerAsync<GenericImage>,
@@ -123,7 +147,11 @@ impl Cluster {
     /// Creates the network and starts every service, waiting until each
     /// answers. `run` makes the container names unique (a scenario name and
     /// a seed, say).
-    pub async fn start(binaries: &Binaries, run: &str) -> Result<Cluster, TestSupportError> {
+    pub async fn start(
+        binaries: &Binaries,
+        run: &str,
+        options: &ClusterOptions,
+    ) -> Result<Cluster, TestSupportError> {
         let engine = Engine::connect().await?;
         for (name, tag) in [RUNTIME_IMAGE, POSTGRES_IMAGE] {
             // bollard: testcontainers lacks a local-only image check (it
@@ -168,12 +196,19 @@ impl Cluster {
                 Node::Inventory => runtime_request(
                     &binaries.inventory,
                     "/usr/local/bin/inventory-service",
-                    vec![
+                    [
                         "--listen".to_owned(),
                         "0.0.0.0:7710".into(),
                         "--db".into(),
                         pg("inventory"),
-                    ],
+                        "--coordinator".into(),
+                        format!("http://{prefix}-c1:7707"),
+                        "--three-phase-timeout-ms".into(),
+                        options.three_phase_timeout.as_millis().to_string(),
+                    ]
+                    .into_iter()
+                    .chain(options.inventory_args.iter().cloned())
+                    .collect(),
                 ),
                 Node::Orders => runtime_request(
                     &binaries.orders,
@@ -189,7 +224,10 @@ impl Cluster {
                         format!("http://{prefix}-inventory:7710"),
                         "--public-url".into(),
                         format!("http://{prefix}-orders:7711"),
-                    ],
+                    ]
+                    .into_iter()
+                    .chain(options.orders_args.iter().cloned())
+                    .collect(),
                 ),
             };
             let container = request
@@ -306,7 +344,11 @@ impl Cluster {
 
     /// Whether the node's container runs (a paused one counts as running).
     pub async fn is_running(&self, node: Node) -> bool {
-        self.member(node).container.is_running().await.unwrap_or(false)
+        self.member(node)
+            .container
+            .is_running()
+            .await
+            .unwrap_or(false)
     }
 
     /// `kill -9` of the node's main process; the container stays, stopped.

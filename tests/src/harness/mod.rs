@@ -13,6 +13,8 @@
 //! - [`observe`]: reading every service's state back, and waiting for quiescence.
 //! - [`checker`]: the rules every run must keep, over what was read back.
 //! - [`scenario`]: the named scenarios and the run of one.
+//! - [`targeted`]: deterministic runs at named protocol points (the 3PC
+//!   partition divergence, a participant without the barrier).
 //! - [`report`]: `report.json` and `report.html`.
 //!
 //! `src/bin/dtx-harness.rs` is the command line; `tests/tests/harness.rs`
@@ -28,7 +30,8 @@ pub mod nemesis;
 pub mod observe;
 pub mod report;
 pub mod scenario;
+pub mod targeted;
 pub mod workload;
 
 /// The modes the sample order service places orders in.
-pub const MODES: &[&str] = &["saga", "tcc"];
+pub const MODES: &[&str] = &["saga", "tcc", "2pc", "3pc"];

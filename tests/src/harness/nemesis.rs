@@ -107,7 +107,12 @@ pub struct AppliedFault {
 /// Draws the schedule: each kind `per_kind` times, at offsets within the
 /// first 60% of `window` (so faults end, and the system recovers, while the
 /// workload still runs), sorted by time.
-pub fn schedule(seed: u64, kinds: &[FaultKind], per_kind: usize, window: Duration) -> Vec<PlannedFault> {
+pub fn schedule(
+    seed: u64,
+    kinds: &[FaultKind],
+    per_kind: usize,
+    window: Duration,
+) -> Vec<PlannedFault> {
     let mut rng = StdRng::seed_from_u64(seed);
     let span = (window.as_millis() as u64 * 6 / 10).max(1);
     let mut plan: Vec<PlannedFault> = kinds
@@ -118,7 +123,10 @@ pub fn schedule(seed: u64, kinds: &[FaultKind], per_kind: usize, window: Duratio
             PlannedFault {
                 at_ms: rng.random_range(span / 10..span),
                 kind,
-                target: *kind.targets().choose(&mut rng).expect("every kind has a target"),
+                target: *kind
+                    .targets()
+                    .choose(&mut rng)
+                    .expect("every kind has a target"),
                 hold_ms: rng.random_range(low..=high),
             }
         })
@@ -129,7 +137,11 @@ pub fn schedule(seed: u64, kinds: &[FaultKind], per_kind: usize, window: Duratio
 
 /// Carries out `plan` in order, relative to `started`. Faults do not
 /// overlap: one that is due while another holds waits for it to end.
-pub async fn run(cluster: &Cluster, plan: Vec<PlannedFault>, started: Instant) -> Vec<AppliedFault> {
+pub async fn run(
+    cluster: &Cluster,
+    plan: Vec<PlannedFault>,
+    started: Instant,
+) -> Vec<AppliedFault> {
     let mut applied = Vec::new();
     for planned in plan {
         let due = started + Duration::from_millis(planned.at_ms);
@@ -180,14 +192,31 @@ async fn apply(cluster: &Cluster, fault: &PlannedFault) -> Result<Option<String>
 /// Latency past the coordinator's request timeout: `tc netem` where the
 /// kernel has it, else the inventory's own injected delay on its branch
 /// routes for the calls of the hold.
-async fn slow_down(cluster: &Cluster, node: Node, hold: Duration) -> Result<Option<String>, String> {
+async fn slow_down(
+    cluster: &Cluster,
+    node: Node,
+    hold: Duration,
+) -> Result<Option<String>, String> {
     const DELAY: Duration = Duration::from_millis(2500);
-    if cluster.set_latency(node, Some(DELAY)).await.map_err(|e| e.to_string())? {
+    if cluster
+        .set_latency(node, Some(DELAY))
+        .await
+        .map_err(|e| e.to_string())?
+    {
         tokio::time::sleep(hold).await;
-        cluster.set_latency(node, None).await.map_err(|e| e.to_string())?;
+        cluster
+            .set_latency(node, None)
+            .await
+            .map_err(|e| e.to_string())?;
         return Ok(Some(format!("tc netem delay {} ms", DELAY.as_millis())));
     }
-    let paths = ["/saga/reserve", "/saga/release", "/tcc/try", "/tcc/confirm", "/tcc/cancel"];
+    let paths = [
+        "/saga/reserve",
+        "/saga/release",
+        "/tcc/try",
+        "/tcc/confirm",
+        "/tcc/cancel",
+    ];
     for path in paths {
         let body = serde_json::json!({"path": path, "kind": "slow", "count": 3, "delay_ms": DELAY.as_millis() as u64});
         cluster

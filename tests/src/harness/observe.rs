@@ -65,8 +65,16 @@ pub async fn transactions(
             None => break,
         }
     }
-    for row in rows.iter_mut().filter(|r| matches!(r.mode.as_str(), "2pc" | "3pc")) {
-        let one: Value = get(cluster, coordinator, &format!("/v1/transactions/{}", row.gid)).await?;
+    for row in rows
+        .iter_mut()
+        .filter(|r| matches!(r.mode.as_str(), "2pc" | "3pc"))
+    {
+        let one: Value = get(
+            cluster,
+            coordinator,
+            &format!("/v1/transactions/{}", row.gid),
+        )
+        .await?;
         for b in one["branches"].as_array().into_iter().flatten() {
             row.branches.insert(
                 b["spec"]["id"].as_str().unwrap_or_default().to_owned(),

@@ -54,7 +54,10 @@ fn html(reports: &[ScenarioReport]) -> String {
             r.violations.len(),
             r.findings.len(),
             r.quiescence_ms
-                .map_or("not within the bound".to_owned(), |ms| format!("{:.1} s", ms as f64 / 1000.0)),
+                .map_or("not within the bound".to_owned(), |ms| format!(
+                    "{:.1} s",
+                    ms as f64 / 1000.0
+                )),
             r.took_ms as f64 / 1000.0,
             n = esc(&r.scenario),
         );
@@ -90,7 +93,10 @@ fn scenario_section(page: &mut String, r: &ScenarioReport) {
     counts_table(page, &r.transactions_by_mode);
     page.push_str("<h3>What the clients were told</h3>");
     counts_table(page, &r.attempts_by_mode);
-    for (title, list, class) in [("Violations", &r.violations, "bad"), ("Findings", &r.findings, "finding")] {
+    for (title, list, class) in [
+        ("Violations", &r.violations, "bad"),
+        ("Findings", &r.findings, "finding"),
+    ] {
         let _ = write!(page, "<h3>{title}: {}</h3>", list.len());
         if !list.is_empty() {
             page.push_str("<table><tr><th>kind</th><th>gid</th><th>detail</th></tr>");
@@ -110,8 +116,12 @@ fn scenario_section(page: &mut String, r: &ScenarioReport) {
     timeline(page, r);
 }
 
-fn counts_table(page: &mut String, counts: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, usize>>) {
-    let columns: std::collections::BTreeSet<&String> = counts.values().flat_map(|c| c.keys()).collect();
+fn counts_table(
+    page: &mut String,
+    counts: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, usize>>,
+) {
+    let columns: std::collections::BTreeSet<&String> =
+        counts.values().flat_map(|c| c.keys()).collect();
     page.push_str("<table><tr><th>mode</th>");
     for c in &columns {
         let _ = write!(page, "<th>{}</th>", esc(c));
@@ -144,7 +154,10 @@ fn timeline(page: &mut String, r: &ScenarioReport) {
     let x = |ms: u64| LEFT + (ms as f64 / end_ms) * (WIDTH - LEFT - 10.0);
     let fault_rows = r.faults.len() as f64;
     let height = 20.0 + fault_rows * 14.0 + modes.len() as f64 * 20.0 + 20.0;
-    let _ = write!(page, "<svg width=\"{WIDTH}\" height=\"{height}\" xmlns=\"http://www.w3.org/2000/svg\" font-size=\"11\">");
+    let _ = write!(
+        page,
+        "<svg width=\"{WIDTH}\" height=\"{height}\" xmlns=\"http://www.w3.org/2000/svg\" font-size=\"11\">"
+    );
     for (i, f) in r.faults.iter().enumerate() {
         let y = 10.0 + i as f64 * 14.0;
         let _ = write!(
@@ -162,7 +175,12 @@ fn timeline(page: &mut String, r: &ScenarioReport) {
     let top = 20.0 + fault_rows * 14.0;
     for (row, mode) in modes.iter().enumerate() {
         let y = top + row as f64 * 20.0 + 10.0;
-        let _ = write!(page, "<text x=\"4\" y=\"{:.1}\">{}</text>", y + 4.0, esc(mode));
+        let _ = write!(
+            page,
+            "<text x=\"4\" y=\"{:.1}\">{}</text>",
+            y + 4.0,
+            esc(mode)
+        );
         for a in r.attempts.iter().filter(|a| &&a.mode == mode) {
             let colour = match &a.told {
                 super::workload::Told::Settled(s) if s == "confirmed" => "#2a2",
@@ -170,7 +188,11 @@ fn timeline(page: &mut String, r: &ScenarioReport) {
                 super::workload::Told::NoAnswer => "#c00",
                 _ => "#888",
             };
-            let _ = write!(page, "<circle cx=\"{:.1}\" cy=\"{y}\" r=\"2.5\" fill=\"{colour}\"/>", x(a.at_ms));
+            let _ = write!(
+                page,
+                "<circle cx=\"{:.1}\" cy=\"{y}\" r=\"2.5\" fill=\"{colour}\"/>",
+                x(a.at_ms)
+            );
         }
     }
     let _ = write!(

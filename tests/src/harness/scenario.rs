@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::binaries::Binaries;
 use super::checker::{self, Violation, ViolationKind};
-use super::cluster::Cluster;
+use super::cluster::{Cluster, ClusterOptions, Node};
 use super::nemesis::{self, AppliedFault, FaultKind};
 use super::observe;
 use super::workload::{self, Attempt, WorkloadConfig};
@@ -31,14 +31,46 @@ pub struct Scenario {
 
 /// Every scenario, the CI selection first: one per fault kind.
 pub const CATALOGUE: &[Scenario] = &[
-    Scenario { name: "kill-coordinator", faults: &[FaultKind::KillCoordinator], expects: &[] },
-    Scenario { name: "pause-coordinator", faults: &[FaultKind::PauseCoordinator], expects: &[] },
-    Scenario { name: "kill-participant", faults: &[FaultKind::KillParticipant], expects: &[] },
-    Scenario { name: "partition-participant", faults: &[FaultKind::PartitionParticipant], expects: &[] },
-    Scenario { name: "partition-coordinator", faults: &[FaultKind::PartitionCoordinator], expects: &[] },
-    Scenario { name: "restart-postgres", faults: &[FaultKind::RestartPostgres], expects: &[] },
-    Scenario { name: "slow-participant", faults: &[FaultKind::SlowParticipant], expects: &[] },
-    Scenario { name: "mixed", faults: &FaultKind::ALL, expects: &[] },
+    Scenario {
+        name: "kill-coordinator",
+        faults: &[FaultKind::KillCoordinator],
+        expects: &[],
+    },
+    Scenario {
+        name: "pause-coordinator",
+        faults: &[FaultKind::PauseCoordinator],
+        expects: &[],
+    },
+    Scenario {
+        name: "kill-participant",
+        faults: &[FaultKind::KillParticipant],
+        expects: &[],
+    },
+    Scenario {
+        name: "partition-participant",
+        faults: &[FaultKind::PartitionParticipant],
+        expects: &[],
+    },
+    Scenario {
+        name: "partition-coordinator",
+        faults: &[FaultKind::PartitionCoordinator],
+        expects: &[],
+    },
+    Scenario {
+        name: "restart-postgres",
+        faults: &[FaultKind::RestartPostgres],
+        expects: &[],
+    },
+    Scenario {
+        name: "slow-participant",
+        faults: &[FaultKind::SlowParticipant],
+        expects: &[],
+    },
+    Scenario {
+        name: "mixed",
+        faults: &FaultKind::ALL,
+        expects: &[],
+    },
 ];
 
 /// Looks a scenario up by name.
@@ -105,6 +137,12 @@ pub struct ScenarioReport {
     /// Milliseconds from heal until everything was final; `None`: not
     /// within the bound (then `violations` says what was left).
     pub quiescence_ms: Option<u64>,
+    /// For the first gids with a violation: the coordinator's record of the
+    /// transaction (branches, attempts, errors, history) and the order, as
+    /// read after the check.
+    pub evidence: BTreeMap<String, serde_json::Value>,
+    /// The last lines of every service's log, when a rule was broken.
+    pub logs: BTreeMap<String, String>,
     /// Every order attempt, for the timeline.
     pub attempts: Vec<Attempt>,
     /// Milliseconds the whole run took, cluster start included.
@@ -128,7 +166,12 @@ pub async fn run(
 ) -> Result<ScenarioReport, TestSupportError> {
     let run_started = Instant::now();
     progress("starting the cluster");
-    let cluster = Cluster::start(binaries, &format!("{}-{seed}", scenario.name)).await?;
+    let cluster = Cluster::start(
+        binaries,
+        &format!("{}-{seed}", scenario.name),
+        &ClusterOptions::default(),
+    )
+    .await?;
     let sku = settings.workload.sku.clone();
     observe::seed(&cluster, &sku, settings.stock).await?;
     let plan = nemesis::schedule(seed, scenario.faults, settings.per_kind, settings.window);
@@ -137,7 +180,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let clients = tokio::spawn(workload::run(
         cluster.http().clone(),
-        cluster.url(super::cluster::Node::Orders),
+        cluster.url(Node::Orders),
         settings.workload.clone(),
         seed,
         started,
@@ -154,15 +197,24 @@ pub async fn run(
     let quiescence = observe::wait_for_quiescence(&cluster, settings.quiescence_bound).await;
     progress("checking");
     let observed = observe::observe(&cluster, BTreeMap::from([(sku, settings.stock)])).await?;
-    let (findings, violations) = checker::check(&observed)
+    let (findings, violations): (Vec<Violation>, Vec<Violation>) = checker::check(&observed)
         .into_iter()
         .partition(|v| scenario.expects.contains(&v.kind));
+    let (evidence, logs) = if violations.is_empty() {
+        Default::default()
+    } else {
+        gather_evidence(&cluster, &violations).await
+    };
     Ok(ScenarioReport {
         scenario: scenario.name.to_owned(),
         seed,
         settings: settings.clone(),
         faults,
-        attempts_by_mode: count(attempts.iter().map(|a| (a.mode.clone(), told_name(&a.told)))),
+        attempts_by_mode: count(
+            attempts
+                .iter()
+                .map(|a| (a.mode.clone(), told_name(&a.told))),
+        ),
         transactions_by_mode: count(
             observed
                 .transactions
@@ -172,9 +224,51 @@ pub async fn run(
         violations,
         findings,
         quiescence_ms: quiescence.map(|d| d.as_millis() as u64),
+        evidence,
+        logs,
         attempts,
         took_ms: run_started.elapsed().as_millis() as u64,
     })
+}
+
+/// What a person needs to find the cause of a violation without the
+/// cluster, which is gone once the run ends.
+async fn gather_evidence(
+    cluster: &Cluster,
+    violations: &[Violation],
+) -> (
+    BTreeMap<String, serde_json::Value>,
+    BTreeMap<String, String>,
+) {
+    const GIDS: usize = 8;
+    let mut evidence = BTreeMap::new();
+    for gid in violations.iter().filter_map(|v| v.gid.as_deref()) {
+        if evidence.len() >= GIDS || evidence.contains_key(gid) {
+            continue;
+        }
+        let mut seen = serde_json::Map::new();
+        for (name, node, path) in [
+            (
+                "coordinator",
+                Node::Coordinator1,
+                format!("/v1/transactions/{gid}"),
+            ),
+            ("order", Node::Orders, format!("/orders/{gid}")),
+        ] {
+            let url = format!("{}{path}", cluster.url(node));
+            let value = match cluster.http().get(&url).send().await {
+                Ok(r) => r.json().await.unwrap_or(serde_json::Value::Null),
+                Err(e) => serde_json::Value::String(e.to_string()),
+            };
+            seen.insert(name.into(), value);
+        }
+        evidence.insert(gid.to_owned(), serde_json::Value::Object(seen));
+    }
+    let mut logs = BTreeMap::new();
+    for node in Node::ALL {
+        logs.insert(node.to_string(), cluster.logs(node).await);
+    }
+    (evidence, logs)
 }
 
 fn told_name(told: &workload::Told) -> String {
@@ -186,7 +280,9 @@ fn told_name(told: &workload::Told) -> String {
     }
 }
 
-fn count(pairs: impl Iterator<Item = (String, String)>) -> BTreeMap<String, BTreeMap<String, usize>> {
+fn count(
+    pairs: impl Iterator<Item = (String, String)>,
+) -> BTreeMap<String, BTreeMap<String, usize>> {
     let mut counts: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     for (outer, inner) in pairs {
         *counts.entry(outer).or_default().entry(inner).or_default() += 1;

@@ -69,8 +69,12 @@ pub async fn run(
 ) -> Vec<Attempt> {
     let mut clients = JoinSet::new();
     for client in 0..config.clients {
-        let (http, url, config, mut stop) =
-            (http.clone(), orders_url.clone(), config.clone(), stop.clone());
+        let (http, url, config, mut stop) = (
+            http.clone(),
+            orders_url.clone(),
+            config.clone(),
+            stop.clone(),
+        );
         clients.spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed ^ (client as u64).wrapping_mul(0x9E37_79B9));
             let mut attempts = Vec::new();
@@ -111,9 +115,7 @@ pub async fn run(
     all
 }
 
-async fn read_answer(
-    answer: Result<reqwest::Response, reqwest::Error>,
-) -> (Told, Option<String>) {
+async fn read_answer(answer: Result<reqwest::Response, reqwest::Error>) -> (Told, Option<String>) {
     let Ok(response) = answer else {
         return (Told::NoAnswer, None);
     };

@@ -1,0 +1,168 @@
+//! Targeted runs: instead of faults drawn from a seed, one fault placed at a
+//! named protocol point, deterministically.
+//!
+//! - [`three_pc_partition`]: the inventory pre-commits a 3PC branch, its
+//!   acknowledgement never arrives, and it is cut off the network; the
+//!   coordinator reaches the deadline and aborts, while the inventory's
+//!   timeout rule, unable to ask the coordinator, commits. The checker must
+//!   report `three_pc_partition_divergence` for that gid.
+//! - [`unprotected_participant`]: the inventory runs without the SDK
+//!   barrier (`--unsafe-skip-barrier`) and loses its first answers after
+//!   doing the work, so the retries apply the work again. The checker must
+//!   report `applied_twice`. A check that could not fail would pass here.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::binaries::Binaries;
+use super::checker::{self, Violation};
+use super::cluster::{Cluster, ClusterOptions, Node};
+use super::observe;
+use crate::error::TestSupportError;
+
+/// What a targeted run found.
+#[derive(Debug, Clone)]
+pub struct Targeted {
+    /// The orders (= gids) it placed.
+    pub gids: Vec<String>,
+    /// Every violation the checker reported.
+    pub violations: Vec<Violation>,
+}
+
+const SKU: &str = "widget";
+const STOCK: i64 = 100;
+
+/// `POST /faults` on the inventory: the next `count` calls of `path` fail
+/// as `kind` says (`fail`, `fail_after`, `slow`).
+async fn arm(
+    cluster: &Cluster,
+    path: &str,
+    kind: &str,
+    count: u32,
+) -> Result<(), TestSupportError> {
+    let body = json!({"path": path, "kind": kind, "count": count});
+    let url = format!("{}/faults", cluster.url(Node::Inventory));
+    match cluster.http().post(url).json(&body).send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        other => Err(TestSupportError::Service {
+            what: format!("arm {kind} on the inventory's {path}"),
+            why: format!("{other:?}"),
+        }),
+    }
+}
+
+/// Places one order and answers its id (the order service answers once the
+/// order settles, or with 202 when it does not in time).
+async fn place(cluster: &Cluster, mode: &str, qty: i64) -> Result<String, TestSupportError> {
+    let url = format!("{}/orders", cluster.url(Node::Orders));
+    let failed = |why: String| TestSupportError::Service {
+        what: format!("POST /orders ({mode})"),
+        why,
+    };
+    let response = cluster
+        .http()
+        .post(url)
+        .timeout(Duration::from_secs(60))
+        .json(&json!({"sku": SKU, "qty": qty, "mode": mode}))
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let body: Value = response.json().await.map_err(|e| failed(e.to_string()))?;
+    body["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| failed(format!("no order id in {body}")))
+}
+
+/// Reads everything back and checks it.
+async fn verdict(cluster: &Cluster, gids: Vec<String>) -> Result<Targeted, TestSupportError> {
+    let observed = observe::observe(cluster, BTreeMap::from([(SKU.to_owned(), STOCK)])).await?;
+    Ok(Targeted {
+        gids,
+        violations: checker::check(&observed),
+    })
+}
+
+/// 3PC's known failure under a partition, reproduced; see the module docs.
+pub async fn three_pc_partition(binaries: &Binaries) -> Result<Targeted, TestSupportError> {
+    const PARTICIPANT_TIMEOUT: Duration = Duration::from_secs(3);
+    let options = ClusterOptions {
+        three_phase_timeout: PARTICIPANT_TIMEOUT,
+        orders_args: vec!["--deadline-ms".into(), "5000".into()],
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::start(binaries, "3pc-partition", &options).await?;
+    observe::seed(&cluster, SKU, STOCK).await?;
+    // The inventory pre-commits, but every answer to PreCommit is lost.
+    arm(&cluster, "/3pc/pre_commit", "fail_after", 1000).await?;
+    let placing = {
+        let (http, url) = (cluster.http().clone(), cluster.url(Node::Orders));
+        tokio::spawn(async move {
+            http.post(format!("{url}/orders"))
+                .timeout(Duration::from_secs(60))
+                .json(&json!({"sku": SKU, "qty": 2, "mode": "3pc"}))
+                .send()
+                .await
+                .ok()?
+                .json::<Value>()
+                .await
+                .ok()
+        })
+    };
+    // Wait for the inventory's pre-commit, then cut it off at once.
+    let started = Instant::now();
+    let gid = loop {
+        let ledger: Vec<checker::LedgerRow> = cluster
+            .http()
+            .get(format!("{}/ledger", cluster.url(Node::Inventory)))
+            .send()
+            .await
+            .map_err(|e| TestSupportError::Service {
+                what: "GET /ledger".into(),
+                why: e.to_string(),
+            })?
+            .json()
+            .await
+            .unwrap_or_default();
+        if let Some(row) = ledger.iter().find(|r| r.op == "pre_commit") {
+            break row.gid.clone();
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err(TestSupportError::Service {
+                what: "3PC order".into(),
+                why: "the inventory never pre-committed".into(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    cluster.disconnect(Node::Inventory).await?;
+    // The coordinator aborts at the deadline; the order service answers.
+    let _ = placing.await;
+    // The inventory's timeout rule fires (it cannot reach the coordinator)
+    // and commits; give it its timeout and a few check intervals.
+    tokio::time::sleep(PARTICIPANT_TIMEOUT + Duration::from_secs(4)).await;
+    cluster.reconnect(Node::Inventory).await?;
+    cluster.wait_ready(Node::Inventory).await?;
+    verdict(&cluster, vec![gid]).await
+}
+
+/// A participant without the barrier, caught; see the module docs.
+pub async fn unprotected_participant(binaries: &Binaries) -> Result<Targeted, TestSupportError> {
+    let options = ClusterOptions {
+        inventory_args: vec!["--unsafe-skip-barrier".into()],
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::start(binaries, "no-barrier", &options).await?;
+    observe::seed(&cluster, SKU, STOCK).await?;
+    // The work is done, the answer lost: the retry does it again.
+    arm(&cluster, "/saga/reserve", "fail_after", 1).await?;
+    arm(&cluster, "/tcc/try", "fail_after", 1).await?;
+    let gids = vec![
+        place(&cluster, "saga", 2).await?,
+        place(&cluster, "tcc", 3).await?,
+    ];
+    observe::wait_for_quiescence(&cluster, Duration::from_secs(60)).await;
+    verdict(&cluster, gids).await
+}
