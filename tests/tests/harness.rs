@@ -125,3 +125,31 @@ async fn three_pc_partition_divergence_is_reproduced_and_reported() {
         found.violations
     );
 }
+
+/// Kills the coordinator at `point` and asserts nothing was violated.
+async fn assert_survives_coordinator_kill_at(point: targeted::ProtocolPoint) {
+    let found = targeted::coordinator_killed_at(binaries(), point)
+        .await
+        .unwrap_or_else(|e| panic!("{point:?}: {e:?}"));
+    assert!(
+        found.violations.is_empty(),
+        "{point:?} (order {:?}): {:#?}",
+        found.gids,
+        found.violations
+    );
+}
+
+#[tokio::test]
+async fn coordinator_killed_after_the_2pc_decision_before_phase_two_keeps_every_rule() {
+    assert_survives_coordinator_kill_at(targeted::ProtocolPoint::AfterDecisionBeforePhaseTwo).await;
+}
+
+#[tokio::test]
+async fn coordinator_killed_between_try_and_confirm_keeps_every_rule() {
+    assert_survives_coordinator_kill_at(targeted::ProtocolPoint::BetweenTryAndConfirm).await;
+}
+
+#[tokio::test]
+async fn coordinator_killed_during_compensation_keeps_every_rule() {
+    assert_survives_coordinator_kill_at(targeted::ProtocolPoint::DuringCompensation).await;
+}

@@ -202,7 +202,21 @@ impl Engine {
     }
 
     /// Registers a transaction; a new one starts being driven at once.
-    pub async fn register(&self, mut new: NewTransaction) -> Result<Registered, EngineError> {
+    pub async fn register(&self, new: NewTransaction) -> Result<Registered, EngineError> {
+        // The insert and the start of its driver must never be separated. In
+        // the request's own future they could be: a client that hangs up
+        // while the insert commits cancels the future in between, leaving a
+        // transaction nobody drives whose lease its owner keeps renewing
+        // (the harness saw it: kill -9 of the order service mid-registration
+        // left a 2PC transaction `preparing` for ever). A task of its own
+        // runs to the end whatever the client does.
+        let engine = self.clone();
+        tokio::spawn(async move { engine.register_and_drive(new).await })
+            .await
+            .map_err(|e| EngineError::Internal(format!("the registration task failed: {e}")))?
+    }
+
+    async fn register_and_drive(&self, mut new: NewTransaction) -> Result<Registered, EngineError> {
         new.owner = self.shared.settings.node_id.clone();
         new.now_ms = now_ms();
         new.lease_expires_at_ms = self.lease_expiry_ms();
@@ -268,16 +282,19 @@ impl Engine {
                     return decision_answer(gid, record.status, commit);
                 }
                 // The transaction is driven elsewhere (or by nobody): take it
-                // over, which fences the other driver out.
-                let taken = self.shared.store.take_over(
-                    gid,
-                    &self.shared.settings.node_id,
-                    now_ms(),
-                    self.lease_expiry_ms(),
-                );
-                match taken.await {
-                    Ok(Some((fence, record))) => self.spawn_driver(fence, record),
-                    Ok(None) => return self.decide_after_race(gid, commit).await,
+                // over, which fences the other driver out. In a task of its
+                // own, for the reason given in `register`.
+                let engine = self.clone();
+                let owned_gid = gid.to_owned();
+                let taken =
+                    tokio::spawn(async move { engine.take_over_and_drive(&owned_gid).await })
+                        .await
+                        .map_err(|e| {
+                            EngineError::Internal(format!("the takeover task failed: {e}"))
+                        })?;
+                match taken {
+                    Ok(true) => {}
+                    Ok(false) => return self.decide_after_race(gid, commit).await,
                     Err(StoreError::NotFound) => return Err(EngineError::NotFound(gid.to_owned())),
                     Err(e) => return Err(e.into()),
                 };
@@ -294,6 +311,28 @@ impl Engine {
             Ok(Err(e)) => Err(e.into()),
             Err(_) => self.decide_after_race(gid, commit).await,
         }
+    }
+
+    /// Takes the transaction over and starts its driver; `false` when
+    /// another coordinator won the race for it.
+    async fn take_over_and_drive(&self, gid: &str) -> Result<bool, StoreError> {
+        let taken = self
+            .shared
+            .store
+            .take_over(
+                gid,
+                &self.shared.settings.node_id,
+                now_ms(),
+                self.lease_expiry_ms(),
+            )
+            .await?;
+        Ok(match taken {
+            Some((fence, record)) => {
+                self.spawn_driver(fence, record);
+                true
+            }
+            None => false,
+        })
     }
 
     /// The driver finished or moved while we asked it: answer from the store.

@@ -10,6 +10,11 @@
 //!   barrier (`--unsafe-skip-barrier`) and loses its first answers after
 //!   doing the work, so the retries apply the work again. The checker must
 //!   report `applied_twice`. A check that could not fail would pass here.
+//! - [`coordinator_killed_at`]: kill -9 of the coordinator the order service
+//!   uses at a named [`ProtocolPoint`] (after the 2PC decision and before
+//!   phase two, between a TCC Try and its Confirm, during a saga's
+//!   compensation), while the inventory holds that point open with a slow
+//!   answer. The other coordinator takes over; nothing may be violated.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -165,4 +170,101 @@ pub async fn unprotected_participant(binaries: &Binaries) -> Result<Targeted, Te
     ];
     observe::wait_for_quiescence(&cluster, Duration::from_secs(60)).await;
     verdict(&cluster, gids).await
+}
+
+/// A point in a protocol where the coordinator is killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolPoint {
+    /// 2PC: the commit decision is logged; the commits are on their way.
+    AfterDecisionBeforePhaseTwo,
+    /// TCC: the Try is under way; no Confirm (nor commit request) yet.
+    BetweenTryAndConfirm,
+    /// Saga: the inventory refused (out of stock); compensations run.
+    DuringCompensation,
+}
+
+impl ProtocolPoint {
+    /// Every point.
+    pub const ALL: [ProtocolPoint; 3] = [
+        ProtocolPoint::AfterDecisionBeforePhaseTwo,
+        ProtocolPoint::BetweenTryAndConfirm,
+        ProtocolPoint::DuringCompensation,
+    ];
+
+    /// (mode, units ordered, inventory route held open, the transaction
+    /// status that shows the point is reached).
+    fn plan(self) -> (&'static str, i64, &'static str, &'static str) {
+        match self {
+            ProtocolPoint::AfterDecisionBeforePhaseTwo => ("2pc", 2, "/2pc/commit", "committing"),
+            ProtocolPoint::BetweenTryAndConfirm => ("tcc", 2, "/tcc/try", "open"),
+            // More than the stock: the inventory refuses, and its own
+            // release (a refused branch is compensated too) is held open.
+            ProtocolPoint::DuringCompensation => ("saga", STOCK + 1, "/saga/release", "aborting"),
+        }
+    }
+}
+
+/// Kills the order service's coordinator at `point`; see the module docs.
+pub async fn coordinator_killed_at(
+    binaries: &Binaries,
+    point: ProtocolPoint,
+) -> Result<Targeted, TestSupportError> {
+    let (mode, qty, held_route, reached) = point.plan();
+    let options = ClusterOptions {
+        // An open TCC transaction whose initiator lost its coordinator is
+        // aborted at the deadline: keep that short.
+        orders_args: vec!["--deadline-ms".into(), "8000".into()],
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::start(binaries, &format!("{point:?}"), &options).await?;
+    observe::seed(&cluster, SKU, STOCK).await?;
+    let slow = json!({"path": held_route, "kind": "slow", "count": 1, "delay_ms": 6000});
+    cluster
+        .http()
+        .post(format!("{}/faults", cluster.url(Node::Inventory)))
+        .json(&slow)
+        .send()
+        .await
+        .map_err(|e| TestSupportError::Service {
+            what: "arm a slow fault".into(),
+            why: e.to_string(),
+        })?;
+    let placing = {
+        let (http, url) = (cluster.http().clone(), cluster.url(Node::Orders));
+        tokio::spawn(async move {
+            let body = json!({"sku": SKU, "qty": qty, "mode": mode});
+            let answer = http
+                .post(format!("{url}/orders"))
+                .json(&body)
+                .send()
+                .await
+                .ok()?;
+            answer.json::<Value>().await.ok()
+        })
+    };
+    // Watch through the other coordinator until the point is reached.
+    let started = Instant::now();
+    let gid = loop {
+        let txs = observe::transactions(&cluster, Node::Coordinator2)
+            .await
+            .unwrap_or_default();
+        if let Some(tx) = txs.iter().find(|t| t.mode == mode && t.status == reached) {
+            break tx.gid.clone();
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err(TestSupportError::Service {
+                what: format!("{point:?}"),
+                why: format!("no {mode} transaction reached `{reached}` within 30 s"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The inventory's answer is held for 6 s: the call is in flight.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.kill(Node::Coordinator1).await?;
+    tokio::time::sleep(Duration::from_millis(super::cluster::LEASE_MS + 2000)).await;
+    cluster.start_again(Node::Coordinator1).await?;
+    let _ = placing.await;
+    observe::wait_for_quiescence(&cluster, Duration::from_secs(60)).await;
+    verdict(&cluster, vec![gid]).await
 }
