@@ -204,6 +204,19 @@ pub(crate) fn is_port_conflict(error: &dyn Display) -> bool {
     text.contains("port is already allocated") || text.contains("address already in use")
 }
 
+/// testcontainers publishes a mapped port on every interface; this keeps it
+/// to the loopback interface (the tests are the only clients from outside).
+/// Pass it to `with_host_config_modifier`.
+pub(crate) fn loopback_only(host_config: &mut bollard::models::HostConfig) {
+    let bindings = host_config
+        .port_bindings
+        .iter_mut()
+        .flat_map(|ports| ports.values_mut());
+    for binding in bindings.flatten().flatten() {
+        binding.host_ip = Some("127.0.0.1".to_owned());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

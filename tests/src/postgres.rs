@@ -33,7 +33,7 @@ use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, ContainerRequest, GenericImage, ImageExt};
 
-use crate::docker::{Engine, is_port_conflict, labels, pick_host_port};
+use crate::docker::{Engine, is_port_conflict, labels, loopback_only, pick_host_port};
 use crate::error::TestSupportError;
 
 /// The image every PostgreSQL test container runs.
@@ -299,17 +299,7 @@ fn request(name: &str, host_port: u16, role: &str) -> ContainerRequest<GenericIm
     GenericImage::new(IMAGE_NAME, IMAGE_TAG)
         .with_wait_for(WaitFor::message_on_stderr(READY_MESSAGE))
         .with_mapped_port(host_port, POSTGRES_PORT.tcp())
-        // testcontainers binds a mapped port on every interface; keep it to
-        // the loopback interface.
-        .with_host_config_modifier(|host_config| {
-            let bindings = host_config
-                .port_bindings
-                .iter_mut()
-                .flat_map(|ports| ports.values_mut());
-            for binding in bindings.flatten().flatten() {
-                binding.host_ip = Some("127.0.0.1".to_owned());
-            }
-        })
+        .with_host_config_modifier(loopback_only)
         .with_container_name(name)
         .with_labels(labels("postgres", role))
         .with_startup_timeout(READY_TIMEOUT)

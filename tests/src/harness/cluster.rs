@@ -25,7 +25,7 @@ use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, ContainerRequest, GenericImage, ImageExt};
 
 use super::binaries::Binaries;
-use crate::docker::{Engine, labels, pick_host_port};
+use crate::docker::{Engine, labels, loopback_only, pick_host_port};
 use crate::error::TestSupportError;
 
 /// The image every service but PostgreSQL runs (tests/images/build-images.sh).
@@ -499,18 +499,6 @@ fn postgres_request() -> ContainerRequest<GenericImage> {
             "database system is ready to accept connections",
         ))
         .with_startup_timeout(READY_TIMEOUT)
-}
-
-/// testcontainers publishes a mapped port on every interface; keep it to
-/// the loopback interface (the harness is the only client from outside).
-fn loopback_only(host_config: &mut bollard::models::HostConfig) {
-    let bindings = host_config
-        .port_bindings
-        .iter_mut()
-        .flat_map(|ports| ports.values_mut());
-    for binding in bindings.flatten().flatten() {
-        binding.host_ip = Some("127.0.0.1".to_owned());
-    }
 }
 
 /// Keeps what a container name may hold.
