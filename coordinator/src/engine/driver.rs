@@ -39,6 +39,18 @@ pub(crate) enum Mail {
     },
 }
 
+/// How a driver's run ended, as far as the engine must act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Final, fenced out by another coordinator, or shut down: nothing for
+    /// this coordinator to do.
+    Settled,
+    /// Stopped on a store failure while this coordinator still owns the
+    /// transaction. Its lease is renewed with all the others, so no other
+    /// coordinator will recover it: the engine must restart it.
+    Failed,
+}
+
 /// Why a driver stopped before its transaction was final.
 #[derive(Debug)]
 enum Stop {
@@ -156,7 +168,7 @@ impl Driver {
     }
 
     /// Drives the transaction until it is final or the driver must stop.
-    pub(crate) async fn run(mut self) {
+    pub(crate) async fn run(mut self) -> Ended {
         let gid = self.fence.gid.clone();
         let outcome = self.drive().await;
         self.tasks.shutdown().await;
@@ -167,12 +179,16 @@ impl Driver {
                 "another coordinator took this transaction over; stopped driving it"
             ),
             Err(Stop::Shutdown) => tracing::debug!(gid, "left to recovery at shutdown"),
-            Err(Stop::Failed(e)) => tracing::error!(
-                gid,
-                error = e,
-                "stopped driving; recovery will retry after the lease expires"
-            ),
+            Err(Stop::Failed(e)) => {
+                tracing::error!(
+                    gid,
+                    error = e,
+                    "stopped driving; restarting it from the log"
+                );
+                return Ended::Failed;
+            }
         }
+        Ended::Settled
     }
 
     async fn drive(&mut self) -> Result<(), Stop> {

@@ -10,7 +10,7 @@ use crate::store::{
     BranchRegistered, Created, Fence, NewTransaction, Store, StoreError, TransactionRecord,
 };
 use crate::transport::Transport;
-use driver::{Driver, Mail};
+use driver::{Driver, Ended, Mail};
 use dtx_protocol::{BranchSpec, Status};
 use lease::LeaseClock;
 use std::collections::HashMap;
@@ -410,20 +410,48 @@ impl Engine {
                 status: status_rx,
             },
         );
-        let shared = self.shared.clone();
-        shared.metrics.driving(1);
+        let engine = self.clone();
+        engine.shared.metrics.driving(1);
         self.shared.drivers.spawn(async move {
-            driver.run().await;
-            let mut live = shared.live.lock().expect("live map poisoned");
-            // Remove our own entry only: a takeover may have replaced it.
-            if live
-                .get(&gid)
-                .is_some_and(|l| l.mail.same_channel(&mail_tx))
+            let ended = driver.run().await;
             {
-                live.remove(&gid);
+                let mut live = engine.shared.live.lock().expect("live map poisoned");
+                // Remove our own entry only: a takeover may have replaced it.
+                if live
+                    .get(&gid)
+                    .is_some_and(|l| l.mail.same_channel(&mail_tx))
+                {
+                    live.remove(&gid);
+                }
             }
-            shared.metrics.driving(-1);
+            engine.shared.metrics.driving(-1);
+            if ended == Ended::Failed {
+                engine.restart_failed(gid).await;
+            }
         });
+    }
+
+    /// Starts a driver again, from the log, for a transaction whose driver
+    /// stopped on a store failure. Waiting for recovery would not do: this
+    /// coordinator renews the leases of all its transactions, so the lease
+    /// of this one never runs out. Taking it over bumps the epoch, fencing
+    /// out anything the failed driver left in flight.
+    async fn restart_failed(&self, gid: String) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            tokio::select! {
+                _ = self.shared.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            match self.take_over_and_drive(&gid).await {
+                // Driving again, or final, or another coordinator has it.
+                Ok(_) | Err(StoreError::NotFound) => return,
+                Err(e) => {
+                    tracing::warn!(gid, error = %e, "restarting a failed driver failed; retrying");
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
     }
 
     async fn renew_loop(&self) {
