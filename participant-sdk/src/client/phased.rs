@@ -1,10 +1,9 @@
 //! 2PC and 3PC: a builder of branches registered in one request, like the
 //! saga builder; the coordinator then drives the votes and phase two.
 
+use super::saga::RegisterBody;
 use super::{Client, ClientError, Registered, Transaction, new_gid};
 use dtx_protocol::{BranchSpec, Mode, Op, TxOptions};
-use reqwest::{Method, StatusCode};
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -95,14 +94,6 @@ pub struct PhasedBuilder {
     options: TxOptions,
 }
 
-#[derive(Serialize)]
-struct RegisterBody<'a> {
-    gid: &'a str,
-    mode: Mode,
-    branches: &'a [BranchSpec],
-    options: &'a TxOptions,
-}
-
 impl Client {
     /// Starts describing a 2PC transaction; add branches made with
     /// [`PhasedBranch::two_phase`] and send it with [`PhasedBuilder::submit`].
@@ -161,7 +152,7 @@ impl PhasedBuilder {
 
     /// Registers the transaction and returns at once; the coordinator runs it.
     pub async fn submit(&self) -> Result<Registered, ClientError> {
-        self.register(Duration::ZERO).await
+        self.body().register(Duration::ZERO).await
     }
 
     /// Registers the transaction and waits until it is final, at most
@@ -170,34 +161,16 @@ impl PhasedBuilder {
     /// ([`Transaction::abort_cause`] says which branch refused); one still
     /// going after `timeout` is [`ClientError::TimedOut`].
     pub async fn submit_and_wait(&self, timeout: Duration) -> Result<Transaction, ClientError> {
-        let started = tokio::time::Instant::now();
-        let tx = self
-            .register(timeout.min(super::MAX_WAIT_PER_REQUEST))
-            .await?
-            .into_transaction();
-        if tx.is_final() {
-            // The registration's answer has no history; read it.
-            return self.client.get(&self.gid).await;
-        }
-        let left = timeout.saturating_sub(started.elapsed());
-        self.client.wait(&self.gid, left).await
+        self.body().register_and_wait(timeout).await
     }
 
-    async fn register(&self, wait: Duration) -> Result<Registered, ClientError> {
-        let body = RegisterBody {
+    fn body(&self) -> RegisterBody<'_> {
+        RegisterBody {
+            client: &self.client,
             gid: &self.gid,
             mode: self.mode,
             branches: &self.branches,
             options: &self.options,
-        };
-        let (status, tx) = self
-            .client
-            .call(Method::POST, "v1/transactions", Some(&body), wait)
-            .await?;
-        Ok(if status == StatusCode::CREATED {
-            Registered::Created(tx)
-        } else {
-            Registered::Existing(tx)
-        })
+        }
     }
 }

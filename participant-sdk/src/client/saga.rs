@@ -105,12 +105,51 @@ pub struct SagaBuilder {
     options: TxOptions,
 }
 
+/// The registration of a transaction whose branches are all given at once
+/// (saga, 2PC, 3PC): the request body, and what the saga and the 2PC/3PC
+/// builders do with it.
 #[derive(Serialize)]
-struct RegisterBody<'a> {
-    gid: &'a str,
-    mode: Mode,
-    branches: &'a [BranchSpec],
-    options: &'a TxOptions,
+pub(super) struct RegisterBody<'a> {
+    #[serde(skip)]
+    pub(super) client: &'a Client,
+    pub(super) gid: &'a str,
+    pub(super) mode: Mode,
+    pub(super) branches: &'a [BranchSpec],
+    pub(super) options: &'a TxOptions,
+}
+
+impl RegisterBody<'_> {
+    /// Registers; the coordinator waits up to `wait` for the outcome.
+    pub(super) async fn register(&self, wait: Duration) -> Result<Registered, ClientError> {
+        let (status, tx) = self
+            .client
+            .call(Method::POST, "v1/transactions", Some(self), wait)
+            .await?;
+        Ok(if status == StatusCode::CREATED {
+            Registered::Created(tx)
+        } else {
+            Registered::Existing(tx)
+        })
+    }
+
+    /// Registers and waits until the transaction is final, at most
+    /// `timeout`; returns it with its history.
+    pub(super) async fn register_and_wait(
+        &self,
+        timeout: Duration,
+    ) -> Result<Transaction, ClientError> {
+        let started = tokio::time::Instant::now();
+        let tx = self
+            .register(timeout.min(super::MAX_WAIT_PER_REQUEST))
+            .await?
+            .into_transaction();
+        if tx.is_final() {
+            // The registration's answer has no history; read it.
+            return self.client.get(self.gid).await;
+        }
+        let left = timeout.saturating_sub(started.elapsed());
+        self.client.wait(self.gid, left).await
+    }
 }
 
 impl SagaBuilder {
@@ -151,7 +190,7 @@ impl SagaBuilder {
 
     /// Registers the saga and returns at once; the coordinator runs it.
     pub async fn submit(&self) -> Result<Registered, ClientError> {
-        self.register(Duration::ZERO).await
+        self.body().register(Duration::ZERO).await
     }
 
     /// Registers the saga and waits until it is final, at most `timeout`;
@@ -160,34 +199,16 @@ impl SagaBuilder {
     /// which branch refused); a saga still running after `timeout` is
     /// [`ClientError::TimedOut`].
     pub async fn submit_and_wait(&self, timeout: Duration) -> Result<Transaction, ClientError> {
-        let started = tokio::time::Instant::now();
-        let tx = self
-            .register(timeout.min(super::MAX_WAIT_PER_REQUEST))
-            .await?
-            .into_transaction();
-        if tx.is_final() {
-            // The registration's answer has no history; read it.
-            return self.client.get(&self.gid).await;
-        }
-        let left = timeout.saturating_sub(started.elapsed());
-        self.client.wait(&self.gid, left).await
+        self.body().register_and_wait(timeout).await
     }
 
-    async fn register(&self, wait: Duration) -> Result<Registered, ClientError> {
-        let body = RegisterBody {
+    fn body(&self) -> RegisterBody<'_> {
+        RegisterBody {
+            client: &self.client,
             gid: &self.gid,
             mode: Mode::Saga,
             branches: &self.branches,
             options: &self.options,
-        };
-        let (status, tx) = self
-            .client
-            .call(Method::POST, "v1/transactions", Some(&body), wait)
-            .await?;
-        Ok(if status == StatusCode::CREATED {
-            Registered::Created(tx)
-        } else {
-            Registered::Existing(tx)
-        })
+        }
     }
 }
