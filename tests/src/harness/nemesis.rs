@@ -216,6 +216,13 @@ async fn slow_down(
         "/tcc/try",
         "/tcc/confirm",
         "/tcc/cancel",
+        "/2pc/prepare",
+        "/2pc/commit",
+        "/2pc/rollback",
+        "/3pc/can_commit",
+        "/3pc/pre_commit",
+        "/3pc/do_commit",
+        "/3pc/abort",
     ];
     for path in paths {
         let body = serde_json::json!({"path": path, "kind": "slow", "count": 3, "delay_ms": DELAY.as_millis() as u64});

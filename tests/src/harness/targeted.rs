@@ -245,7 +245,7 @@ pub async fn coordinator_killed_at(
     // Watch through the other coordinator until the point is reached.
     let started = Instant::now();
     let gid = loop {
-        let txs = observe::transactions(&cluster, Node::Coordinator2)
+        let txs = observe::transactions(&cluster, Node::Coordinator2, false)
             .await
             .unwrap_or_default();
         if let Some(tx) = txs.iter().find(|t| t.mode == mode && t.status == reached) {
