@@ -2,6 +2,7 @@
 //! returns them and their decoding into records, the listing cursor, the
 //! comparison that makes branch registration idempotent, and the mapping of
 //! `sqlx` errors to [`StoreError`]. Beneath it: [`sql`], every statement;
+//! [`details`], the history's sentences;
 //! [`ops`], the operations built from them, generic over the database;
 //! [`backend`], what a backend provides and the one `Store` implementation.
 //!
@@ -12,6 +13,7 @@
 //! is reported as a corrupt row instead of wrapping silently.
 
 pub(super) mod backend;
+pub(super) mod details;
 pub(super) mod ops;
 pub(super) mod sql;
 

@@ -43,53 +43,53 @@ pub(in crate::store) const CLAIM_EXPIRED_SQLITE: &str = claim_expired!("");
 /// same rows.
 pub(in crate::store) const CLAIM_EXPIRED_POSTGRES: &str = claim_expired!(" FOR UPDATE SKIP LOCKED");
 
-pub(super) const INSERT_TX: &str = "INSERT INTO transactions (gid, mode, status, request_hash, options, created_at_ms, \
+pub(in crate::store) const INSERT_TX: &str = "INSERT INTO transactions (gid, mode, status, request_hash, options, created_at_ms, \
      updated_at_ms, deadline_at_ms, owner, lease_expires_at_ms, epoch, attention, branch_count) \
      VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, 1, NULL, $10) ON CONFLICT (gid) DO NOTHING";
-pub(super) const INSERT_BRANCH: &str = "INSERT INTO branches (gid, idx, branch_id, spec, status, attempts, \
+pub(in crate::store) const INSERT_BRANCH: &str = "INSERT INTO branches (gid, idx, branch_id, spec, status, attempts, \
      last_http_status, last_error) VALUES ($1, $2, $3, $4, $5, 0, NULL, NULL)";
-pub(super) const INSERT_EVENT: &str =
+pub(in crate::store) const INSERT_EVENT: &str =
     "INSERT INTO events (gid, at_ms, kind, branch_id, detail) VALUES ($1, $2, $3, $4, $5)";
-pub(super) const LOAD: &str = "SELECT t.*, b.idx AS b_idx, b.spec AS b_spec, b.status AS b_status, \
+pub(in crate::store) const LOAD: &str = "SELECT t.*, b.idx AS b_idx, b.spec AS b_spec, b.status AS b_status, \
      b.attempts AS b_attempts, b.last_http_status AS b_http_status, b.last_error AS b_error \
      FROM transactions t LEFT JOIN branches b ON b.gid = t.gid WHERE t.gid = $1 ORDER BY b.idx";
-pub(super) const STATUS: &str = "SELECT status FROM transactions WHERE gid = $1";
+pub(in crate::store) const STATUS: &str = "SELECT status FROM transactions WHERE gid = $1";
 // Writes nothing, but takes the row lock and re-checks the status after any
 // wait for it: from here until commit no decision can slip in.
-pub(super) const LOCK_OPEN: &str = "UPDATE transactions SET updated_at_ms = updated_at_ms WHERE gid = $1 AND status = $2 RETURNING branch_count";
-pub(super) const FIND_BRANCH: &str =
+pub(in crate::store) const LOCK_OPEN: &str = "UPDATE transactions SET updated_at_ms = updated_at_ms WHERE gid = $1 AND status = $2 RETURNING branch_count";
+pub(in crate::store) const FIND_BRANCH: &str =
     "SELECT idx, spec FROM branches WHERE gid = $1 AND branch_id = $2";
-pub(super) const COUNT_BRANCH: &str =
+pub(in crate::store) const COUNT_BRANCH: &str =
     "UPDATE transactions SET branch_count = branch_count + 1, updated_at_ms = $2 WHERE gid = $1";
-pub(super) const UPDATE_TX: &str = "UPDATE transactions SET status = COALESCE($4, status), \
+pub(in crate::store) const UPDATE_TX: &str = "UPDATE transactions SET status = COALESCE($4, status), \
      attention = COALESCE($5, attention), updated_at_ms = $6 \
      WHERE gid = $1 AND owner = $2 AND epoch = $3 AND ($7 IS NULL OR branch_count = $7)";
-pub(super) const FENCE_STATE: &str =
+pub(in crate::store) const FENCE_STATE: &str =
     "SELECT owner, epoch, branch_count FROM transactions WHERE gid = $1";
-pub(super) const UPDATE_BRANCH: &str = "UPDATE branches SET status = $3, attempts = $4, last_http_status = $5, \
+pub(in crate::store) const UPDATE_BRANCH: &str = "UPDATE branches SET status = $3, attempts = $4, last_http_status = $5, \
      last_error = $6 WHERE gid = $1 AND idx = $2";
-pub(super) const TAKE_OVER: &str = concat!(
+pub(in crate::store) const TAKE_OVER: &str = concat!(
     "UPDATE transactions SET owner = $2, epoch = epoch + 1, lease_expires_at_ms = $4, updated_at_ms = $3 \
      WHERE gid = $1 AND ",
     live!(),
     " RETURNING epoch"
 );
-pub(super) const RENEW: &str = concat!(
+pub(in crate::store) const RENEW: &str = concat!(
     "UPDATE transactions SET lease_expires_at_ms = $2 WHERE owner = $1 AND ",
     live!()
 );
 // Only shortens: a lease that ran out already stays as it was.
-pub(super) const RELEASE: &str = concat!(
+pub(in crate::store) const RELEASE: &str = concat!(
     "UPDATE transactions SET lease_expires_at_ms = $2 WHERE owner = $1 AND ",
     live!(),
     " AND lease_expires_at_ms > $2"
 );
-pub(super) const EVENTS: &str =
+pub(in crate::store) const EVENTS: &str =
     "SELECT at_ms, kind, branch_id, detail FROM events WHERE gid = $1 ORDER BY id";
 // One static statement for every combination of filters: a NULL parameter
 // switches its filter off. The cursor comparison is a row value, which
 // PostgreSQL turns into one index range.
-pub(super) const LIST: &str = "SELECT * FROM transactions \
+pub(in crate::store) const LIST: &str = "SELECT * FROM transactions \
      WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR mode = $2) \
      AND ($3 IS NULL OR (attention IS NOT NULL) = $3) \
      AND ($4 IS NULL OR (created_at_ms, gid) < ($4, $5)) \
