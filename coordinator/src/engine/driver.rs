@@ -8,8 +8,8 @@
 //! and report back through its mailbox, so the driver itself never waits on a
 //! participant.
 
-use super::{Shared, now_ms};
-use crate::store::{BranchUpdate, Event, Fence, StoreError, TransactionRecord, Update};
+use super::{Progress, Shared, now_ms};
+use crate::store::{BranchRecord, BranchUpdate, Event, Fence, StoreError, TransactionRecord, Update};
 use crate::transport::{CallOutcome, CallRequest};
 use dtx_protocol::machine::HistoryRecord;
 use dtx_protocol::spec::saga_dependencies;
@@ -95,7 +95,11 @@ pub(crate) struct Driver {
     mail_tx: mpsc::UnboundedSender<Mail>,
     mail_rx: mpsc::UnboundedReceiver<Mail>,
     tasks: JoinSet<()>,
-    status_tx: watch::Sender<Status>,
+    status_tx: watch::Sender<Progress>,
+    /// The record's fields that only the store changes (times, lease), as
+    /// loaded, without branches: the base of the record handed to waiters
+    /// once the transaction is final.
+    base: TransactionRecord,
 }
 
 impl Driver {
@@ -105,7 +109,7 @@ impl Driver {
         fence: Fence,
         record: TransactionRecord,
         mail: (mpsc::UnboundedSender<Mail>, mpsc::UnboundedReceiver<Mail>),
-        status_tx: watch::Sender<Status>,
+        status_tx: watch::Sender<Progress>,
     ) -> Driver {
         let remaining = Duration::from_millis((record.deadline_at_ms - now_ms()).max(0) as u64);
         let seen_lapses = shared.lease.lapses();
@@ -128,6 +132,10 @@ impl Driver {
             mail_rx: mail.1,
             tasks: JoinSet::new(),
             status_tx,
+            base: TransactionRecord {
+                branches: Vec::new(),
+                ..record.clone()
+            },
         };
         driver.load(record);
         driver
@@ -396,9 +404,10 @@ impl Driver {
             })
             .collect();
         let status = self.tx.status();
+        let written_at_ms = now_ms();
         let update = Update {
             fence: self.fence.clone(),
-            now_ms: now_ms(),
+            now_ms: written_at_ms,
             status: (status != self.persisted_status).then_some(status),
             expect_branch_count,
             attention: if flag_pending {
@@ -431,7 +440,10 @@ impl Driver {
         }
         self.persisted_status = status;
         self.flag_written |= flag_pending;
-        self.status_tx.send_replace(status);
+        let finished = status
+            .is_final()
+            .then(|| Arc::new(self.written_record(written_at_ms)));
+        self.status_tx.send_replace(Progress { status, finished });
         if status.is_final() {
             self.shared.metrics.finished(self.mode, status);
         }
@@ -546,6 +558,37 @@ impl Driver {
             kind: kind.to_owned(),
             branch_id: branch.map(|b| self.specs[b].id.clone()),
             detail,
+        }
+    }
+
+    /// The transaction as the store holds it after a write at
+    /// `written_at_ms`: what a read would return, without the read. The
+    /// lease expiry is the one this driver loaded; renewals since then moved
+    /// it in the store, and it means nothing once the transaction is final.
+    fn written_record(&self, written_at_ms: i64) -> TransactionRecord {
+        let branches = self
+            .tx
+            .branch_statuses()
+            .zip(&self.specs)
+            .zip(&self.books)
+            .enumerate()
+            .map(|(index, ((status, spec), books))| BranchRecord {
+                index: index as u32,
+                spec: BranchSpec::clone(spec),
+                status,
+                attempts: books.attempts,
+                last_http_status: books.last_http_status,
+                last_error: books.last_error.clone(),
+            })
+            .collect();
+        TransactionRecord {
+            status: self.tx.status(),
+            updated_at_ms: written_at_ms,
+            owner: Some(self.fence.owner.clone()),
+            epoch: self.fence.epoch,
+            attention: self.attention.clone(),
+            branches,
+            ..self.base.clone()
         }
     }
 

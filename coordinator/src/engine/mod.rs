@@ -101,7 +101,16 @@ pub enum Registered {
 /// A transaction this coordinator drives.
 struct Live {
     mail: mpsc::UnboundedSender<Mail>,
-    status: watch::Receiver<Status>,
+    progress: watch::Receiver<Progress>,
+}
+
+/// What a driver tells waiters after each write: the status written, and
+/// once it is final, the whole record as written, so that an answer to
+/// `?wait_ms=` needs no read of the store.
+#[derive(Debug, Clone)]
+pub(crate) struct Progress {
+    status: Status,
+    finished: Option<Arc<TransactionRecord>>,
 }
 
 /// State shared by the engine and its drivers.
@@ -361,11 +370,17 @@ impl Engine {
                 .lock()
                 .expect("live map poisoned")
                 .get(gid)
-                .map(|l| l.status.clone());
-            if let Some(mut status) = watcher {
+                .map(|l| l.progress.clone());
+            if let Some(mut progress) = watcher {
                 // Driven here: wake up on every status change.
                 tokio::select! {
-                    _ = tokio::time::timeout_at(deadline, status.wait_for(|s| s.is_final())) => {}
+                    done = tokio::time::timeout_at(deadline, progress.wait_for(|p| p.status.is_final())) => {
+                        if let Ok(Ok(progress)) = done
+                            && let Some(record) = &progress.finished
+                        {
+                            return Ok(TransactionRecord::clone(record));
+                        }
+                    }
                     _ = self.shared.shutdown.cancelled() => {}
                 }
             }
@@ -395,7 +410,10 @@ impl Engine {
     fn spawn_driver(&self, fence: Fence, record: TransactionRecord) {
         let gid = fence.gid.clone();
         let (mail_tx, mail_rx) = mpsc::unbounded_channel();
-        let (status_tx, status_rx) = watch::channel(record.status);
+        let (status_tx, status_rx) = watch::channel(Progress {
+            status: record.status,
+            finished: None,
+        });
         let driver = Driver::new(
             self.shared.clone(),
             fence,
@@ -407,7 +425,7 @@ impl Engine {
             gid.clone(),
             Live {
                 mail: mail_tx.clone(),
-                status: status_rx,
+                progress: status_rx,
             },
         );
         let engine = self.clone();
