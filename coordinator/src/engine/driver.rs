@@ -9,7 +9,9 @@
 //! participant.
 
 use super::{Progress, Shared, now_ms};
-use crate::store::{BranchRecord, BranchUpdate, Event, Fence, StoreError, TransactionRecord, Update};
+use crate::store::{
+    BranchRecord, BranchUpdate, Event, Fence, StoreError, TransactionRecord, Update,
+};
 use crate::transport::{CallOutcome, CallRequest};
 use dtx_protocol::machine::HistoryRecord;
 use dtx_protocol::spec::saga_dependencies;

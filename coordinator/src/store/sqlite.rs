@@ -104,7 +104,9 @@ impl SqliteStore {
         let mut conn = self.readers.acquire().await?;
         let loaded = <Sqlite as Ops>::load(&mut conn, gid).await?;
         loaded.map(|l| l.record).ok_or_else(|| {
-            StoreError::Other(format!("transaction `{gid}` was written but cannot be read"))
+            StoreError::Other(format!(
+                "transaction `{gid}` was written but cannot be read"
+            ))
         })
     }
 }
@@ -122,9 +124,7 @@ impl Store for SqliteStore {
                 let mut conn = self.readers.acquire().await?;
                 let existing = <Sqlite as Ops>::load(&mut conn, &gid).await?;
                 let existing = existing.ok_or_else(|| {
-                    StoreError::Other(format!(
-                        "transaction `{gid}` conflicted but cannot be read"
-                    ))
+                    StoreError::Other(format!("transaction `{gid}` conflicted but cannot be read"))
                 })?;
                 Ok(Created::Exists {
                     same_request: existing.request_hash == request_hash,

@@ -263,10 +263,12 @@ pub async fn update_naming_an_unknown_branch_changes_nothing_at_all(db: TestDb) 
         events: vec![event(T0 + 1, "status", None, "committed")],
         ..touch(&fence, T0 + 1)
     };
-    assert!(matches!(
-        db.store.update(update).await,
-        Err(StoreError::Conflict(_))
-    ));
+    match db.store.update(update).await {
+        Err(StoreError::Conflict(why)) => {
+            assert_eq!(why, "transaction `g1` has no branch at index 5");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
     assert_eq!(
         db.store.get("g1").await.unwrap(),
         before,

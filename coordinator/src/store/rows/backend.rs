@@ -2,9 +2,11 @@
 //! reads go, its claim statement), and the one [`Store`] implementation that
 //! follows from it for every backend.
 //!
-//! The backends differ only there: SQLite funnels writes through one
-//! group-committing task, PostgreSQL runs each in a transaction of its own
-//! and claims expired leases with `FOR UPDATE SKIP LOCKED`.
+//! Only PostgreSQL is such a backend now (SQLite implements [`Store`] itself
+//! around its writer thread): it runs each rare write in a transaction of
+//! its own, claims expired leases with `FOR UPDATE SKIP LOCKED`, and writes
+//! the two hot operations, `create` and `update`, its own way (one statement
+//! each) instead of through [`Ops`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -46,6 +48,17 @@ pub(in crate::store) trait Backend: Send + Sync + 'static {
 
     /// The connections reads go through.
     fn readers(&self) -> &Pool<Self::Db>;
+
+    /// [`Store::create`]. Every transaction starts with it, so a backend
+    /// writes it the cheapest way it has rather than through [`Ops`].
+    fn create_tx(
+        &self,
+        new: NewTransaction,
+    ) -> impl Future<Output = Result<Created, StoreError>> + Send;
+
+    /// [`Store::update`], a driver's every step: written as
+    /// [`Backend::create_tx`] is.
+    fn update_tx(&self, update: Update) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// The number of rows a statement changed. `sqlx` has this on each
@@ -67,14 +80,14 @@ impl RowsAffected for sqlx::postgres::PgQueryResult {
     }
 }
 
-/// The one implementation of [`Store`]: each operation is an [`Ops`] call,
+/// The one implementation of [`Store`] for a [`Backend`]: creates and
+/// updates are the backend's own, every other operation is an [`Ops`] call,
 /// writes through [`Backend::write`], reads on a connection of
 /// [`Backend::readers`].
 #[async_trait]
 impl<B: Backend> Store for B {
     async fn create(&self, new: NewTransaction) -> Result<Created, StoreError> {
-        self.write(move |conn| Box::pin(B::Db::create(conn, new)))
-            .await
+        self.create_tx(new).await
     }
 
     async fn register_branch(
@@ -89,8 +102,7 @@ impl<B: Backend> Store for B {
     }
 
     async fn update(&self, update: Update) -> Result<(), StoreError> {
-        self.write(move |conn| Box::pin(B::Db::update(conn, update)))
-            .await
+        self.update_tx(update).await
     }
 
     async fn get(&self, gid: &str) -> Result<Option<TransactionRecord>, StoreError> {

@@ -1,10 +1,14 @@
-//! The store's operations, written once for SQLite and PostgreSQL as one
-//! generic implementation over the database (see the bounds on it: they name
-//! the column types the schema uses, which both backends have).
+//! The store's operations, written once as one generic implementation over
+//! the database (see the bounds on it: they name the column types the schema
+//! uses, which both backends have). Both backends read through them; the
+//! writes here are the rare ones (branch registration, takeover, claims,
+//! leases), which only PostgreSQL runs through them: SQLite has its writer
+//! thread (`store::sqlite`), and PostgreSQL sends the hot `create` and
+//! `update` as one statement each (`store::postgres`).
 //!
-//! Every operation runs on one connection inside a transaction that the
-//! backend opened, and is committed only if it returns `Ok`: an operation
-//! that fails half-way leaves nothing behind.
+//! Every write runs on one connection inside a transaction that the backend
+//! opened, and is committed only if it returns `Ok`: a write that fails
+//! half-way leaves nothing behind.
 //!
 //! Each write touches its `transactions` row before anything else. On
 //! PostgreSQL that row lock serialises all writers of one transaction, which
@@ -17,26 +21,20 @@ use dtx_protocol::{BranchSpec, BranchStatus, Status};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
 use super::backend::RowsAffected;
+use super::details;
 use super::sql::*;
 use super::{
-    EventRow, JoinedRow, Loaded, TxRow, decode_cursor, encode_cursor, fold_joined, options_json,
-    page_size, same_spec, spec_json,
+    EventRow, JoinedRow, Loaded, TxRow, decode_cursor, encode_cursor, fold_joined, page_size,
+    same_spec, spec_json,
 };
 use crate::store::{
-    BranchRegistered, Created, Event, Fence, ListQuery, NewTransaction, Page, StoreError,
-    TransactionRecord, Update,
+    BranchRegistered, Event, Fence, ListQuery, Page, StoreError, TransactionRecord,
 };
 
 /// The store's operations on one connection, implemented once for every
 /// database that has the column types the schema uses (see the bounds of the
 /// implementation below: SQLite and PostgreSQL).
 pub(in crate::store) trait Ops: Database {
-    /// See [`Store::create`](crate::store::Store::create).
-    fn create(
-        conn: &mut Self::Connection,
-        new: NewTransaction,
-    ) -> impl Future<Output = Result<Created, StoreError>> + Send;
-
     /// See [`Store::register_branch`](crate::store::Store::register_branch).
     fn register_branch(
         conn: &mut Self::Connection,
@@ -44,12 +42,6 @@ pub(in crate::store) trait Ops: Database {
         spec: BranchSpec,
         now_ms: i64,
     ) -> impl Future<Output = Result<BranchRegistered, StoreError>> + Send;
-
-    /// See [`Store::update`](crate::store::Store::update).
-    fn update(
-        conn: &mut Self::Connection,
-        update: Update,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// See [`Store::take_over`](crate::store::Store::take_over).
     fn take_over(
@@ -115,14 +107,6 @@ pub(in crate::store) trait Ops: Database {
         spec: &BranchSpec,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Says why a fenced update changed no row: the transaction is gone, its
-    /// owner or epoch moved on, or its branch count is not the expected one.
-    fn refusal(
-        conn: &mut Self::Connection,
-        fence: &Fence,
-        expect_branch_count: Option<u32>,
-    ) -> impl Future<Output = Result<StoreError, StoreError>> + Send;
-
     /// Finishes a change of ownership made by a takeover or a claim: logs it
     /// and reads the transaction back for its new owner.
     fn owned(
@@ -151,58 +135,6 @@ where
     bool: Type<DB>,
     usize: ColumnIndex<DB::Row>,
 {
-    async fn create(conn: &mut DB::Connection, new: NewTransaction) -> Result<Created, StoreError> {
-        let branch_count = i64::try_from(new.branches.len())
-            .map_err(|_| StoreError::Other("too many branches".into()))?;
-        let inserted = sqlx::query(INSERT_TX)
-            .bind(&*new.gid)
-            .bind(new.mode.as_str())
-            .bind(new.status.as_str())
-            .bind(&*new.request_hash)
-            .bind(options_json(&new.options)?)
-            .bind(new.now_ms)
-            .bind(new.deadline_at_ms)
-            .bind(&*new.owner)
-            .bind(new.lease_expires_at_ms)
-            .bind(branch_count)
-            .execute(&mut *conn)
-            .await?
-            .rows();
-        if inserted == 0 {
-            // ON CONFLICT DO NOTHING waited for a concurrent insert of the
-            // same gid to finish, so the row is there to read.
-            let existing = Self::load(conn, &new.gid).await?.ok_or_else(|| {
-                StoreError::Other(format!(
-                    "transaction `{}` conflicted but cannot be read",
-                    new.gid
-                ))
-            })?;
-            return Ok(Created::Exists {
-                same_request: existing.request_hash == new.request_hash,
-                existing: Box::new(existing.record),
-            });
-        }
-        for (idx, spec) in (0_i64..).zip(&new.branches) {
-            Self::insert_branch(conn, &new.gid, idx, spec).await?;
-        }
-        let detail = format!(
-            "registered {} transaction with {} branches",
-            new.mode,
-            new.branches.len()
-        );
-        Self::append(
-            conn,
-            &new.gid,
-            event(new.now_ms, "registered", None, detail),
-        )
-        .await?;
-        Ok(Created::Inserted(Fence {
-            gid: new.gid,
-            owner: new.owner,
-            epoch: 1,
-        }))
-    }
-
     async fn register_branch(
         conn: &mut DB::Connection,
         gid: String,
@@ -245,57 +177,9 @@ where
             .bind(now_ms)
             .execute(&mut *conn)
             .await?;
-        let detail = format!("branch registered at index {count}");
+        let detail = details::branch_registered(count);
         Self::append(conn, &gid, event(now_ms, "branch", Some(spec.id), detail)).await?;
         Ok(BranchRegistered::Added(index(count)?))
-    }
-
-    async fn update(conn: &mut DB::Connection, update: Update) -> Result<(), StoreError> {
-        let Update {
-            fence,
-            now_ms,
-            status,
-            expect_branch_count,
-            attention,
-            branches,
-            events,
-        } = update;
-        let changed = sqlx::query(UPDATE_TX)
-            .bind(&*fence.gid)
-            .bind(&*fence.owner)
-            .bind(fence.epoch)
-            .bind(status.map(Status::as_str))
-            .bind(attention)
-            .bind(now_ms)
-            .bind(expect_branch_count.map(i64::from))
-            .execute(&mut *conn)
-            .await?
-            .rows();
-        if changed == 0 {
-            return Err(Self::refusal(conn, &fence, expect_branch_count).await?);
-        }
-        for branch in branches {
-            let changed = sqlx::query(UPDATE_BRANCH)
-                .bind(&*fence.gid)
-                .bind(i64::from(branch.index))
-                .bind(branch.status.as_str())
-                .bind(i64::from(branch.attempts))
-                .bind(branch.last_http_status.map(i64::from))
-                .bind(branch.last_error)
-                .execute(&mut *conn)
-                .await?
-                .rows();
-            if changed == 0 {
-                let (gid, index) = (&fence.gid, branch.index);
-                return Err(StoreError::Conflict(format!(
-                    "transaction `{gid}` has no branch at index {index}"
-                )));
-            }
-        }
-        for entry in events {
-            Self::append(conn, &fence.gid, entry).await?;
-        }
-        Ok(())
     }
 
     async fn take_over(
@@ -320,7 +204,7 @@ where
                 .await?;
             return status.map(|_| None).ok_or(StoreError::NotFound);
         };
-        let detail = format!("taken over by {owner} (epoch {epoch})");
+        let detail = details::taken_over(&owner, epoch);
         Self::owned(conn, gid, owner, epoch, now_ms, detail)
             .await
             .map(Some)
@@ -345,7 +229,7 @@ where
         claimed.sort();
         let mut out = Vec::with_capacity(claimed.len());
         for (gid, epoch) in claimed {
-            let detail = format!("claimed by {owner} after the lease expired (epoch {epoch})");
+            let detail = details::claimed(&owner, epoch);
             out.push(Self::owned(conn, gid, owner.clone(), epoch, now_ms, detail).await?);
         }
         Ok(out)
@@ -439,35 +323,6 @@ where
             .execute(&mut *conn)
             .await?;
         Ok(())
-    }
-
-    async fn refusal(
-        conn: &mut DB::Connection,
-        fence: &Fence,
-        expect_branch_count: Option<u32>,
-    ) -> Result<StoreError, StoreError> {
-        let state: Option<(Option<String>, i64, i64)> = sqlx::query_as(FENCE_STATE)
-            .bind(&*fence.gid)
-            .fetch_optional(&mut *conn)
-            .await?;
-        let Some((owner, epoch, count)) = state else {
-            return Ok(StoreError::NotFound);
-        };
-        if owner.as_deref() != Some(fence.owner.as_str()) || epoch != fence.epoch {
-            return Ok(StoreError::Fenced);
-        }
-        match expect_branch_count {
-            Some(expected) if i64::from(expected) != count => Ok(StoreError::Conflict(format!(
-                "transaction `{}` has {count} branches, the write expected {expected}",
-                fence.gid
-            ))),
-            // The row matched every condition when read again: a concurrent
-            // writer changed it back in between. Rare; the caller reloads.
-            _ => Ok(StoreError::Conflict(format!(
-                "transaction `{}` changed during the write",
-                fence.gid
-            ))),
-        }
     }
 
     async fn owned(

@@ -158,8 +158,11 @@ pub(super) fn take_over(
     now_ms: i64,
     lease_expires_at_ms: i64,
 ) -> Result<Option<i64>, StoreError> {
-    let epoch: Option<i64> =
-        query_one(conn, TAKE_OVER, &[&gid, &owner, &now_ms, &lease_expires_at_ms])?;
+    let epoch: Option<i64> = query_one(
+        conn,
+        TAKE_OVER,
+        &[&gid, &owner, &now_ms, &lease_expires_at_ms],
+    )?;
     let Some(epoch) = epoch else {
         let status: Option<String> = query_one(conn, STATUS, &[&gid])?;
         return status.map(|_| None).ok_or(StoreError::NotFound);
@@ -263,7 +266,11 @@ fn append(
     branch_id: Option<&str>,
     detail: &str,
 ) -> Result<(), StoreError> {
-    execute(conn, INSERT_EVENT, &[&gid, &at_ms, &kind, &branch_id, &detail])?;
+    execute(
+        conn,
+        INSERT_EVENT,
+        &[&gid, &at_ms, &kind, &branch_id, &detail],
+    )?;
     Ok(())
 }
 
@@ -306,10 +313,7 @@ fn prepare<'c>(
 /// has no argument (SQLite would read it as NULL).
 fn bind(stmt: &mut Statement<'_>, args: &[&dyn ToSql]) -> Result<(), StoreError> {
     for (number, arg) in (1..).zip(args) {
-        if let Some(position) = stmt
-            .parameter_index(&format!("${number}"))
-            .map_err(error)?
-        {
+        if let Some(position) = stmt.parameter_index(&format!("${number}")).map_err(error)? {
             stmt.raw_bind_parameter(position, arg).map_err(error)?;
         }
     }
