@@ -18,12 +18,14 @@
 //! its own error; the others in the batch are not affected. Only a failure
 //! of the batch itself (cannot begin or commit, e.g. the disk is full) fails
 //! every write in it, with `Unavailable`. The writes themselves are in
-//! [`writes`].
+//! [`writes`]; the log's checkpoints run on a thread of their own
+//! ([`checkpoint`]).
 //!
 //! Reads do not queue behind writes: they use a separate pool of read-only
 //! `sqlx` connections, which WAL lets read a consistent snapshot while the
 //! writer writes, and share their SQL and row decoding with PostgreSQL.
 
+mod checkpoint;
 mod writer;
 mod writes;
 

@@ -22,6 +22,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::{Checkpointer, WRITER_AUTOCHECKPOINT};
 use super::writes::error;
 use crate::store::StoreError;
 
@@ -42,11 +43,19 @@ pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// with room to spare.
 const STATEMENT_CACHE: usize = 32;
 
+/// The writer's page cache, in KiB (SQLite's default is 2000). Keys are
+/// client-chosen gids, so inserts land on leaf pages all over the indexes;
+/// the cache keeps the inner pages and recent leaves at hand as the log
+/// grows, within the coordinator's memory budget.
+const CACHE_KIB: u32 = 16 * 1024;
+
 /// The sending side of the writer's queue. The thread ends, closing the
 /// connection, when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub(super) struct Writer {
     queue: mpsc::Sender<Box<dyn Job>>,
+    /// Runs as long as the writer does.
+    _checkpoints: Checkpointer,
 }
 
 impl Writer {
@@ -60,16 +69,21 @@ impl Writer {
         // connection); `synchronous` and foreign keys are per connection.
         // FULL: a commit returns only after the log is on disk, so an
         // acknowledged write survives a power cut, not only kill -9.
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
-        )
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+             PRAGMA cache_size = -{CACHE_KIB}; PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT};"
+        ))
         .map_err(error)?;
+        let checkpoints = Checkpointer::start(path)?;
         let (queue, jobs) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("dtx-sqlite-writer".into())
             .spawn(move || run(conn, jobs))
             .map_err(|e| StoreError::Other(format!("cannot start the SQLite writer: {e}")))?;
-        Ok(Writer { queue })
+        Ok(Writer {
+            queue,
+            _checkpoints: checkpoints,
+        })
     }
 
     /// Runs `op` in the next batch; answers once that batch is committed
