@@ -142,6 +142,5 @@ async fn register_until_killed(
     // when it died saw their requests fail).
     c.process.kill9().await;
     while clients.join_next().await.is_some() {}
-    let gids = acknowledged.lock().unwrap().clone();
-    gids
+    acknowledged.lock().unwrap().clone()
 }

@@ -10,6 +10,8 @@
 //! No case sleeps: times are plain numbers handed to the store, and races are
 //! real concurrent calls whose every outcome is checked.
 
+#[path = "store_suite/batching.rs"]
+mod batching;
 #[path = "store_suite/branches.rs"]
 mod branches;
 #[path = "store_suite/leases.rs"]
@@ -197,4 +199,10 @@ suite! {
     listing::list_pages_newest_first_without_duplicates_or_gaps,
     listing::list_filters_by_status_mode_and_attention,
     listing::list_refuses_a_cursor_it_did_not_make,
+    batching::concurrent_creates_each_get_their_own_answer,
+    batching::concurrent_updates_each_get_their_own_outcome,
+    batching::concurrent_drivers_keep_each_transactions_history_in_order,
+    batching::lease_renewals_racing_updates_neither_fail_nor_deadlock,
+    batching::a_create_the_database_refuses_does_not_fail_the_creates_sent_with_it,
+    batching::two_coordinators_batches_on_the_same_transactions_keep_their_outcomes,
 }

@@ -11,29 +11,66 @@
 //! write changes, it changes under that lock. Claims use `FOR UPDATE SKIP
 //! LOCKED` so that coordinators split the expired leases between them.
 //!
-//! The two writes every transaction makes, `create` and `update`, are ONE
-//! statement each ([`sql`], run by [`writes`]) sent in autocommit: one
-//! round trip and one commit instead of `BEGIN`, a statement per row and
-//! `COMMIT`. The rare writes (branch registration, takeover, claims, leases)
-//! are the generic operations of `rows::ops`, each in a transaction of its
-//! own on a pooled connection, and so are the reads.
+//! The two writes every transaction makes, `create` and `update`, are group
+//! committed: concurrent creates leave as ONE statement, and so do
+//! concurrent updates ([`batcher`], [`batch`], [`sql`]), sent in autocommit,
+//! one round trip and one commit for the lot, each write still all or
+//! nothing and fenced on its own ([`writes`]). They go out on connections of
+//! their own, set up for those two statements ([`WRITE_SETTINGS`]). A batch
+//! holds several row locks at once, so every statement that does takes them
+//! in gid order (see [`sql`]). The rare writes (branch registration,
+//! takeover, claims, leases) are the generic operations of `rows::ops`,
+//! each in a transaction of its own on a pooled connection, and so are the
+//! reads; lease renewal and release lock their rows in gid order first.
 
+mod batch;
+mod batcher;
 mod sql;
 mod writes;
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres};
 
+use self::batch::{NewRow, UpdateRow};
+use self::batcher::Batcher;
 use super::rows::backend::{Backend, BoxFuture};
 use super::rows::sql::CLAIM_EXPIRED_POSTGRES;
 use super::{Created, NewTransaction, StoreError, Update};
 
-/// Connections per coordinator. Writes are short (a few statements under
-/// one row lock), so a handful of connections carry many transactions, and
-/// several coordinators share one server's connection limit.
-const MAX_CONNECTIONS: u32 = 16;
+/// Connections per coordinator for reads, the rare writes, and the reads
+/// that explain a refused create or update. Several coordinators share one
+/// server's connection limit.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// Connections per coordinator for the batched creates and updates: one per
+/// batch out (of two kinds), each held for the time of one statement.
+const WRITE_CONNECTIONS: u32 = 2 * batcher::MAX_IN_FLIGHT as u32;
+
+/// The settings the write connections run with; they run nothing but the
+/// two batched statements of [`sql`].
+///
+/// PostgreSQL plans a prepared statement afresh for its first five
+/// executions, then keeps a generic plan only if its estimated cost is no
+/// higher than theirs. The batched statements are large (planning one took
+/// about as long as running it for a few writes), and a generic plan does
+/// not know the arrays' lengths (it assumes ten elements), so with small
+/// batches fresh plans looked cheaper and every batch was planned again:
+/// hence generic plans always. A generic plan is made once, though, maybe
+/// on tables still empty, where reading a whole table and hashing it looks
+/// cheaper than looking rows up; kept while the table grows, such a plan
+/// reads all of it for every batch. The statements are written so that
+/// their one sensible plan is index lookups from the array rows (see
+/// [`sql`]); forbidding sequential scans and hash and merge joins leaves the
+/// planner no other, whatever the tables' sizes when it plans. The foreign
+/// key checks the statements trigger look rows up by primary key too.
+const WRITE_SETTINGS: [(&str, &str); 4] = [
+    ("plan_cache_mode", "force_generic_plan"),
+    ("enable_seqscan", "off"),
+    ("enable_hashjoin", "off"),
+    ("enable_mergejoin", "off"),
+];
 
 /// How long a caller waits for a free connection before the store answers
 /// `Unavailable`: long enough to ride out a burst, short enough that a lost
@@ -54,36 +91,55 @@ const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    creates: Batcher<NewRow>,
+    updates: Batcher<UpdateRow>,
 }
 
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://...`) and applies the
     /// migrations in `migrations/postgres`. sqlx's migrator holds a lock while
     /// it runs, so coordinators starting together apply each migration once.
+    /// Starts the write batchers on the current tokio runtime; they stop
+    /// when the last clone of the store is dropped.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for > PING_IDLE_AFTER {
-                        conn.ping().await?;
-                    }
-                    Ok(true)
-                })
-            })
-            .connect(url)
+        let options: PgConnectOptions = url.parse()?;
+        let pool = pool_options(MAX_CONNECTIONS)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
-        Ok(PostgresStore { pool })
+        // Connected lazily: the batchers' first writes open them.
+        let writers =
+            pool_options(WRITE_CONNECTIONS).connect_lazy_with(options.options(WRITE_SETTINGS));
+        Ok(PostgresStore {
+            creates: Batcher::start(&writers),
+            updates: Batcher::start(&writers),
+            pool,
+        })
     }
+}
+
+/// A pool of at most `max` connections, as both of the store's are.
+fn pool_options(max: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_IDLE_AFTER {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 impl Backend for PostgresStore {
     type Db = Postgres;
 
     const CLAIM_EXPIRED: &'static str = CLAIM_EXPIRED_POSTGRES;
+    const RENEW: &'static str = sql::RENEW;
+    const RELEASE: &'static str = sql::RELEASE;
 
     async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
     where
@@ -116,10 +172,10 @@ impl Backend for PostgresStore {
     }
 
     async fn create_tx(&self, new: NewTransaction) -> Result<Created, StoreError> {
-        writes::create(&self.pool, new).await
+        writes::create(&self.pool, &self.creates, new).await
     }
 
     async fn update_tx(&self, update: Update) -> Result<(), StoreError> {
-        writes::update(&self.pool, update).await
+        writes::update(&self.pool, &self.updates, update).await
     }
 }

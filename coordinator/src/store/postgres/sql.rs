@@ -1,112 +1,220 @@
-//! The statements only PostgreSQL runs: `create` and `update` as ONE
-//! statement each, so that each costs one round trip and needs no
-//! `BEGIN`/`COMMIT` (a single statement in autocommit is atomic), and the
-//! read that explains a refused update.
+//! The statements only PostgreSQL runs: many `create`s as ONE statement and
+//! many `update`s as ONE statement (the batches of [`super::batcher`]), the
+//! read that explains a refused update, and lease renewal and release that
+//! take their row locks in the same order as the batches.
 //!
-//! Both writes are data-modifying CTEs whose later parts read the first
-//! part's `RETURNING` rows: the branches and events are written only if the
-//! `transactions` row was, and never before that row is inserted or locked.
-//! Lists of branches and events travel as parallel array parameters turned
-//! back into rows by `unnest` (several arrays at once, `WITH ORDINALITY`
-//! for their order). Only tested on PostgreSQL: a compatible engine must
-//! accept data-modifying CTEs that read each other's `RETURNING` rows and
-//! check foreign keys at the end of the statement, and must draw identity
-//! values in the order rows reach the insert.
+//! Both batched writes are data-modifying CTEs whose later parts wait for
+//! the first part's `RETURNING` rows: a write's branches and events are
+//! written only if its `transactions` row was, and never before that row is
+//! inserted or locked, so each write of a batch is all or nothing on its
+//! own. Lists travel as parallel array parameters turned back into rows by
+//! `unnest` (several arrays at once, `WITH ORDINALITY` for their order);
+//! each branch and event carries its write's gid and position. A single
+//! statement in autocommit is atomic and needs no `BEGIN`/`COMMIT`.
+//!
+//! Plans. The write connections keep one generic plan per statement (see
+//! `WRITE_SETTINGS` in `store::postgres`), made once, maybe on empty tables,
+//! and used for batches of any size on tables of any size. So the statements
+//! leave the planner one sensible plan: every table is reached through its
+//! primary key from the array rows (nested loops of index lookups; the
+//! settings forbid sequential scans and hash and merge joins, which on a
+//! small table look cheaper and on a grown one read all of it), and the
+//! arrays never join each other: a part keeps the rows of applied writes
+//! with `= ANY (ARRAY(SELECT ... FROM tx))`, computed once.
+//!
+//! Lock order. A batch holds several row locks until it commits, so two
+//! batches (two coordinators, or two batches of one) that took them in
+//! opposite orders would deadlock. Every statement that locks more than one
+//! `transactions` row therefore takes the locks in gid order: creates insert
+//! in gid order (an insert "locks" its gid until it commits: a concurrent
+//! insert of the same gid waits for it), updates and lease renewals first
+//! lock their rows with `SELECT ... ORDER BY gid FOR NO KEY UPDATE` (the
+//! row-locking node sits above the sort, so rows are locked in sorted
+//! order), and the claim of expired leases never waits (`SKIP LOCKED`). The
+//! other writes hold one `transactions` row at a time.
+//!
+//! Only tested on PostgreSQL: a compatible engine must accept data-modifying
+//! CTEs that read each other's `RETURNING` rows and check foreign keys at the
+//! end of the statement, and must draw identity values in the order rows
+//! reach the insert (distributed engines answer a lock conflict with a
+//! serialization failure instead; the batcher retries those).
 
-/// Inserts a transaction with its branches and its `registered` event, or
-/// nothing when the gid is taken. Binds `$1` gid, `$2` mode, `$3` status,
-/// `$4` request hash, `$5` options, `$6` now, `$7` deadline, `$8` owner,
-/// `$9` lease expiry, `$10` branch count (the values of `rows::sql`'s
-/// `INSERT_TX`), `$11` branch ids and `$12` branch specs in order, `$13` the
-/// status of a new branch, `$14` and `$15` the event's kind and detail.
-/// Returns one row: how many transactions it inserted (0 or 1).
+/// Inserts transactions, each with its branches and its `registered` event,
+/// skipping each gid that is taken. Binds, one entry per transaction: `$1`
+/// gid, `$2` mode, `$3` status, `$4` request hash, `$5` options, `$6` now,
+/// `$7` deadline, `$8` owner, `$9` lease expiry, `$10` branch count (the
+/// values of `rows::sql`'s `INSERT_TX`), `$11` the `registered` event's
+/// detail; one entry per branch: `$12` its transaction's gid, `$13` index,
+/// `$14` id, `$15` spec; then `$16` the status of a new branch and `$17` the
+/// event's kind. Returns the gids it inserted.
 ///
-/// Branch `i` of the arrays gets index `i` (ordinality counts from 1).
-/// `ON CONFLICT DO NOTHING` waits for a concurrent insert of the same gid to
-/// end, like `INSERT_TX`; when it inserted nothing, `tx` is empty and so are
-/// the inserts that read it. The foreign keys of `branches` and `events` are
-/// checked at the end of the statement, when the new row is visible.
-pub(super) const CREATE: &str = "\
+/// - The rows reach the insert in gid order (`ORDER BY`): see the module's
+///   lock order.
+/// - `ON CONFLICT DO NOTHING` waits for a concurrent insert of the same gid
+///   to end, like `INSERT_TX`; a gid it skips is not in `tx`, so neither are
+///   its branches and event.
+/// - The foreign keys of `branches` and `events` are checked at the end of
+///   the statement, when the new rows are visible.
+/// - A batch holds each gid once (the batcher sees to it).
+pub(super) const CREATE_MANY: &str = "\
 WITH tx AS (
     INSERT INTO transactions (gid, mode, status, request_hash, options, created_at_ms,
         updated_at_ms, deadline_at_ms, owner, lease_expires_at_ms, epoch, attention, branch_count)
-    VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, 1, NULL, $10)
+    SELECT n.gid, n.mode, n.status, n.request_hash, n.options, n.now_ms, n.now_ms,
+        n.deadline_at_ms, n.owner, n.lease_expires_at_ms, 1, NULL, n.branch_count
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+            $7::bigint[], $8::text[], $9::bigint[], $10::bigint[])
+        AS n(gid, mode, status, request_hash, options, now_ms, deadline_at_ms, owner,
+            lease_expires_at_ms, branch_count)
+    ORDER BY n.gid
     ON CONFLICT (gid) DO NOTHING
     RETURNING gid
 ), new_branches AS (
     INSERT INTO branches (gid, idx, branch_id, spec, status, attempts, last_http_status, last_error)
-    SELECT tx.gid, b.ord - 1, b.branch_id, b.spec, $13, 0, NULL, NULL
-    FROM tx CROSS JOIN unnest($11::text[], $12::text[]) WITH ORDINALITY AS b(branch_id, spec, ord)
+    SELECT b.gid, b.idx, b.branch_id, b.spec, $16, 0, NULL, NULL
+    FROM unnest($12::text[], $13::bigint[], $14::text[], $15::text[]) AS b(gid, idx, branch_id, spec)
+    WHERE b.gid = ANY (ARRAY(SELECT gid FROM tx))
 ), registered AS (
     INSERT INTO events (gid, at_ms, kind, branch_id, detail)
-    SELECT tx.gid, $6, $14, NULL, $15 FROM tx
+    SELECT r.gid, r.now_ms, $17, NULL, r.detail
+    FROM unnest($1::text[], $6::bigint[], $11::text[]) AS r(gid, now_ms, detail)
+    WHERE r.gid = ANY (ARRAY(SELECT gid FROM tx))
 )
-SELECT count(*) FROM tx";
+SELECT gid FROM tx";
 
-/// One fenced write: the transaction's row, then its branches, then its new
-/// events, all or nothing. Binds `$1` gid, `$2` owner, `$3` epoch, `$4`
-/// status or NULL, `$5` attention or NULL, `$6` now, `$7` expected branch
-/// count or NULL (the values of `rows::sql`'s `UPDATE_TX`), `$8`..`$12` the
-/// branch changes as parallel arrays (index, status, attempts, last HTTP
-/// status, last error; one entry per index), `$13`..`$16` the events in
-/// order (time, kind, branch id, detail). Returns one row: how many
-/// transactions it updated (0 or 1).
+/// Fenced writes: for each, the transaction's row, then its branches, then
+/// its new events, all or nothing. Binds, one entry per write (its position
+/// is its ordinality, from 1): `$1` gid, `$2` owner, `$3` epoch, `$4` status
+/// or NULL, `$5` attention or NULL, `$6` now, `$7` expected branch count or
+/// NULL (the values of `rows::sql`'s `UPDATE_TX`); one entry per branch
+/// change: `$8` its write's position, `$9` gid, `$10` index, `$11` status,
+/// `$12` attempts, `$13` last HTTP status, `$14` last error (one entry per
+/// index of a write); one entry per event, in order: `$15` its write's
+/// position, `$16` gid, `$17` time, `$18` kind, `$19` branch id, `$20`
+/// detail. Returns the positions of the writes it applied.
 ///
-/// - `tx` is `UPDATE_TX` (same SET, same fence in the WHERE) and comes first:
-///   the branch update and the event insert read its `RETURNING` row, so
-///   they run only once it holds the row lock, which serialises the writers
-///   of one gid as in every other write (see `store::postgres`). When the
-///   fence does not hold, `tx` is empty and the statement changes nothing.
-/// - A branch index the transaction lacks must refuse the whole write. The
-///   last condition of `tx`'s WHERE checks, before anything changes, that
-///   every index named has its row in `branches`; otherwise `tx` matches
-///   nothing and the caller asks [`REFUSAL`] why. The check reads the
-///   statement's snapshot, which is enough: branches are never deleted (but
-///   with their transaction, whose row `tx` would then not find), and a
-///   branch committed after the snapshot is one the writer cannot have
-///   known of (it is registered under the row lock `tx` waits for, and a
-///   writer names only branches it read).
-/// - The branch update then changes exactly the rows named. Under READ
-///   COMMITTED it re-checks each row it waited for on the newest version,
-///   and sets whole values, so a version newer than the snapshot is no
-///   harm.
-/// - Identity values are drawn as rows reach the insert, above its
-///   `SELECT`, which `ORDER BY` keeps a subquery of its own (the planner
-///   does not flatten a subquery with `ORDER BY`): the ids follow the order
-///   the events were given in (`EXPLAIN VERBOSE` shows `nextval` in the
-///   subquery scan over the ordered rows). Rows reach it only once `tx`
-///   holds the row lock, so the ids also come after every earlier writer's.
-pub(super) const UPDATE: &str = "\
-WITH tx AS (
-    UPDATE transactions SET status = COALESCE($4, status),
-        attention = COALESCE($5, attention), updated_at_ms = $6
-    WHERE gid = $1 AND owner = $2 AND epoch = $3 AND ($7::bigint IS NULL OR branch_count = $7)
-        AND NOT EXISTS (
-            SELECT 1 FROM unnest($8::bigint[]) AS named(idx)
-            WHERE NOT EXISTS (SELECT 1 FROM branches b WHERE b.gid = $1 AND b.idx = named.idx))
-    RETURNING gid
+/// - `locked` takes the rows' locks in gid order (see the module's lock
+///   order), and `tx` changes only rows `locked` returned, so it waits for
+///   no lock of its own. Under READ COMMITTED, a row `locked` had to wait
+///   for is changed after the statement's snapshot was taken: `tx` then
+///   re-checks its WHERE clause, with each write's own fence, on the newest
+///   version (see `store::postgres`). A write whose fence does not hold is
+///   not in `tx`, and so changes nothing. A gid without a row is not in
+///   `locked`.
+/// - A branch index the transaction lacks must refuse its whole write: the
+///   array in `tx`'s WHERE lists the writes that name one, before anything
+///   changes, and `tx` leaves them out; the caller asks [`REFUSAL`] why. The
+///   check reads the statement's snapshot, which is enough: branches are
+///   never deleted (but with their transaction, whose row `tx` would then
+///   not find), and a branch committed after the snapshot is one the writer
+///   cannot have known of (it is registered under the row lock `locked`
+///   waits for, and a writer names only branches it read).
+/// - The branch update then changes exactly the rows named by the writes in
+///   `tx` (a batch holds each gid once and each write names an index once,
+///   so no row matches twice). It waits for no lock: a branch is changed
+///   only under its transaction's row lock, which `locked` holds.
+/// - Identity values are drawn as rows reach the insert, above its `SELECT`,
+///   which `ORDER BY` keeps a subquery of its own (the planner does not
+///   flatten a subquery with `ORDER BY`): the ids follow the order the events
+///   were given in, within each write as across the batch. Rows reach it only
+///   once `tx` holds the row locks, so the ids also come after every earlier
+///   writer's of the same transaction.
+pub(super) const UPDATE_MANY: &str = "\
+WITH locked AS MATERIALIZED (
+    SELECT u.* FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+            $6::bigint[], $7::bigint[])
+        WITH ORDINALITY AS u(gid, owner, epoch, status, attention, now_ms, branch_count, pos)
+    JOIN transactions t ON t.gid = u.gid
+    ORDER BY u.gid FOR NO KEY UPDATE OF t
+), tx AS (
+    UPDATE transactions t SET status = COALESCE(w.status, t.status),
+        attention = COALESCE(w.attention, t.attention), updated_at_ms = w.now_ms
+    FROM locked w
+    WHERE t.gid = w.gid AND t.owner = w.owner AND t.epoch = w.epoch
+        AND (w.branch_count IS NULL OR t.branch_count = w.branch_count)
+        AND w.pos <> ALL (ARRAY(
+            SELECT c.pos FROM unnest($8::bigint[], $9::text[], $10::bigint[]) AS c(pos, gid, idx)
+            WHERE NOT EXISTS (SELECT 1 FROM branches b WHERE b.gid = c.gid AND b.idx = c.idx)))
+    RETURNING t.gid, w.pos
 ), changed_branches AS (
-    UPDATE branches b SET status = u.status, attempts = u.attempts,
-        last_http_status = u.http_status, last_error = u.error
-    FROM tx CROSS JOIN unnest($8::bigint[], $9::text[], $10::bigint[], $11::bigint[], $12::text[])
-        AS u(idx, status, attempts, http_status, error)
-    WHERE b.gid = tx.gid AND b.idx = u.idx
+    UPDATE branches b SET status = c.status, attempts = c.attempts,
+        last_http_status = c.http_status, last_error = c.error
+    FROM unnest($8::bigint[], $9::text[], $10::bigint[], $11::text[], $12::bigint[],
+            $13::bigint[], $14::text[])
+        AS c(pos, gid, idx, status, attempts, http_status, error)
+    WHERE b.gid = c.gid AND b.idx = c.idx AND c.pos = ANY (ARRAY(SELECT pos FROM tx))
 ), appended AS (
     INSERT INTO events (gid, at_ms, kind, branch_id, detail)
-    SELECT tx.gid, e.at_ms, e.kind, e.branch_id, e.detail
-    FROM tx CROSS JOIN unnest($13::bigint[], $14::text[], $15::text[], $16::text[])
-        WITH ORDINALITY AS e(at_ms, kind, branch_id, detail, ord)
+    SELECT e.gid, e.at_ms, e.kind, e.branch_id, e.detail
+    FROM unnest($15::bigint[], $16::text[], $17::bigint[], $18::text[], $19::text[], $20::text[])
+        WITH ORDINALITY AS e(pos, gid, at_ms, kind, branch_id, detail, ord)
+    WHERE e.pos = ANY (ARRAY(SELECT pos FROM tx))
     ORDER BY e.ord
 )
-SELECT count(*) FROM tx";
+SELECT pos FROM tx";
 
-/// Why [`UPDATE`] matched no row, read afresh after it: the transaction's
-/// owner, epoch and branch count (as `rows::sql`'s `FENCE_STATE`), and the
-/// first of the indices `$2` (in the order given) that has no branch row,
-/// or NULL. No row: the transaction does not exist.
+/// Why a write of [`UPDATE_MANY`] was not applied, read afresh after it: the
+/// transaction's owner, epoch and branch count (as `rows::sql`'s
+/// `FENCE_STATE`), and the first of the indices `$2` (in the order given)
+/// that has no branch row, or NULL. No row: the transaction does not exist.
 pub(super) const REFUSAL: &str = "\
 SELECT t.owner, t.epoch, t.branch_count,
     (SELECT named.idx FROM unnest($2::bigint[]) WITH ORDINALITY AS named(idx, ord)
      WHERE NOT EXISTS (SELECT 1 FROM branches b WHERE b.gid = t.gid AND b.idx = named.idx)
      ORDER BY named.ord LIMIT 1) AS missing_branch
 FROM transactions t WHERE t.gid = $1";
+
+/// The predicate "not final" as the partial indexes of the migrations spell
+/// it (the planner uses a partial index only for a query whose WHERE clause
+/// contains the index's predicate); the tests keep it equal to `rows::sql`'s.
+macro_rules! live {
+    () => {
+        "status NOT IN ('committed', 'aborted')"
+    };
+}
+
+/// Changes the lease of the live transactions `$1` owns to `$2`, `$extra`
+/// being a further condition; the statements behind
+/// [`Backend::RENEW`](crate::store::rows::backend::Backend::RENEW) and
+/// `RELEASE` on PostgreSQL. They change the same rows as `rows::sql`'s
+/// `RENEW` and `RELEASE`, but lock them first in gid order: a renewal
+/// touches many rows that batches of updates lock too (see the module's lock
+/// order). The UPDATE repeats the conditions, which it re-checks on the
+/// newest version of a row it had to wait for.
+macro_rules! set_leases {
+    ($extra:literal) => {
+        concat!(
+            "WITH locked AS MATERIALIZED (SELECT gid FROM transactions WHERE owner = $1 AND ",
+            live!(),
+            $extra,
+            " ORDER BY gid FOR NO KEY UPDATE) \
+             UPDATE transactions SET lease_expires_at_ms = $2 FROM locked \
+             WHERE transactions.gid = locked.gid AND owner = $1 AND ",
+            live!(),
+            $extra
+        )
+    };
+}
+
+/// Extends the leases `$1` holds to `$2`.
+pub(super) const RENEW: &str = set_leases!("");
+
+/// Ends the leases `$1` holds at `$2`; only shortens: a lease that ran out
+/// already stays as it was.
+pub(super) const RELEASE: &str = set_leases!(" AND lease_expires_at_ms > $2");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::rows::sql;
+
+    /// The lease statements change what the shared ones change, and spell
+    /// "not final" as they do (and so as the partial indexes do).
+    #[test]
+    fn lease_statements_keep_the_shared_conditions() {
+        assert!(sql::RENEW.ends_with(live!()));
+        assert!(sql::RELEASE.contains(concat!(live!(), " AND lease_expires_at_ms > $2")));
+        assert_eq!(RENEW.matches(live!()).count(), 2);
+        assert_eq!(RELEASE.matches(" AND lease_expires_at_ms > $2").count(), 2);
+    }
+}

@@ -1,55 +1,57 @@
-//! `create` and `update` on PostgreSQL, each sent as the one statement of
-//! [`super::sql`] straight on a pooled connection, in autocommit: one round
-//! trip, one commit, no `BEGIN`/`COMMIT`. The rare outcomes (the gid was
-//! taken, the update was refused) cost a second query that reads why.
+//! `create` and `update` on PostgreSQL: each is encoded here, in the
+//! caller's task, and handed to its [`Batcher`], which sends it with the
+//! other writes of its kind queued at the time as one statement of
+//! [`super::sql`] (one round trip and one commit for all). The rare
+//! outcomes (the gid was taken, the update was refused) cost a second query
+//! here that reads why, off the batch's connection.
 //!
 //! A statement whose answer is lost may or may not have committed; sqlx
 //! reports the broken connection as an I/O error, which the store maps to
-//! `Unavailable`, and every caller retries (create answers the retry with
-//! the existing transaction, a fenced update applies the same change again),
-//! as with a lost `COMMIT` before.
+//! `Unavailable` for every write of the batch, and every caller retries:
+//! create answers the retry with the existing transaction (the same
+//! request), and a fenced update applies the same change again (its fence
+//! still holds: only a takeover changes it, and then the retry is rightly
+//! fenced out).
 
-use std::collections::HashMap;
-
-use dtx_protocol::{BranchStatus, Status};
+use dtx_protocol::Status;
 use sqlx::Postgres;
 use sqlx::postgres::PgPool;
 
-use super::sql::{CREATE, REFUSAL, UPDATE};
+use super::batch::{Branches, NewRow, UpdateRow};
+use super::batcher::Batcher;
+use super::sql::REFUSAL;
 use crate::store::rows::ops::Ops;
 use crate::store::rows::{Loaded, details, options_json, spec_json};
-use crate::store::{BranchUpdate, Created, Event, Fence, NewTransaction, StoreError, Update};
+use crate::store::{Created, Fence, NewTransaction, StoreError, Update};
 
 /// See [`Store::create`](crate::store::Store::create).
-pub(super) async fn create(pool: &PgPool, new: NewTransaction) -> Result<Created, StoreError> {
-    let branch_count = i64::try_from(new.branches.len())
-        .map_err(|_| StoreError::Other("too many branches".into()))?;
-    let ids: Vec<&str> = new.branches.iter().map(|b| b.id.as_str()).collect();
-    let specs = new
-        .branches
-        .iter()
-        .map(spec_json)
-        .collect::<Result<Vec<_>, _>>()?;
-    let detail = details::registered(new.mode, new.branches.len());
-    let (inserted,): (i64,) = sqlx::query_as(CREATE)
-        .bind(&*new.gid)
-        .bind(new.mode.as_str())
-        .bind(new.status.as_str())
-        .bind(&*new.request_hash)
-        .bind(options_json(&new.options)?)
-        .bind(new.now_ms)
-        .bind(new.deadline_at_ms)
-        .bind(&*new.owner)
-        .bind(new.lease_expires_at_ms)
-        .bind(branch_count)
-        .bind(ids)
-        .bind(specs)
-        .bind(BranchStatus::Pending.as_str())
-        .bind("registered")
-        .bind(detail)
-        .fetch_one(pool)
-        .await?;
-    if inserted == 0 {
+pub(super) async fn create(
+    pool: &PgPool,
+    batcher: &Batcher<NewRow>,
+    new: NewTransaction,
+) -> Result<Created, StoreError> {
+    if i64::try_from(new.branches.len()).is_err() {
+        return Err(StoreError::Other("too many branches".into()));
+    }
+    let row = NewRow {
+        gid: new.gid.clone(),
+        mode: new.mode.as_str(),
+        status: new.status.as_str(),
+        request_hash: new.request_hash.clone(),
+        options: options_json(&new.options)?,
+        now_ms: new.now_ms,
+        deadline_at_ms: new.deadline_at_ms,
+        owner: new.owner.clone(),
+        lease_expires_at_ms: new.lease_expires_at_ms,
+        branch_ids: new.branches.iter().map(|b| b.id.clone()).collect(),
+        specs: new
+            .branches
+            .iter()
+            .map(spec_json)
+            .collect::<Result<_, _>>()?,
+        registered: details::registered(new.mode, new.branches.len()),
+    };
+    if !batcher.submit(row).await? {
         // The statement waited for a concurrent insert of the same gid to
         // end (ON CONFLICT), so the row it lost to is committed: read it.
         let mut conn = pool.acquire().await?;
@@ -79,7 +81,11 @@ fn exists(new: &NewTransaction, existing: Option<Loaded>) -> Result<Created, Sto
 }
 
 /// See [`Store::update`](crate::store::Store::update).
-pub(super) async fn update(pool: &PgPool, update: Update) -> Result<(), StoreError> {
+pub(super) async fn update(
+    pool: &PgPool,
+    batcher: &Batcher<UpdateRow>,
+    update: Update,
+) -> Result<(), StoreError> {
     let Update {
         fence,
         now_ms,
@@ -90,33 +96,26 @@ pub(super) async fn update(pool: &PgPool, update: Update) -> Result<(), StoreErr
         events,
     } = update;
     let branches = Branches::of(branches);
-    let events = Events::of(events);
-    let (updated,): (i64,) = sqlx::query_as(UPDATE)
-        .bind(&*fence.gid)
-        .bind(&*fence.owner)
-        .bind(fence.epoch)
-        .bind(status.map(Status::as_str))
-        .bind(attention)
-        .bind(now_ms)
-        .bind(expect_branch_count.map(i64::from))
-        .bind(&branches.index)
-        .bind(branches.status)
-        .bind(branches.attempts)
-        .bind(branches.http_status)
-        .bind(branches.error)
-        .bind(events.at_ms)
-        .bind(events.kind)
-        .bind(events.branch_id)
-        .bind(events.detail)
-        .fetch_one(pool)
-        .await?;
-    if updated == 1 {
+    // Kept for the refusal's explanation: the write itself goes to the batch.
+    let named = branches.index.clone();
+    let row = UpdateRow {
+        gid: fence.gid.clone(),
+        owner: fence.owner.clone(),
+        epoch: fence.epoch,
+        status: status.map(Status::as_str),
+        attention,
+        now_ms,
+        expect_branch_count: expect_branch_count.map(i64::from),
+        branches,
+        events,
+    };
+    if batcher.submit(row).await? {
         return Ok(());
     }
     // Nothing changed; say why.
     let state: Option<(Option<String>, i64, i64, Option<i64>)> = sqlx::query_as(REFUSAL)
         .bind(&*fence.gid)
-        .bind(&branches.index)
+        .bind(&named)
         .fetch_optional(pool)
         .await?;
     let Some((owner, epoch, count, missing)) = state else {
@@ -136,97 +135,4 @@ pub(super) async fn update(pool: &PgPool, update: Update) -> Result<(), StoreErr
         }
         _ => details::refusal(&fence, expect_branch_count, owner.as_deref(), epoch, count),
     })
-}
-
-/// An update's events as the parallel arrays [`UPDATE`] binds, in order.
-struct Events {
-    at_ms: Vec<i64>,
-    kind: Vec<String>,
-    branch_id: Vec<Option<String>>,
-    detail: Vec<String>,
-}
-
-impl Events {
-    fn of(events: Vec<Event>) -> Self {
-        let mut out = Events {
-            at_ms: Vec::with_capacity(events.len()),
-            kind: Vec::with_capacity(events.len()),
-            branch_id: Vec::with_capacity(events.len()),
-            detail: Vec::with_capacity(events.len()),
-        };
-        for entry in events {
-            out.at_ms.push(entry.at_ms);
-            out.kind.push(entry.kind);
-            out.branch_id.push(entry.branch_id);
-            out.detail.push(entry.detail);
-        }
-        out
-    }
-}
-
-/// An update's branch changes as the parallel arrays [`UPDATE`] binds.
-struct Branches {
-    index: Vec<i64>,
-    status: Vec<&'static str>,
-    attempts: Vec<i64>,
-    http_status: Vec<Option<i64>>,
-    error: Vec<Option<String>>,
-}
-
-impl Branches {
-    /// One entry per index, in the order the indices first appear, with the
-    /// values of their last change. Changes applied one after the other (as
-    /// the store did before, and SQLite does) let the last change of a
-    /// branch win; one `UPDATE ... FROM` with two matches for a row would
-    /// apply either.
-    fn of(changes: Vec<BranchUpdate>) -> Self {
-        let mut position = HashMap::with_capacity(changes.len());
-        let mut last: Vec<BranchUpdate> = Vec::with_capacity(changes.len());
-        for change in changes {
-            match position.get(&change.index) {
-                Some(&at) => last[at] = change,
-                None => {
-                    position.insert(change.index, last.len());
-                    last.push(change);
-                }
-            }
-        }
-        let mut out = Branches {
-            index: Vec::with_capacity(last.len()),
-            status: Vec::with_capacity(last.len()),
-            attempts: Vec::with_capacity(last.len()),
-            http_status: Vec::with_capacity(last.len()),
-            error: Vec::with_capacity(last.len()),
-        };
-        for change in last {
-            out.index.push(i64::from(change.index));
-            out.status.push(change.status.as_str());
-            out.attempts.push(i64::from(change.attempts));
-            out.http_status.push(change.last_http_status.map(i64::from));
-            out.error.push(change.last_error);
-        }
-        out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn change(index: u32, attempts: u32) -> BranchUpdate {
-        BranchUpdate {
-            index,
-            status: BranchStatus::Succeeded,
-            attempts,
-            last_http_status: None,
-            last_error: None,
-        }
-    }
-
-    #[test]
-    fn the_last_change_of_a_branch_wins_at_its_first_place() {
-        let b = Branches::of(vec![change(3, 1), change(0, 1), change(3, 2)]);
-        assert_eq!(b.index, [3, 0]);
-        assert_eq!(b.attempts, [2, 1]);
-    }
 }

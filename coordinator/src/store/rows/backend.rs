@@ -4,9 +4,10 @@
 //!
 //! Only PostgreSQL is such a backend now (SQLite implements [`Store`] itself
 //! around its writer thread): it runs each rare write in a transaction of
-//! its own, claims expired leases with `FOR UPDATE SKIP LOCKED`, and writes
-//! the two hot operations, `create` and `update`, its own way (one statement
-//! each) instead of through [`Ops`].
+//! its own, claims expired leases with `FOR UPDATE SKIP LOCKED`, renews and
+//! releases leases with statements that lock rows in gid order, and writes
+//! the two hot operations, `create` and `update`, its own way (batched,
+//! one statement per batch) instead of through [`Ops`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +17,6 @@ use dtx_protocol::BranchSpec;
 use sqlx::{Database, Pool};
 
 use super::ops::Ops;
-use super::sql::{RELEASE, RENEW};
 use crate::store::{
     BranchRegistered, Created, Event, Fence, ListQuery, NewTransaction, Page, Store, StoreError,
     TransactionRecord, Update,
@@ -34,6 +34,15 @@ pub(in crate::store) trait Backend: Send + Sync + 'static {
     /// `$3` new lease expiry, `$4` limit; returns `gid, epoch` of each row it
     /// claimed. Two claimers running it at once must never both claim a row.
     const CLAIM_EXPIRED: &'static str;
+
+    /// The statement that extends leases: binds `$1` owner, `$2` new lease
+    /// expiry; changes what `rows::sql::RENEW` changes (a backend may need
+    /// to take the row locks in an order of its own).
+    const RENEW: &'static str;
+
+    /// The statement that ends leases: binds `$1` owner, `$2` now; changes
+    /// what `rows::sql::RELEASE` changes.
+    const RELEASE: &'static str;
 
     /// Runs `op` in a write transaction and commits it when `op` returns `Ok`
     /// (rolls it back otherwise). Returns only once the commit is durable.
@@ -165,13 +174,13 @@ impl<B: Backend> Store for B {
 
     async fn renew_leases(&self, owner: &str, lease_expires_at_ms: i64) -> Result<u64, StoreError> {
         let owner = owner.to_owned();
-        self.write(move |conn| Box::pin(B::Db::leases(conn, RENEW, owner, lease_expires_at_ms)))
+        self.write(move |conn| Box::pin(B::Db::leases(conn, B::RENEW, owner, lease_expires_at_ms)))
             .await
     }
 
     async fn release_leases(&self, owner: &str, now_ms: i64) -> Result<u64, StoreError> {
         let owner = owner.to_owned();
-        self.write(move |conn| Box::pin(B::Db::leases(conn, RELEASE, owner, now_ms)))
+        self.write(move |conn| Box::pin(B::Db::leases(conn, B::RELEASE, owner, now_ms)))
             .await
     }
 
