@@ -207,12 +207,18 @@ pub struct SoakResult {
     pub scenario: String,
     /// Transactions finished between the two measurements.
     pub filled: u64,
-    /// Throughput on the empty store.
+    /// Throughput on an empty store: the median of `empty_windows`.
     pub tps_empty: f64,
-    /// Throughput after `filled` more transactions.
+    /// Throughput after `filled` transactions: the median of
+    /// `after_windows`.
     pub tps_after: f64,
     /// `tps_after / tps_empty`.
     pub ratio: f64,
+    /// Each window's throughput on a new, empty store.
+    pub empty_windows: Vec<f64>,
+    /// Each window's throughput on the filled store, each measured right
+    /// after the empty window of the same index.
+    pub after_windows: Vec<f64>,
     /// Resident memory at the end, MiB.
     pub rss_mib_after: Option<f64>,
     /// Peak resident memory over the whole soak, MiB.
@@ -410,12 +416,13 @@ pub fn summary_table(report: &Report) -> String {
     if let Some(soak) = &report.soak {
         let _ = writeln!(
             out,
-            "\nsoak {}: {:.0} tx/s on an empty store, {:.0} tx/s after {} more ({:.2}x); RSS {} MiB now, peak {} MiB; {} errors",
+            "\nsoak {}: {:.0} tx/s on an empty store, {:.0} tx/s after {} transactions ({:.2}x; medians of {} alternating windows each); RSS {} MiB now, peak {} MiB; {} errors",
             soak.scenario,
             soak.tps_empty,
             soak.tps_after,
             soak.filled,
             soak.ratio,
+            soak.after_windows.len(),
             opt(soak.rss_mib_after, 1),
             opt(soak.peak_rss_mib, 1),
             soak.errors,

@@ -187,47 +187,99 @@ impl Bench {
         let workload = Workload::Saga { branches: 2 };
         let concurrency = 64;
         let name = format!("{} {} c{concurrency}", workload.name(), store.name());
+        let filled_db = self.stores.fresh(store, "soak").await?;
+        let filled_dtx = Arc::new(self.start_dtx(&filled_db.url, workload).await?);
+        let pid = filled_dtx.pid();
+        let sequence = self.sequence.clone();
+        eprintln!("dtx-bench: soak {name}: filling the store with {count} transactions");
+        let filled = load::run(
+            filled_dtx.clone(),
+            concurrency,
+            Stop::Count(count),
+            sequence.clone(),
+        )
+        .await;
+        eprintln!(
+            "dtx-bench: soak: {} transactions in {:.0} s; now {SOAK_ROUNDS} windows on it, \
+             each after one on a new empty store",
+            filled.completed,
+            filled.window.as_secs_f64()
+        );
+        // One window before the filling and one after could not tell a 10%
+        // change from this machine's drift (docs/performance.md). So the
+        // windows alternate, each on the filled store after one on an empty
+        // store (a new database and process each time, so it stays empty),
+        // and the medians are compared.
+        let (mut empty_tps, mut after_tps, mut errors) = (vec![], vec![], filled.errors);
+        for round in 0..SOAK_ROUNDS {
+            let empty_db = self
+                .stores
+                .fresh(store, &format!("soak_empty_{round}"))
+                .await?;
+            let empty_dtx = Arc::new(self.start_dtx(&empty_db.url, workload).await?);
+            let empty = load::run(empty_dtx, concurrency, self.window(), sequence.clone()).await;
+            let after = load::run(
+                filled_dtx.clone(),
+                concurrency,
+                self.window(),
+                sequence.clone(),
+            )
+            .await;
+            eprintln!(
+                "dtx-bench: soak round {}: {:.0} tx/s empty, {:.0} tx/s filled",
+                round + 1,
+                empty.throughput(),
+                after.throughput()
+            );
+            empty_tps.push(empty.throughput());
+            after_tps.push(after.throughput());
+            errors += empty.errors + after.errors;
+        }
+        let (tps_empty, tps_after) = (median(&empty_tps), median(&after_tps));
+        Ok(SoakResult {
+            scenario: name,
+            filled: filled.completed,
+            tps_empty,
+            tps_after,
+            ratio: if tps_empty > 0.0 {
+                tps_after / tps_empty
+            } else {
+                0.0
+            },
+            empty_windows: empty_tps,
+            after_windows: after_tps,
+            rss_mib_after: procstat::rss_mib(pid),
+            peak_rss_mib: procstat::peak_rss_mib(pid),
+            errors,
+        })
+    }
+
+    /// Starts a coordinator of the measured binary on `db_url`.
+    async fn start_dtx(&self, db_url: &str, workload: Workload) -> Result<DtxTarget, String> {
         let participants = self.participants.base_url();
-        let db = self.stores.fresh(store, "soak").await?;
-        let dtx = DtxTarget::start(
+        DtxTarget::start(
             &self.dtx_bin,
-            &db.url,
+            db_url,
             workload,
             self.client.clone(),
             &participants,
         )
         .await
-        .map_err(|e| format!("soak: start dtx: {e}"))?;
-        let pid = dtx.pid();
-        let dtx = Arc::new(dtx);
-        let run = |stop| load::run(dtx.clone(), concurrency, stop, self.sequence.clone());
+        .map_err(|e| format!("soak: start dtx: {e}"))
+    }
+}
 
-        let empty = run(self.window()).await;
-        eprintln!(
-            "dtx-bench: soak {name}: {:.0} tx/s on an empty store; now {count} more transactions",
-            empty.throughput()
-        );
-        let filled = run(Stop::Count(count)).await;
-        eprintln!(
-            "dtx-bench: soak: {} transactions in {:.0} s; measuring again",
-            filled.completed,
-            filled.window.as_secs_f64()
-        );
-        let after = run(self.window()).await;
-        Ok(SoakResult {
-            scenario: name,
-            filled: filled.completed,
-            tps_empty: empty.throughput(),
-            tps_after: after.throughput(),
-            ratio: if empty.throughput() > 0.0 {
-                after.throughput() / empty.throughput()
-            } else {
-                0.0
-            },
-            rss_mib_after: procstat::rss_mib(pid),
-            peak_rss_mib: procstat::peak_rss_mib(pid),
-            errors: empty.errors + filled.errors + after.errors,
-        })
+/// Soak windows on each side (empty, filled).
+const SOAK_ROUNDS: usize = 3;
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
 }
 
