@@ -263,7 +263,8 @@ impl World {
     /// Polls the coordinator until `gid` has `status` (at most 20 s).
     pub async fn wait_for_status(&self, gid: &str, status: &str) -> Value {
         let url = format!("{}/v1/transactions/{gid}", self.coordinator);
-        for _ in 0..400 {
+        // Up to a minute: a loaded CI machine stretches retries and restarts.
+        for _ in 0..1200 {
             let response = self.http.get(&url).send().await.expect("GET");
             let (code, tx) = read(response).await;
             if code == 200 && tx["status"] == status {
