@@ -146,8 +146,11 @@ pub async fn three_pc_partition(binaries: &Binaries) -> Result<Targeted, TestSup
     // The coordinator aborts at the deadline; the order service answers.
     let _ = placing.await;
     // The inventory's timeout rule fires (it cannot reach the coordinator)
-    // and commits; give it its timeout and a few check intervals.
-    tokio::time::sleep(PARTICIPANT_TIMEOUT + Duration::from_secs(4)).await;
+    // and commits; give it its timeout and several check intervals. Were it
+    // reconnected first, it would ask the coordinator and abort, and the
+    // divergence would not happen: once in CI (a loaded machine) 4 s of
+    // margin were not enough.
+    tokio::time::sleep(PARTICIPANT_TIMEOUT + Duration::from_secs(12)).await;
     cluster.reconnect(Node::Inventory).await?;
     cluster.wait_ready(Node::Inventory).await?;
     verdict(&cluster, vec![gid]).await
