@@ -194,7 +194,7 @@ suite! {
     leases::claim_expired_takes_only_expired_leases_of_live_transactions,
     leases::claim_expired_takes_the_oldest_leases_first_up_to_the_limit,
     leases::concurrent_claims_never_return_the_same_transaction,
-    leases::renew_extends_only_the_owners_live_leases,
+    leases::renew_extends_only_the_named_live_leases_of_the_owner,
     leases::release_ends_the_owners_live_leases_so_others_claim_them_at_once,
     listing::list_pages_newest_first_without_duplicates_or_gaps,
     listing::list_filters_by_status_mode_and_attention,

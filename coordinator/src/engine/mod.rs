@@ -242,11 +242,38 @@ impl Engine {
             Created::Exists {
                 same_request: true,
                 existing,
-            } => Ok(Registered::Existing(existing)),
+            } => {
+                self.drive_if_orphaned(&existing).await?;
+                Ok(Registered::Existing(existing))
+            }
             Created::Exists {
                 same_request: false,
                 ..
             } => Err(EngineError::GidConflict(gid)),
+        }
+    }
+
+    /// Starts driving a transaction that this coordinator owns but does not
+    /// drive. A registration is retried that way when the first one
+    /// committed but its answer was lost (the database connection broke
+    /// before the commit's answer came back): nothing drives it until its
+    /// lease expires, which the retry need not wait for. An earlier run of
+    /// this coordinator (same node id) leaves its transactions the same way.
+    async fn drive_if_orphaned(&self, existing: &TransactionRecord) -> Result<(), EngineError> {
+        let node = &self.shared.settings.node_id;
+        if existing.status.is_final()
+            || existing.owner.as_deref() != Some(node.as_str())
+            || self.live_mailbox(&existing.gid).is_some()
+        {
+            return Ok(());
+        }
+        tracing::info!(
+            gid = existing.gid,
+            "driving a registered transaction nobody drove"
+        );
+        match self.take_over_and_drive(&existing.gid).await {
+            Ok(_) | Err(StoreError::NotFound) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -450,16 +477,19 @@ impl Engine {
     }
 
     /// Starts a driver again, from the log, for a transaction whose driver
-    /// stopped on a store failure. Waiting for recovery would not do: this
-    /// coordinator renews the leases of all its transactions, so the lease
-    /// of this one never runs out. Taking it over bumps the epoch, fencing
-    /// out anything the failed driver left in flight.
+    /// stopped on a store failure. Its lease is no longer renewed, so the
+    /// claim loop would recover it once the lease ran out; this resumes it
+    /// sooner. Taking it over bumps the epoch, fencing out anything the
+    /// failed driver left in flight.
     async fn restart_failed(&self, gid: String) {
         let mut backoff = Duration::from_millis(500);
         loop {
             tokio::select! {
                 _ = self.shared.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(backoff) => {}
+            }
+            if self.live_mailbox(&gid).is_some() {
+                return; // the claim loop got to it first
             }
             match self.take_over_and_drive(&gid).await {
                 // Driving again, or final, or another coordinator has it.
@@ -480,10 +510,25 @@ impl Engine {
                 _ = tokio::time::sleep(every) => {}
             }
             let sent_at = tokio::time::Instant::now();
+            // Only what is driven here: a transaction this coordinator owns
+            // without driving it (its registration committed but the answer
+            // was lost, say) must expire, to be claimed and driven.
+            let driven: Vec<String> = {
+                let live = self.shared.live.lock().expect("live map poisoned");
+                live.keys().cloned().collect()
+            };
+            if driven.is_empty() {
+                self.shared.lease.renewed(sent_at);
+                continue;
+            }
             match self
                 .shared
                 .store
-                .renew_leases(&self.shared.settings.node_id, self.lease_expiry_ms())
+                .renew_leases(
+                    &self.shared.settings.node_id,
+                    &driven,
+                    self.lease_expiry_ms(),
+                )
                 .await
             {
                 Ok(_) => self.shared.lease.renewed(sent_at),

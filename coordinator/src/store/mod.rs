@@ -285,9 +285,17 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<(Fence, TransactionRecord)>, StoreError>;
 
-    /// Extends the lease of every non-final transaction `owner` holds.
-    /// Returns how many were extended.
-    async fn renew_leases(&self, owner: &str, lease_expires_at_ms: i64) -> Result<u64, StoreError>;
+    /// Extends the lease of each of `gids` that `owner` holds and that is
+    /// not final: the transactions it is driving. A transaction `owner` holds
+    /// but does not drive (say, one whose registration committed while the
+    /// answer was lost) is left to expire, so that it is claimed and driven.
+    /// Returns how many leases were extended.
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        gids: &[String],
+        lease_expires_at_ms: i64,
+    ) -> Result<u64, StoreError>;
 
     /// Ends the leases `owner` holds now (graceful shutdown), so that other
     /// coordinators take them over without waiting for expiry.

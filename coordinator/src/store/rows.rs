@@ -165,6 +165,11 @@ pub(super) fn options_json(options: &TxOptions) -> Result<String, StoreError> {
         .map_err(|e| StoreError::Other(format!("cannot encode options: {e}")))
 }
 
+/// The JSON array of gids that lease renewal binds as one parameter.
+pub(super) fn gids_json(gids: &[String]) -> Result<String, StoreError> {
+    serde_json::to_string(gids).map_err(|e| StoreError::Other(format!("cannot encode gids: {e}")))
+}
+
 /// Whether a stored branch spec is the one being registered again.
 ///
 /// The comparison is on JSON values, not text: a spec that went through a

@@ -42,7 +42,7 @@ use sqlx::{Connection, Sqlite};
 pub use writer::MAX_BATCH;
 
 use super::rows::ops::Ops;
-use super::rows::sql::{RELEASE, RENEW};
+use super::rows::sql::{RELEASE, RENEW_SQLITE};
 use super::{
     BranchRegistered, Created, Event, Fence, ListQuery, NewTransaction, Page, Store, StoreError,
     TransactionRecord, Update,
@@ -215,10 +215,16 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    async fn renew_leases(&self, owner: &str, lease_expires_at_ms: i64) -> Result<u64, StoreError> {
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        gids: &[String],
+        lease_expires_at_ms: i64,
+    ) -> Result<u64, StoreError> {
         let owner = owner.to_owned();
+        let gids = super::rows::gids_json(gids)?;
         self.writer
-            .write(move |c| writes::leases(c, RENEW, &owner, lease_expires_at_ms))
+            .write(move |c| writes::renew(c, RENEW_SQLITE, &owner, &gids, lease_expires_at_ms))
             .await
     }
 

@@ -302,6 +302,8 @@ pub async fn lease_renewals_racing_updates_neither_fail_nor_deadlock(db: TestDb)
     for i in 0..40 {
         fences.push(create(&*db.store, saga(&format!("g{i:02}"), "coord-a", T0, 1)).await);
     }
+    // Renewal names them in the reverse of gid order.
+    let gids: Vec<String> = fences.iter().rev().map(|f| f.gid.clone()).collect();
     // Queued out of gid order, so that a batch lists its rows out of order.
     fences.sort_by_key(|fence| (fence.gid.as_bytes()[2], fence.gid.as_bytes()[1]));
     let started = std::time::Instant::now();
@@ -324,7 +326,7 @@ pub async fn lease_renewals_racing_updates_neither_fail_nor_deadlock(db: TestDb)
             let mut renewals = 0;
             for round in 0..30 {
                 let renewed = store
-                    .renew_leases("coord-a", T0 + 2 * LEASE_MS + round)
+                    .renew_leases("coord-a", &gids, T0 + 2 * LEASE_MS + round)
                     .await
                     .expect("a renewal");
                 assert_eq!(renewed, 40);

@@ -186,15 +186,18 @@ pub async fn concurrent_claims_never_return_the_same_transaction(db: TestDb) {
     assert_eq!(seen.len(), TOTAL, "every expired transaction was claimed");
 }
 
-pub async fn renew_extends_only_the_owners_live_leases(db: TestDb) {
+pub async fn renew_extends_only_the_named_live_leases_of_the_owner(db: TestDb) {
     create(&*db.store, saga("mine", "coord-a", T0, 1)).await;
     let done = create(&*db.store, saga("mine-done", "coord-a", T0, 1)).await;
     finish(&db, &done).await;
     create(&*db.store, saga("theirs", "coord-b", T0, 1)).await;
+    // Owned, but not driven: its owner does not name it.
+    create(&*db.store, saga("mine-undriven", "coord-a", T0, 1)).await;
+    let named = ["mine", "mine-done", "theirs", "unknown"].map(String::from);
 
     let renewed = db
         .store
-        .renew_leases("coord-a", T0 + 3 * LEASE_MS)
+        .renew_leases("coord-a", &named, T0 + 3 * LEASE_MS)
         .await
         .unwrap();
     assert_eq!(renewed, 1);
@@ -210,6 +213,10 @@ pub async fn renew_extends_only_the_owners_live_leases(db: TestDb) {
     );
     assert_eq!(lease(db.store.get("theirs").await.unwrap()), T0 + LEASE_MS);
     assert_eq!(
+        lease(db.store.get("mine-undriven").await.unwrap()),
+        T0 + LEASE_MS
+    );
+    assert_eq!(
         db.store.get("mine").await.unwrap().unwrap().epoch,
         1,
         "renewal keeps the epoch"
@@ -222,7 +229,7 @@ pub async fn renew_extends_only_the_owners_live_leases(db: TestDb) {
         .unwrap();
     assert_eq!(
         db.store
-            .renew_leases("coord-a", T0 + 9 * LEASE_MS)
+            .renew_leases("coord-a", &named, T0 + 9 * LEASE_MS)
             .await
             .unwrap(),
         0

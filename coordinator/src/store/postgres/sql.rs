@@ -177,7 +177,7 @@ macro_rules! live {
 /// being a further condition; the statements behind
 /// [`Backend::RENEW`](crate::store::rows::backend::Backend::RENEW) and
 /// `RELEASE` on PostgreSQL. They change the same rows as `rows::sql`'s
-/// `RENEW` and `RELEASE`, but lock them first in gid order: a renewal
+/// `RENEW_SQLITE` and `RELEASE`, but lock them first in gid order: a renewal
 /// touches many rows that batches of updates lock too (see the module's lock
 /// order). The UPDATE repeats the conditions, which it re-checks on the
 /// newest version of a row it had to wait for.
@@ -196,8 +196,9 @@ macro_rules! set_leases {
     };
 }
 
-/// Extends the leases `$1` holds to `$2`.
-pub(super) const RENEW: &str = set_leases!("");
+/// Extends to `$2` the leases `$1` holds of the gids in the JSON array `$3`.
+pub(super) const RENEW: &str =
+    set_leases!(" AND transactions.gid IN (SELECT jsonb_array_elements_text($3::jsonb))");
 
 /// Ends the leases `$1` holds at `$2`; only shortens: a lease that ran out
 /// already stays as it was.
@@ -212,9 +213,10 @@ mod tests {
     /// "not final" as they do (and so as the partial indexes do).
     #[test]
     fn lease_statements_keep_the_shared_conditions() {
-        assert!(sql::RENEW.ends_with(live!()));
+        assert!(sql::RENEW_SQLITE.contains(live!()));
         assert!(sql::RELEASE.contains(concat!(live!(), " AND lease_expires_at_ms > $2")));
         assert_eq!(RENEW.matches(live!()).count(), 2);
+        assert_eq!(RENEW.matches("jsonb_array_elements_text($3").count(), 2);
         assert_eq!(RELEASE.matches(" AND lease_expires_at_ms > $2").count(), 2);
     }
 }

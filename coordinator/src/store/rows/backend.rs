@@ -36,8 +36,8 @@ pub(in crate::store) trait Backend: Send + Sync + 'static {
     const CLAIM_EXPIRED: &'static str;
 
     /// The statement that extends leases: binds `$1` owner, `$2` new lease
-    /// expiry; changes what `rows::sql::RENEW` changes (a backend may need
-    /// to take the row locks in an order of its own).
+    /// expiry, `$3` the gids to renew as a JSON array; changes what
+    /// `rows::sql::RENEW_SQLITE` changes.
     const RENEW: &'static str;
 
     /// The statement that ends leases: binds `$1` owner, `$2` now; changes
@@ -172,10 +172,24 @@ impl<B: Backend> Store for B {
         .await
     }
 
-    async fn renew_leases(&self, owner: &str, lease_expires_at_ms: i64) -> Result<u64, StoreError> {
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        gids: &[String],
+        lease_expires_at_ms: i64,
+    ) -> Result<u64, StoreError> {
         let owner = owner.to_owned();
-        self.write(move |conn| Box::pin(B::Db::leases(conn, B::RENEW, owner, lease_expires_at_ms)))
-            .await
+        let gids = super::gids_json(gids)?;
+        self.write(move |conn| {
+            Box::pin(B::Db::renew(
+                conn,
+                B::RENEW,
+                owner,
+                gids,
+                lease_expires_at_ms,
+            ))
+        })
+        .await
     }
 
     async fn release_leases(&self, owner: &str, now_ms: i64) -> Result<u64, StoreError> {

@@ -62,8 +62,19 @@ pub(in crate::store) trait Ops: Database {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<(Fence, TransactionRecord)>, StoreError>> + Send;
 
-    /// Runs [`RENEW`] or [`RELEASE`] for `owner` with time `at_ms`; returns
+    /// Runs [`Backend::RENEW`](super::backend::Backend::RENEW) for
+    /// `owner`'s `gids` (a JSON array) with the new expiry `at_ms`; returns
     /// how many rows changed.
+    fn renew(
+        conn: &mut Self::Connection,
+        statement: &'static str,
+        owner: String,
+        gids: String,
+        at_ms: i64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Runs [`RELEASE`] for `owner` with time `at_ms`; returns how many rows
+    /// changed.
     fn leases(
         conn: &mut Self::Connection,
         statement: &'static str,
@@ -233,6 +244,22 @@ where
             out.push(Self::owned(conn, gid, owner.clone(), epoch, now_ms, detail).await?);
         }
         Ok(out)
+    }
+
+    async fn renew(
+        conn: &mut DB::Connection,
+        statement: &'static str,
+        owner: String,
+        gids: String,
+        at_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let result = sqlx::query(statement)
+            .bind(owner)
+            .bind(at_ms)
+            .bind(gids)
+            .execute(&mut *conn)
+            .await?;
+        Ok(result.rows())
     }
 
     async fn leases(

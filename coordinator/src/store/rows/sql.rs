@@ -74,9 +74,13 @@ pub(in crate::store) const TAKE_OVER: &str = concat!(
     live!(),
     " RETURNING epoch"
 );
-pub(in crate::store) const RENEW: &str = concat!(
+// Renewal names its gids in `$3`, a JSON array (one parameter however many
+// gids), which each dialect unpacks its own way; PostgreSQL's statement,
+// which also takes the row locks in order, is `postgres::sql::RENEW`.
+pub(in crate::store) const RENEW_SQLITE: &str = concat!(
     "UPDATE transactions SET lease_expires_at_ms = $2 WHERE owner = $1 AND ",
-    live!()
+    live!(),
+    " AND gid IN (SELECT value FROM json_each($3))"
 );
 // Only shortens: a lease that ran out already stays as it was.
 pub(in crate::store) const RELEASE: &str = concat!(

@@ -199,7 +199,19 @@ pub(super) fn claim_expired(
     Ok(claimed)
 }
 
-/// Runs `RENEW` or `RELEASE` for `owner` at `at_ms`; returns the rows changed.
+/// Runs `RENEW_SQLITE` for `owner`'s `gids` (a JSON array) with the new
+/// expiry `at_ms`; returns the rows changed.
+pub(super) fn renew(
+    conn: &Connection,
+    statement: &'static str,
+    owner: &str,
+    gids: &str,
+    at_ms: i64,
+) -> Result<u64, StoreError> {
+    execute(conn, statement, &[&owner, &at_ms, &gids]).map(|n| n as u64)
+}
+
+/// Runs `RELEASE` for `owner` at `at_ms`; returns the rows changed.
 pub(super) fn leases(
     conn: &Connection,
     statement: &'static str,

@@ -1,0 +1,235 @@
+//! The engine recovers from store faults that leave a transaction without
+//! a driver:
+//! - a driver that stops on a failed write is restarted from the log;
+//! - a registration that committed but whose answer was lost (the database
+//!   connection broke before the commit's answer came back) is driven, at
+//!   once when the client retries it, and through its lease's expiry when
+//!   nobody does.
+//!
+//! The store here is the real SQLite store with faults injected (a seam for
+//! this one piece); the participant is a real HTTP server.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dtx_coordinator::engine::{Engine, EngineError, EngineSettings, Registered};
+use dtx_coordinator::metrics::Metrics;
+use dtx_coordinator::store::sqlite::SqliteStore;
+use dtx_coordinator::store::{
+    BranchRegistered, Created, Event, Fence, ListQuery, NewTransaction, Page, Store, StoreError,
+    TransactionRecord, Update,
+};
+use dtx_coordinator::transport::HttpTransport;
+use dtx_protocol::{BranchSpec, Mode, Op, Status, TxOptions};
+use dtx_tests::participant::FakeParticipant;
+
+/// Takes one from `left` unless it is zero; whether it took one.
+fn take_one(left: &AtomicU32) -> bool {
+    left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// The SQLite store with two faults, each for its first few occurrences.
+struct FaultyStore {
+    inner: SqliteStore,
+    /// Updates refused with an error that is neither `Unavailable`
+    /// (retried in place) nor `Fenced`.
+    refused_updates: AtomicU32,
+    /// Creates that commit and then answer `Unavailable`, as when the
+    /// connection breaks after the commit was sent.
+    lost_create_answers: AtomicU32,
+}
+
+impl FaultyStore {
+    async fn open(dir: &tempfile::TempDir, refused_updates: u32, lost_create_answers: u32) -> Self {
+        let url = format!("sqlite:{}", dir.path().join("dtx.db").display());
+        FaultyStore {
+            inner: SqliteStore::open(&url).await.unwrap(),
+            refused_updates: AtomicU32::new(refused_updates),
+            lost_create_answers: AtomicU32::new(lost_create_answers),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    async fn create(&self, new: NewTransaction) -> Result<Created, StoreError> {
+        let created = self.inner.create(new).await?;
+        if take_one(&self.lost_create_answers) {
+            return Err(StoreError::Unavailable(
+                "injected: the answer was lost".into(),
+            ));
+        }
+        Ok(created)
+    }
+    async fn register_branch(
+        &self,
+        gid: &str,
+        spec: BranchSpec,
+        now_ms: i64,
+    ) -> Result<BranchRegistered, StoreError> {
+        self.inner.register_branch(gid, spec, now_ms).await
+    }
+    async fn update(&self, update: Update) -> Result<(), StoreError> {
+        if take_one(&self.refused_updates) {
+            return Err(StoreError::Other("injected: the write failed".into()));
+        }
+        self.inner.update(update).await
+    }
+    async fn get(&self, gid: &str) -> Result<Option<TransactionRecord>, StoreError> {
+        self.inner.get(gid).await
+    }
+    async fn events(&self, gid: &str) -> Result<Vec<Event>, StoreError> {
+        self.inner.events(gid).await
+    }
+    async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
+        self.inner.list(query).await
+    }
+    async fn take_over(
+        &self,
+        gid: &str,
+        owner: &str,
+        now_ms: i64,
+        lease: i64,
+    ) -> Result<Option<(Fence, TransactionRecord)>, StoreError> {
+        self.inner.take_over(gid, owner, now_ms, lease).await
+    }
+    async fn claim_expired(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease: i64,
+        limit: u32,
+    ) -> Result<Vec<(Fence, TransactionRecord)>, StoreError> {
+        self.inner.claim_expired(owner, now_ms, lease, limit).await
+    }
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        gids: &[String],
+        lease: i64,
+    ) -> Result<u64, StoreError> {
+        self.inner.renew_leases(owner, gids, lease).await
+    }
+    async fn release_leases(&self, owner: &str, now_ms: i64) -> Result<u64, StoreError> {
+        self.inner.release_leases(owner, now_ms).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+fn branch(p: &FakeParticipant, id: &str) -> BranchSpec {
+    BranchSpec {
+        id: id.into(),
+        urls: BTreeMap::from([
+            (Op::Action, p.url(&format!("/{id}/action"))),
+            (Op::Compensate, p.url(&format!("/{id}/compensate"))),
+        ]),
+        payload: serde_json::json!({}),
+        headers: BTreeMap::new(),
+        depends_on: None,
+    }
+}
+
+/// An engine named `node-a` over `store`, already started.
+fn engine(store: FaultyStore, lease: Duration) -> Engine {
+    let engine = Engine::new(
+        Arc::new(store),
+        Arc::new(HttpTransport::new(None).unwrap()),
+        Arc::new(Metrics::default()),
+        EngineSettings {
+            node_id: "node-a".into(),
+            lease,
+            claim_interval: Duration::from_millis(200),
+            shutdown_grace: Duration::from_secs(1),
+        },
+    );
+    engine.start();
+    engine
+}
+
+/// A saga over branches `a` and `b` of `p`.
+fn saga(gid: &str, p: &FakeParticipant) -> NewTransaction {
+    NewTransaction {
+        gid: gid.into(),
+        mode: Mode::Saga,
+        status: Status::Running,
+        request_hash: "h".into(),
+        options: TxOptions::default(),
+        branches: vec![branch(p, "a"), branch(p, "b")],
+        owner: String::new(),
+        now_ms: 0,
+        lease_expires_at_ms: 0,
+        deadline_at_ms: 0,
+    }
+}
+
+/// Long: a test that must not pass by a lease running out.
+const NEVER_EXPIRES: Duration = Duration::from_secs(600);
+
+#[tokio::test]
+async fn a_driver_stopped_by_a_store_failure_is_restarted_and_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(FaultyStore::open(&dir, 1, 0).await, NEVER_EXPIRES);
+    let p = FakeParticipant::start().await;
+    assert!(matches!(
+        engine.register(saga("fails-once", &p)).await.unwrap(),
+        Registered::Created(_)
+    ));
+    let record = engine
+        .wait("fails-once", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(record.status, Status::Committed, "{record:?}");
+    // The write that failed was a's success: a is sent again (the
+    // participant's barrier absorbs it), b once.
+    assert_eq!(p.count("/a/action"), 2);
+    assert_eq!(p.count("/b/action"), 1);
+    assert_eq!(p.count("/a/compensate") + p.count("/b/compensate"), 0);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_retried_registration_whose_first_answer_was_lost_is_driven_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(FaultyStore::open(&dir, 0, 1).await, NEVER_EXPIRES);
+    let p = FakeParticipant::start().await;
+    let lost = engine.register(saga("lost-answer", &p)).await;
+    assert!(matches!(lost, Err(EngineError::Unavailable(_))), "{lost:?}");
+    // The client retries, as a 503 tells it to: the same request.
+    assert!(matches!(
+        engine.register(saga("lost-answer", &p)).await.unwrap(),
+        Registered::Existing(_)
+    ));
+    let record = engine
+        .wait("lost-answer", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(record.status, Status::Committed, "{record:?}");
+    assert_eq!(p.count("/a/action"), 1);
+    assert_eq!(p.count("/b/action"), 1);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_registration_whose_answer_was_lost_is_driven_when_its_lease_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    // Short, so that the test waits for the expiry it is about.
+    let engine = engine(FaultyStore::open(&dir, 0, 1).await, Duration::from_secs(2));
+    let p = FakeParticipant::start().await;
+    let lost = engine.register(saga("never-retried", &p)).await;
+    assert!(matches!(lost, Err(EngineError::Unavailable(_))), "{lost:?}");
+    // Nobody retries. Renewal keeps only the leases of what is driven here,
+    // so this one expires and the claim loop drives it.
+    let record = engine
+        .wait("never-retried", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(record.status, Status::Committed, "{record:?}");
+    assert!(record.epoch > 1, "it was claimed: {record:?}");
+    engine.shutdown().await;
+}
