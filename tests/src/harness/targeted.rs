@@ -90,6 +90,9 @@ async fn verdict(cluster: &Cluster, gids: Vec<String>) -> Result<Targeted, TestS
     })
 }
 
+/// What the SDK's 3PC watchdog logs when it decides a branch alone.
+const TIMEOUT_RULE_FIRED: &str = "decided by the timeout rule";
+
 /// 3PC's known failure under a partition, reproduced; see the module docs.
 pub async fn three_pc_partition(binaries: &Binaries) -> Result<Targeted, TestSupportError> {
     const PARTICIPANT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -146,11 +149,23 @@ pub async fn three_pc_partition(binaries: &Binaries) -> Result<Targeted, TestSup
     // The coordinator aborts at the deadline; the order service answers.
     let _ = placing.await;
     // The inventory's timeout rule fires (it cannot reach the coordinator)
-    // and commits; give it its timeout and several check intervals. Were it
-    // reconnected first, it would ask the coordinator and abort, and the
-    // divergence would not happen: once in CI (a loaded machine) 4 s of
-    // margin were not enough.
-    tokio::time::sleep(PARTICIPANT_TIMEOUT + Duration::from_secs(12)).await;
+    // and commits. Reconnected before that, it would ask the coordinator and
+    // abort, and the divergence would not happen; so wait for the rule's
+    // log line. How long it takes varies: the rule first asks the
+    // coordinator, and a question sent on a pooled connection that died
+    // with the network waits for the SDK client's 10 s timeout. A fixed
+    // sleep of the participant timeout plus 4 s flaked in CI.
+    let waiting = Instant::now();
+    while waiting.elapsed() < PARTICIPANT_TIMEOUT + Duration::from_secs(60) {
+        let logs = cluster.logs(Node::Inventory).await;
+        if logs
+            .lines()
+            .any(|line| line.contains(TIMEOUT_RULE_FIRED) && line.contains(&gid))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     cluster.reconnect(Node::Inventory).await?;
     cluster.wait_ready(Node::Inventory).await?;
     verdict(&cluster, vec![gid]).await
