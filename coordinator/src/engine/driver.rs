@@ -48,8 +48,8 @@ pub(crate) enum Ended {
     /// this coordinator to do.
     Settled,
     /// Stopped on a store failure while this coordinator still owns the
-    /// transaction. Its lease is renewed with all the others, so no other
-    /// coordinator will recover it: the engine must restart it.
+    /// transaction. Its lease is no longer renewed, so a claim would recover
+    /// it once the lease ran out; the engine restarts it sooner.
     Failed,
 }
 
