@@ -431,6 +431,61 @@ impl Cluster {
             .map_err(|e| TestSupportError::docker(format!("reconnect {name}"), e))
     }
 
+    /// Partitions `node` from `peers` alone: inside `node`, the peers'
+    /// addresses become unreachable routes (`ip route`; the runtime
+    /// containers have NET_ADMIN), so `node` reaches no peer and answers
+    /// none, while it keeps every other path (its database, say). That is
+    /// the partition 3PC's timeout rule is about; [`Cluster::disconnect`]
+    /// cuts a node off everything instead.
+    pub async fn cut_off(&self, node: Node, peers: &[Node]) -> Result<(), TestSupportError> {
+        self.peer_routes(node, peers, "add").await
+    }
+
+    /// Heals a [`Cluster::cut_off`].
+    pub async fn rejoin(&self, node: Node, peers: &[Node]) -> Result<(), TestSupportError> {
+        self.peer_routes(node, peers, "del").await
+    }
+
+    async fn peer_routes(
+        &self,
+        node: Node,
+        peers: &[Node],
+        verb: &str,
+    ) -> Result<(), TestSupportError> {
+        let names: Vec<&str> = peers
+            .iter()
+            .map(|p| self.member(*p).name.as_str())
+            .collect();
+        // Addresses from the network's DNS, as the services themselves
+        // resolve each other.
+        let command = format!(
+            "for peer in {}; do ip=$(getent hosts $peer | cut -d' ' -f1) && [ -n \"$ip\" ] \
+             && ip route {verb} unreachable $ip/32 || exit 1; done",
+            names.join(" ")
+        );
+        self.exec(node, &command).await
+    }
+
+    /// Runs `command` with `sh -c` in `node`'s container; an error with what
+    /// it printed to standard error unless it exits with 0.
+    async fn exec(&self, node: Node, command: &str) -> Result<(), TestSupportError> {
+        let member = self.member(node);
+        let failed = |why: String| {
+            TestSupportError::docker(format!("exec `{command}` in {}", member.name), why)
+        };
+        let mut result = member
+            .container
+            .exec(ExecCommand::new(["sh", "-c", command]))
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let stderr = result.stderr_to_vec().await.unwrap_or_default();
+        let stderr = String::from_utf8_lossy(&stderr);
+        match result.exit_code().await {
+            Ok(Some(0)) | Ok(None) => Ok(()),
+            other => Err(failed(format!("{other:?}: {stderr}"))),
+        }
+    }
+
     /// Delays every packet the node sends by `delay` (`tc netem`; the
     /// runtime containers have NET_ADMIN for it). `None` removes the delay.
     /// Answers `false` when the kernel has no netem (some VM kernels are
@@ -441,7 +496,6 @@ impl Cluster {
         node: Node,
         delay: Option<Duration>,
     ) -> Result<bool, TestSupportError> {
-        let member = self.member(node);
         // Every interface but the loopback: a reconnected container's
         // interface may have another name than eth0.
         let each = "for dev in $(ls /sys/class/net | grep -vx lo); do";
@@ -452,22 +506,10 @@ impl Cluster {
             ),
             None => format!("{each} tc qdisc del dev $dev root 2>/dev/null; done; true"),
         };
-        let mut result = member
-            .container
-            .exec(ExecCommand::new(["sh", "-c", &command]))
-            .await
-            .map_err(|e| {
-                TestSupportError::docker(format!("exec `{command}` in {}", member.name), e)
-            })?;
-        let stderr = result.stderr_to_vec().await.unwrap_or_default();
-        let stderr = String::from_utf8_lossy(&stderr);
-        match result.exit_code().await {
-            Ok(Some(0)) | Ok(None) => Ok(true),
-            _ if stderr.contains("qdisc kind is unknown") => Ok(false),
-            other => Err(TestSupportError::docker(
-                format!("exec `{command}` in {}", member.name),
-                format!("{other:?}: {stderr}"),
-            )),
+        match self.exec(node, &command).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.to_string().contains("qdisc kind is unknown") => Ok(false),
+            Err(e) => Err(e),
         }
     }
 }
