@@ -51,6 +51,8 @@ pub struct AppState {
     pub wait: Duration,
     /// The secret branch calls are signed with (disabled by default).
     pub secret: CallbackSecret,
+    /// The orders this process is placing right now.
+    pub placing: place::InFlight,
 }
 
 impl FromRef<AppState> for CallbackSecret {

@@ -92,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
         },
         wait: Duration::from_millis(args.wait_ms),
         secret,
+        placing: Default::default(),
     };
     // The one line on stdout: scripts and the demo read the address from it.
     println!("orders: listening on http://{addr}");

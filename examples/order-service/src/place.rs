@@ -8,6 +8,57 @@ use crate::store::Order;
 use dtx_sdk::client::{Branch, PhasedBranch, TccBranch, Transaction};
 use dtx_sdk::{ClientError, Status};
 use serde_json::json;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The orders this process is placing right now, each with how many
+/// placements of it are running. A refresh places an order again only when
+/// none is: an order whose transaction the coordinator does not know yet is
+/// usually one whose `POST /orders` has not registered it yet, and placing
+/// it again then would only make the refresh wait for an outcome the first
+/// placement is already waiting for.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<Mutex<HashMap<String, usize>>>);
+
+impl InFlight {
+    /// Marks `id` as being placed until the answer is dropped.
+    fn begin(&self, id: &str) -> Placing {
+        *self.lock().entry(id.to_owned()).or_default() += 1;
+        Placing {
+            in_flight: self.clone(),
+            id: id.to_owned(),
+        }
+    }
+
+    /// Whether a placement of `id` is running in this process.
+    fn contains(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// One running placement; see [`InFlight`].
+struct Placing {
+    in_flight: InFlight,
+    id: String,
+}
+
+impl Drop for Placing {
+    fn drop(&mut self) {
+        let mut placing = self.in_flight.lock();
+        if let Some(count) = placing.get_mut(&self.id) {
+            *count -= 1;
+            if *count == 0 {
+                placing.remove(&self.id);
+            }
+        }
+    }
+}
 
 /// Where placing an order ended.
 #[derive(Debug)]
@@ -22,6 +73,7 @@ pub enum Placed {
 /// Runs the order's transaction in `order.mode` and waits for its outcome
 /// (at most the configured wait), then records it on the order.
 pub async fn place(state: &AppState, order: &Order) -> anyhow::Result<Placed> {
+    let _placing = state.placing.begin(&order.id);
     let result = match order.mode.as_str() {
         "saga" => saga(state, order).await,
         "2pc" => two_phase(state, order).await,
@@ -61,13 +113,16 @@ pub async fn refresh(state: &AppState, order: Order) -> anyhow::Result<Order> {
         Ok(tx) if tx.is_final() => match settle(state, &order.id, &tx, None).await? {
             Placed::Settled(order) | Placed::Unsettled(order, _) => Ok(order),
         },
-        // The coordinator has no record of the order's transaction: its
-        // registration never landed (the coordinator answered 503, or the
-        // answer was lost on the way). Registration is idempotent by gid,
-        // so place the order again: the same request either creates the
-        // transaction now or finds the one a late original created. Left
-        // alone, the order would stay `new` for ever.
-        Err(ClientError::NotFound { .. }) if order.status == "new" => {
+        // The coordinator has no record of the order's transaction, and no
+        // placement of it is running here: its registration never landed
+        // (the coordinator answered 503, or this service stopped before it
+        // registered). Registration is idempotent by gid, so place the order
+        // again: the same request either creates the transaction now or
+        // finds the one a late original created. Left alone, the order
+        // would stay `new` for ever.
+        Err(ClientError::NotFound { .. })
+            if order.status == "new" && !state.placing.contains(&order.id) =>
+        {
             tracing::info!(
                 order = order.id,
                 "no transaction for this order yet; placing it again"
@@ -263,4 +318,25 @@ async fn load(state: &AppState, id: &str) -> anyhow::Result<Order> {
         .get(id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("order {id} vanished"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InFlight;
+
+    #[test]
+    fn an_order_is_in_flight_until_its_last_placement_ends() {
+        let in_flight = InFlight::default();
+        assert!(!in_flight.contains("o1"));
+        let first = in_flight.begin("o1");
+        let second = in_flight.begin("o1");
+        let other = in_flight.begin("o2");
+        drop(first);
+        assert!(in_flight.contains("o1"), "the second placement still runs");
+        drop(second);
+        assert!(!in_flight.contains("o1"));
+        assert!(in_flight.contains("o2"));
+        drop(other);
+        assert!(!in_flight.contains("o2"));
+    }
 }

@@ -107,6 +107,7 @@ impl World {
             },
             wait: Duration::from_secs(20),
             secret: dtx_sdk::CallbackSecret::disabled(),
+            placing: Default::default(),
         };
         let (tx, rx) = oneshot::channel();
         stop.push(tx);
