@@ -250,11 +250,13 @@ async fn xa_in_doubt_branch_is_resolved_by_recovery_after_restart() {
     assert_eq!((product.available, product.sold), (INITIAL - 3, 3));
 
     world.wait_for_status(&gid, "committed").await;
-    // The order service waits a bounded time for the outcome. After the
-    // restart the coordinator's next commit retry comes when its backoff
-    // says, which on a loaded machine can be after that wait ran out (seen
-    // once in CI: 202, "still committing"); both answers are right, and
-    // the order is confirmed either way once the decision is commit.
+    // The order service waits a bounded time (20 s) for the outcome, and
+    // the restart and the coordinator's next commit retry happen inside it;
+    // on a loaded machine they may not (seen once in CI: 202, "still
+    // committing", though then the wait was also eaten by GET /orders
+    // placing the order a second time, since fixed). Both answers are
+    // right, and the order is confirmed either way once the decision is
+    // commit.
     let (status, body) = placing.await.expect("the order request");
     assert!(status == 201 || status == 202, "{status}: {body}");
     let order: serde_json::Value = serde_json::from_str(&body).expect("an order");
