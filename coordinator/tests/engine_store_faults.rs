@@ -222,6 +222,19 @@ async fn a_registration_whose_answer_was_lost_is_driven_when_its_lease_expires()
     let engine = engine(FaultyStore::open(&dir, 0, 1).await, Duration::from_secs(2));
     let p = FakeParticipant::start().await;
     let lost = engine.register(saga("never-retried", &p)).await;
+    // An open TCC transaction keeps a driver here, so that renewals run
+    // while the orphan's lease should run out.
+    let open = NewTransaction {
+        gid: "stays-open".into(),
+        mode: Mode::Tcc,
+        status: Status::Open,
+        branches: Vec::new(),
+        ..saga("stays-open", &p)
+    };
+    assert!(matches!(
+        engine.register(open).await.unwrap(),
+        Registered::Created(_)
+    ));
     assert!(matches!(lost, Err(EngineError::Unavailable(_))), "{lost:?}");
     // Nobody retries. Renewal keeps only the leases of what is driven here,
     // so this one expires and the claim loop drives it.
