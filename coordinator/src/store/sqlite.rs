@@ -42,7 +42,6 @@ use sqlx::{Connection, Sqlite};
 pub use writer::MAX_BATCH;
 
 use super::rows::ops::Ops;
-use super::rows::sql::{RELEASE, RENEW_SQLITE};
 use super::{
     BranchRegistered, Created, Event, Fence, ListQuery, NewTransaction, Page, Store, StoreError,
     TransactionRecord, Update,
@@ -224,14 +223,14 @@ impl Store for SqliteStore {
         let owner = owner.to_owned();
         let gids = super::rows::gids_json(gids)?;
         self.writer
-            .write(move |c| writes::renew(c, RENEW_SQLITE, &owner, &gids, lease_expires_at_ms))
+            .write(move |c| writes::renew(c, &owner, &gids, lease_expires_at_ms))
             .await
     }
 
     async fn release_leases(&self, owner: &str, now_ms: i64) -> Result<u64, StoreError> {
         let owner = owner.to_owned();
         self.writer
-            .write(move |c| writes::leases(c, RELEASE, &owner, now_ms))
+            .write(move |c| writes::release(c, &owner, now_ms))
             .await
     }
 

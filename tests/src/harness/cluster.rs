@@ -507,7 +507,7 @@ impl Cluster {
             None => format!("{each} tc qdisc del dev $dev root 2>/dev/null; done; true"),
         };
         match self.exec(node, &command).await {
-            Ok(_) => Ok(true),
+            Ok(()) => Ok(true),
             Err(e) if e.to_string().contains("qdisc kind is unknown") => Ok(false),
             Err(e) => Err(e),
         }

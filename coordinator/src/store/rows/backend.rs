@@ -194,7 +194,7 @@ impl<B: Backend> Store for B {
 
     async fn release_leases(&self, owner: &str, now_ms: i64) -> Result<u64, StoreError> {
         let owner = owner.to_owned();
-        self.write(move |conn| Box::pin(B::Db::leases(conn, B::RELEASE, owner, now_ms)))
+        self.write(move |conn| Box::pin(B::Db::release(conn, B::RELEASE, owner, now_ms)))
             .await
     }
 

@@ -73,9 +73,9 @@ pub(in crate::store) trait Ops: Database {
         at_ms: i64,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// Runs [`RELEASE`] for `owner` with time `at_ms`; returns how many rows
-    /// changed.
-    fn leases(
+    /// Runs [`Backend::RELEASE`](super::backend::Backend::RELEASE) for
+    /// `owner` with time `at_ms`; returns how many rows changed.
+    fn release(
         conn: &mut Self::Connection,
         statement: &'static str,
         owner: String,
@@ -262,7 +262,7 @@ where
         Ok(result.rows())
     }
 
-    async fn leases(
+    async fn release(
         conn: &mut DB::Connection,
         statement: &'static str,
         owner: String,

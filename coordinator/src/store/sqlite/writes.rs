@@ -18,7 +18,7 @@ use rusqlite::{Connection, ErrorCode, Statement};
 
 use crate::store::rows::sql::{
     CLAIM_EXPIRED_SQLITE, COUNT_BRANCH, FENCE_STATE, FIND_BRANCH, INSERT_BRANCH, INSERT_EVENT,
-    INSERT_TX, LOCK_OPEN, STATUS, TAKE_OVER, UPDATE_BRANCH, UPDATE_TX,
+    INSERT_TX, LOCK_OPEN, RELEASE, RENEW_SQLITE, STATUS, TAKE_OVER, UPDATE_BRANCH, UPDATE_TX,
 };
 use crate::store::rows::{self, details};
 use crate::store::{BranchRegistered, Event, Fence, NewTransaction, StoreError, Update};
@@ -199,26 +199,20 @@ pub(super) fn claim_expired(
     Ok(claimed)
 }
 
-/// Runs `RENEW_SQLITE` for `owner`'s `gids` (a JSON array) with the new
-/// expiry `at_ms`; returns the rows changed.
+/// Extends to `at_ms` the leases `owner` holds of `gids` (a JSON array);
+/// returns the rows changed.
 pub(super) fn renew(
     conn: &Connection,
-    statement: &'static str,
     owner: &str,
     gids: &str,
     at_ms: i64,
 ) -> Result<u64, StoreError> {
-    execute(conn, statement, &[&owner, &at_ms, &gids]).map(|n| n as u64)
+    execute(conn, RENEW_SQLITE, &[&owner, &at_ms, &gids]).map(|n| n as u64)
 }
 
-/// Runs `RELEASE` for `owner` at `at_ms`; returns the rows changed.
-pub(super) fn leases(
-    conn: &Connection,
-    statement: &'static str,
-    owner: &str,
-    at_ms: i64,
-) -> Result<u64, StoreError> {
-    execute(conn, statement, &[&owner, &at_ms]).map(|n| n as u64)
+/// Ends the leases `owner` holds at `now_ms`; returns the rows changed.
+pub(super) fn release(conn: &Connection, owner: &str, now_ms: i64) -> Result<u64, StoreError> {
+    execute(conn, RELEASE, &[&owner, &now_ms]).map(|n| n as u64)
 }
 
 fn refusal(
