@@ -2,6 +2,7 @@
 //! that drives each one to the end, behind a JSON API.
 //!
 //! # Layout
+//! - [`clock`]: Unix milliseconds for stored timestamps, on tokio's clock.
 //! - [`config`]: the settings of `dtx serve`, from flags and `DTX_*` variables.
 //! - [`store`]: the durable transaction log (trait, SQLite and PostgreSQL backends).
 //! - [`engine`]: drives transactions; leases, recovery, retries.
@@ -10,6 +11,7 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: wires the pieces together and runs until shutdown.
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod metrics;

@@ -57,6 +57,7 @@ pub async fn run(
             lease: Duration::from_millis(settings.lease_ms),
             claim_interval: Duration::from_millis(settings.claim_interval_ms),
             shutdown_grace: Duration::from_millis(settings.shutdown_grace_ms),
+            seed: None,
         },
     );
     engine.start();

@@ -146,6 +146,7 @@ fn engine(store: FaultyStore, lease: Duration) -> Engine {
             lease,
             claim_interval: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(1),
+            seed: None,
         },
     );
     engine.start();

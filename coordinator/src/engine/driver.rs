@@ -208,6 +208,7 @@ impl Driver {
         while !self.tx.status().is_final() {
             let before_deadline = self.tx.status().is_phase_one();
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => return Err(Stop::Shutdown),
                 mail = self.mail_rx.recv() => match mail {
                     Some(mail) => self.on_mail(mail).await?,
@@ -432,9 +433,10 @@ impl Driver {
                         "database unavailable; retrying the write"
                     );
                     tokio::select! {
-                        _ = self.shared.shutdown.cancelled() => return Err(StoreError::Unavailable(e)),
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
+                    biased;
+                            _ = self.shared.shutdown.cancelled() => return Err(StoreError::Unavailable(e)),
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => return Err(e),
@@ -464,9 +466,10 @@ impl Driver {
                 Ok(v) => return Ok(v),
                 Err(StoreError::Unavailable(_)) => {
                     tokio::select! {
-                        _ = self.shared.shutdown.cancelled() => return Err(Stop::Shutdown),
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
+                    biased;
+                            _ = self.shared.shutdown.cancelled() => return Err(Stop::Shutdown),
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => return Err(self.stop_for(e)),
@@ -487,7 +490,7 @@ impl Driver {
                     let delay = self
                         .options
                         .retry
-                        .delay(self.books[branch].failures_in_a_row, rand::random());
+                        .delay(self.books[branch].failures_in_a_row, self.jitter());
                     let mail = self.mail_tx.clone();
                     self.tasks.spawn(async move {
                         tokio::time::sleep(delay).await;
@@ -524,6 +527,12 @@ impl Driver {
                 Err(Stop::Fenced)
             }
         }
+    }
+
+    /// A jitter sample in `[0, 1)` from the engine's seeded generator.
+    fn jitter(&self) -> f64 {
+        use rand::Rng;
+        self.shared.rng.lock().expect("rng poisoned").random()
     }
 
     fn spawn_call(&mut self, branch: usize, op: Op) {

@@ -31,15 +31,13 @@ pub struct EngineSettings {
     pub claim_interval: Duration,
     /// How long shutdown waits for drivers before leaving them to recovery.
     pub shutdown_grace: Duration,
+    /// Seed of the random numbers the engine draws (retry jitter); `None`
+    /// draws one. The deterministic simulation sets it so that a seed
+    /// replays a run exactly.
+    pub seed: Option<u64>,
 }
 
-/// Unix milliseconds now: the time base of every stored timestamp.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use crate::clock::now_ms;
 
 /// What the engine's operations can fail with, free of HTTP.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +120,8 @@ pub(crate) struct Shared {
     pub(crate) settings: EngineSettings,
     /// Cancelled when the coordinator shuts down; drivers and loops stop.
     pub(crate) shutdown: CancellationToken,
+    /// Random numbers for retry jitter, seeded from the settings.
+    pub(crate) rng: Mutex<rand::rngs::StdRng>,
     live: Mutex<HashMap<String, Live>>,
     drivers: TaskTracker,
 }
@@ -146,6 +146,9 @@ impl Engine {
             transport,
             metrics,
             lease: LeaseClock::new(settings.lease),
+            rng: Mutex::new(rand::SeedableRng::seed_from_u64(
+                settings.seed.unwrap_or_else(rand::random),
+            )),
             settings,
             shutdown: CancellationToken::new(),
             live: Mutex::new(HashMap::new()),
@@ -401,6 +404,7 @@ impl Engine {
             if let Some(mut progress) = watcher {
                 // Driven here: wake up on every status change.
                 tokio::select! {
+                biased;
                     done = tokio::time::timeout_at(deadline, progress.wait_for(|p| p.status.is_final())) => {
                         if let Ok(Ok(progress)) = done
                             && let Some(record) = &progress.finished
@@ -485,6 +489,7 @@ impl Engine {
         let mut backoff = Duration::from_millis(500);
         loop {
             tokio::select! {
+                biased;
                 _ = self.shared.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(backoff) => {}
             }
@@ -506,6 +511,7 @@ impl Engine {
         let every = self.shared.settings.lease / 3;
         loop {
             tokio::select! {
+                biased;
                 _ = self.shared.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
@@ -561,6 +567,7 @@ impl Engine {
                 Err(e) => tracing::warn!(error = %e, "claiming expired transactions failed"),
             }
             tokio::select! {
+                biased;
                 _ = self.shared.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(self.shared.settings.claim_interval) => {}
             }
