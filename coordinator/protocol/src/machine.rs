@@ -1,124 +1,48 @@
-//! The state machine of one global transaction: inputs in, a [`Step`] out.
+//! The state machine of one global transaction: inputs and the passing of
+//! time in, a [`Step`] out.
 //!
-//! The rules shared by every mode live here (bookkeeping of calls, retries,
-//! replies to stale calls); what to call next is asked of the mode's module.
+//! The rules shared by every mode live here: bookkeeping of calls, retries
+//! with backoff, polling of "still working" answers, the phase-one deadline,
+//! the operator flag, replies to stale calls. What to call next is asked of
+//! the mode's module.
 //!
 //! Durability contract: a [`Step`]'s `history` must be written to the log
 //! before any of its `actions` is carried out. The core emits history only for
-//! facts that recovery needs (a decision, an outcome of a call). Sending a call
-//! is not logged: after a crash the call may be sent again, which participants
-//! absorb through the sub-transaction barrier.
+//! facts that recovery or an operator needs (a decision, an outcome of a call,
+//! a failure run, the flag). Sending a call is not logged: after a crash the
+//! call may be sent again, which participants absorb through the
+//! sub-transaction barrier.
+//!
+//! # Call order
+//! 1. Build with `new_*` or [`Transaction::recover`], then
+//!    [`Transaction::with_timing`] (and, when recovering, the flag and the
+//!    failure windows the log holds).
+//! 2. [`Transaction::start`] once; then [`Transaction::handle`] for every
+//!    input and [`Transaction::handle_timeout`] whenever the instant
+//!    [`Transaction::poll_timeout`] names has come.
+//! 3. Carry out each step in order: history durably first, then the calls.
+//! 4. Stop when [`Transaction::status`] is final.
 
+use crate::branch::{BranchState, CallState};
+use crate::planted::Bug;
 use crate::state::{BranchStatus, Status};
+use crate::step::{Action, AttentionReason, HistoryRecord, Input, Step, Verdict};
+use crate::timing::{Now, Timing};
 use crate::wire::{Mode, Op, Reply};
 use crate::{saga, tcc, three_phase, two_phase};
 
-/// Something that happened to a transaction.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Input {
-    /// The initiator asked to commit (TCC).
-    Commit,
-    /// The initiator asked to abort (TCC).
-    Abort,
-    /// The transaction's deadline passed.
-    DeadlinePassed,
-    /// A call finished: the participant answered, or the transport gave up
-    /// (then `reply` is [`Reply::Unknown`]).
-    Replied {
-        /// Index of the branch called.
-        branch: usize,
-        /// The operation that was called.
-        op: Op,
-        /// The classified answer.
-        reply: Reply,
-    },
-    /// The backoff of an earlier [`Action::Retry`] elapsed.
-    RetryDue {
-        /// Index of the branch to call again.
-        branch: usize,
-        /// The operation to call again.
-        op: Op,
-    },
-}
-
-/// A side effect the driver must carry out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Call `op` on `branch` now.
-    Call {
-        /// Index of the branch.
-        branch: usize,
-        /// The operation.
-        op: Op,
-    },
-    /// Wait for the backoff of the retry policy, then feed [`Input::RetryDue`].
-    Retry {
-        /// Index of the branch.
-        branch: usize,
-        /// The operation.
-        op: Op,
-    },
-}
-
-/// A fact to append to the transaction's durable history.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HistoryRecord {
-    /// The transaction moved to `to`, for `reason`.
-    Status {
-        /// The new status.
-        to: Status,
-        /// Why, in words an operator understands.
-        reason: &'static str,
-        /// The branch whose answer caused the change, if one did.
-        cause: Option<usize>,
-    },
-    /// A branch reached an outcome through `op`.
-    Branch {
-        /// Index of the branch.
-        branch: usize,
-        /// The operation whose answer decided it.
-        op: Op,
-        /// The new branch status.
-        to: BranchStatus,
-    },
-}
-
-/// What the driver must do after an input: log `history`, then carry out `actions`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Step {
-    /// Facts to write durably before any action.
-    pub history: Vec<HistoryRecord>,
-    /// Calls to make once the history is durable.
-    pub actions: Vec<Action>,
-}
-
-/// Whether a call on a branch is under way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CallState {
-    /// No call outstanding.
-    Idle,
-    /// A call of this operation was sent and has not finished.
-    Outstanding(Op),
-    /// A call of this operation failed with an unknown answer and waits for
-    /// its backoff.
-    Backoff(Op),
-}
-
-/// One branch as the state machine sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct BranchState {
-    pub(crate) status: BranchStatus,
-    /// Saga: indices of the branches whose actions must succeed first.
-    pub(crate) depends_on: Vec<usize>,
-    pub(crate) call: CallState,
-}
-
 /// The protocol state of one global transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Transaction {
     pub(crate) mode: Mode,
     pub(crate) status: Status,
     pub(crate) branches: Vec<BranchState>,
+    pub(crate) timing: Timing,
+    /// The operator flag is raised (it is raised once).
+    pub(crate) flagged: bool,
+    /// Defects reintroduced on purpose, to prove the simulation finds them.
+    #[cfg(test)]
+    pub(crate) planted: crate::planted::Planted,
 }
 
 impl Transaction {
@@ -146,33 +70,87 @@ impl Transaction {
         Transaction::recover(Mode::ThreePhase, Status::Preparing, statuses, vec![])
     }
 
-    /// A transaction rebuilt from its log. `depends_on` is empty for modes
-    /// without dependencies; otherwise one entry per branch.
+    /// A transaction rebuilt from its log, with the default [`Timing`].
+    /// `depends_on` is empty for modes without dependencies; otherwise one
+    /// entry per branch.
     pub fn recover(
+        mode: Mode,
+        status: Status,
+        statuses: Vec<BranchStatus>,
+        depends_on: Vec<Vec<usize>>,
+    ) -> Transaction {
+        let mut tx = Transaction::rebuild(mode, status, statuses, depends_on);
+        if mode == Mode::Saga {
+            saga::normalize_recovered(&mut tx);
+        }
+        tx
+    }
+
+    /// [`Transaction::recover`] with defects switched on.
+    #[cfg(test)]
+    pub(crate) fn recover_planted(
+        mode: Mode,
+        status: Status,
+        statuses: Vec<BranchStatus>,
+        depends_on: Vec<Vec<usize>>,
+        planted: crate::planted::Planted,
+    ) -> Transaction {
+        let mut tx = Transaction::rebuild(mode, status, statuses, depends_on);
+        tx.planted = planted;
+        if mode == Mode::Saga && !tx.planted_bug(Bug::ForgetMaybeSentOnRecovery) {
+            saga::normalize_recovered(&mut tx);
+        }
+        tx
+    }
+
+    fn rebuild(
         mode: Mode,
         status: Status,
         statuses: Vec<BranchStatus>,
         mut depends_on: Vec<Vec<usize>>,
     ) -> Transaction {
         depends_on.resize(statuses.len(), Vec::new());
+        for deps in &depends_on {
+            assert!(
+                deps.iter().all(|&d| d < statuses.len()),
+                "a dependency names a branch that does not exist"
+            );
+        }
         let branches = statuses
             .into_iter()
             .zip(depends_on)
-            .map(|(status, depends_on)| BranchState {
-                status,
-                depends_on,
-                call: CallState::Idle,
-            })
+            .map(|(status, depends_on)| BranchState::new(status, depends_on, None))
             .collect();
-        let mut tx = Transaction {
+        Transaction {
             mode,
             status,
             branches,
-        };
-        if mode == Mode::Saga {
-            saga::normalize_recovered(&mut tx);
+            timing: Timing::default(),
+            flagged: false,
+            #[cfg(test)]
+            planted: crate::planted::Planted::default(),
         }
-        tx
+    }
+
+    /// Sets the deadline, retry policy, poll interval and attention window.
+    pub fn with_timing(mut self, timing: Timing) -> Transaction {
+        self.timing = timing;
+        self
+    }
+
+    /// Restores the operator flag and each branch's failure window from the
+    /// log (`failing_since_ms[i]` for branch `i`), so that a restart neither
+    /// flags twice nor resets the window.
+    pub fn with_attention_state(
+        mut self,
+        flagged: bool,
+        failing_since_ms: &[Option<i64>],
+    ) -> Transaction {
+        self.flagged = flagged;
+        for (branch, since) in self.branches.iter_mut().zip(failing_since_ms) {
+            branch.failing_since_ms = *since;
+        }
+        self
     }
 
     /// The protocol this transaction follows.
@@ -190,15 +168,28 @@ impl Transaction {
         self.branches.iter().map(|b| b.status)
     }
 
+    /// When each branch's current phase-two operation started failing, by
+    /// index: what the log must keep for the operator's window.
+    pub fn failing_since_ms(&self) -> impl Iterator<Item = Option<i64>> + '_ {
+        self.branches.iter().map(|b| b.failing_since_ms)
+    }
+
+    /// Whether the operator flag is raised.
+    pub fn flagged(&self) -> bool {
+        self.flagged
+    }
+
+    /// Unix milliseconds by which phase one must end.
+    pub fn deadline_at_ms(&self) -> i64 {
+        self.timing.deadline_at_ms
+    }
+
     /// Adds a TCC branch while the transaction is open; returns its index, or
     /// `None` when the transaction no longer accepts branches.
     pub fn add_branch(&mut self) -> Option<usize> {
         (self.mode == Mode::Tcc && self.status == Status::Open).then(|| {
-            self.branches.push(BranchState {
-                status: BranchStatus::Pending,
-                depends_on: vec![],
-                call: CallState::Idle,
-            });
+            self.branches
+                .push(BranchState::new(BranchStatus::Pending, vec![], None));
             self.branches.len() - 1
         })
     }
@@ -210,59 +201,89 @@ impl Transaction {
         step
     }
 
-    /// Applies one input.
-    pub fn handle(&mut self, input: Input) -> Step {
+    /// Applies one input that happened at `now`.
+    pub fn handle(&mut self, now: Now, input: Input) -> Step {
         let mut step = Step::default();
         match input {
-            Input::Commit => {
-                self.on_decision_request(true, "the initiator asked to commit", &mut step)
+            Input::Decide(verdict) => self.on_verdict(verdict, &mut step),
+            Input::Replied { branch, op, reply } => {
+                self.on_reply(now, branch, op, reply, &mut step)
             }
-            Input::Abort => {
-                self.on_decision_request(false, "the initiator asked to abort", &mut step)
-            }
-            Input::DeadlinePassed => self.on_deadline(&mut step),
-            Input::Replied { branch, op, reply } => self.on_reply(branch, op, reply, &mut step),
-            Input::RetryDue { branch, op } => self.on_retry_due(branch, op, &mut step),
         }
+        self.check_invariants();
         step
     }
 
-    fn on_decision_request(&mut self, commit: bool, reason: &'static str, step: &mut Step) {
+    /// When the core next needs [`Transaction::handle_timeout`]: the earliest
+    /// of the phase-one deadline and every retry or poll waiting; `None` when
+    /// only an answer (or the initiator) can move the transaction.
+    pub fn poll_timeout(&self) -> Option<i64> {
+        if self.status.is_final() {
+            return None;
+        }
+        let deadline = self
+            .status
+            .is_phase_one()
+            .then_some(self.timing.deadline_at_ms);
+        let waits = self.branches.iter().filter_map(|b| match b.call {
+            CallState::Waiting { due_ms, .. } => Some(due_ms),
+            CallState::Idle | CallState::Outstanding(_) => None,
+        });
+        deadline.into_iter().chain(waits).min()
+    }
+
+    /// Lets time pass up to `now`: the deadline decides when it has passed,
+    /// and every retry or poll that is due is sent.
+    pub fn handle_timeout(&mut self, now: Now) -> Step {
+        let mut step = Step::default();
+        if self.status.is_phase_one() && now.ms >= self.timing.deadline_at_ms {
+            // Only phase one has a deadline. Once a decision is logged, phase
+            // two is carried out however long it takes: aborting a
+            // half-confirmed transaction would break atomicity.
+            self.set_status(
+                Status::Aborting,
+                "the deadline passed before phase one finished",
+                &mut step,
+            );
+        }
+        for index in 0..self.branches.len() {
+            let CallState::Waiting { op, due_ms } = self.branches[index].call else {
+                continue;
+            };
+            if due_ms > now.ms {
+                continue;
+            }
+            // A phase-one retry never outlives the decision (set_status
+            // drops them); this is the guard behind that rule.
+            assert!(
+                op.is_phase_two()
+                    || self.status.is_phase_one()
+                    || self.planted_bug(Bug::DecisionKeepsPhaseOneRetry),
+                "a phase-one retry survived the decision"
+            );
+            self.send(index, op);
+            step.actions.push(Action::Call { branch: index, op });
+        }
+        self.advance(&mut step);
+        self.check_invariants();
+        step
+    }
+
+    fn on_verdict(&mut self, verdict: Verdict, step: &mut Step) {
         if self.mode == Mode::Tcc && self.status == Status::Open {
-            let to = if commit {
-                Status::Committing
-            } else {
-                Status::Aborting
+            let (to, reason) = match verdict {
+                Verdict::Commit => (Status::Committing, "the initiator asked to commit"),
+                Verdict::Abort => (Status::Aborting, "the initiator asked to abort"),
             };
             self.set_status(to, reason, step);
             self.advance(step);
         }
     }
 
-    fn on_deadline(&mut self, step: &mut Step) {
-        // Only phase one has a deadline. Once a decision is logged, phase two
-        // is carried out however long it takes: aborting a half-confirmed
-        // transaction would break atomicity.
-        if self.status.is_phase_one() {
-            self.set_status(
-                Status::Aborting,
-                "the deadline passed before phase one finished",
-                step,
-            );
-            for b in &mut self.branches {
-                // A pending retry of phase one is abandoned; the branch is
-                // rolled back instead.
-                if matches!(b.call, CallState::Backoff(_)) {
-                    b.call = CallState::Idle;
-                }
-            }
-            self.advance(step);
-        }
-    }
-
-    fn on_reply(&mut self, index: usize, op: Op, reply: Reply, step: &mut Step) {
+    fn on_reply(&mut self, now: Now, index: usize, op: Op, reply: Reply, step: &mut Step) {
         let Some(branch) = self.branches.get_mut(index) else {
-            return;
+            // The driver only feeds answers to calls the core asked for.
+            panic!("a reply names branch {index}, which does not exist");
         };
         if branch.call != CallState::Outstanding(op) {
             // A reply to a call this machine did not make (a duplicate, or a
@@ -285,6 +306,7 @@ impl Transaction {
         match outcome {
             Outcome::Settled(to) => {
                 let branch = &mut self.branches[index];
+                branch.settled();
                 branch.status = to;
                 step.history.push(HistoryRecord::Branch {
                     branch: index,
@@ -305,22 +327,71 @@ impl Transaction {
                     }
                 }
             }
-            Outcome::RetryLater => {
-                self.branches[index].call = CallState::Backoff(op);
-                step.actions.push(Action::Retry { branch: index, op });
-            }
-            Outcome::Abandoned => {}
+            Outcome::RetryLater => self.schedule_retry(now, index, op, reply, step),
+            Outcome::Abandoned => self.branches[index].settled(),
         }
         self.advance(step);
     }
 
-    fn on_retry_due(&mut self, index: usize, op: Op, step: &mut Step) {
-        let Some(branch) = self.branches.get_mut(index) else {
+    /// Plans the next attempt of a call that did not succeed, logs the
+    /// failure run sparsely, and raises the operator flag when a phase-two
+    /// call was refused or has failed for the whole attention window.
+    fn schedule_retry(&mut self, now: Now, index: usize, op: Op, reply: Reply, step: &mut Step) {
+        let timing = &self.timing;
+        let still_working_is_a_failure = self.planted_bug(Bug::StillWorkingIsAFailure);
+        let branch = &mut self.branches[index];
+        if reply == Reply::StillWorking && !still_working_is_a_failure {
+            // The participant is alive and busy: ask again at a steady pace.
+            // It is not failing, so neither the backoff nor the operator's
+            // window moves.
+            let due_ms = now.ms + timing.poll_interval_ms as i64;
+            branch.call = CallState::Waiting { op, due_ms };
+            branch.failures = 0;
+            branch.failing_since_ms = None;
+            if !branch.polling {
+                branch.polling = true;
+                step.history.push(HistoryRecord::CallFailed {
+                    branch: index,
+                    op,
+                    reply,
+                    failures: 0,
+                    retry_at_ms: due_ms,
+                });
+            }
             return;
+        }
+        branch.polling = false;
+        branch.failures = branch.failures.saturating_add(1);
+        let due_ms = now.ms + timing.retry.delay(branch.failures, now.jitter).as_millis() as i64;
+        branch.call = CallState::Waiting { op, due_ms };
+        if branch.failures.is_power_of_two() {
+            step.history.push(HistoryRecord::CallFailed {
+                branch: index,
+                op,
+                reply,
+                failures: branch.failures,
+                retry_at_ms: due_ms,
+            });
+        }
+        if !op.is_phase_two() {
+            return; // phase one ends at the deadline instead
+        }
+        let since = *branch.failing_since_ms.get_or_insert(now.ms);
+        let failing_for = now.ms.saturating_sub(since).max(0) as u64;
+        let reason = if reply == Reply::Refused {
+            Some(AttentionReason::Refused)
+        } else if failing_for >= timing.attention_after_ms {
+            Some(AttentionReason::FailingFor { ms: failing_for })
+        } else {
+            None
         };
-        if branch.call == CallState::Backoff(op) {
-            branch.call = CallState::Outstanding(op);
-            step.actions.push(Action::Call { branch: index, op });
+        if let (Some(reason), false) = (reason, self.flagged) {
+            self.flagged = true;
+            step.history.push(HistoryRecord::Attention {
+                branch: index,
+                op,
+                reason,
+            });
         }
     }
 
@@ -337,9 +408,12 @@ impl Transaction {
                 Mode::ThreePhase => three_phase::next(self),
             };
             for (index, op, status) in calls {
-                let branch = &mut self.branches[index];
-                branch.status = status;
-                branch.call = CallState::Outstanding(op);
+                assert!(
+                    op.is_phase_two() || self.status.is_phase_one(),
+                    "a phase-one call after the decision"
+                );
+                self.branches[index].status = status;
+                self.send(index, op);
                 step.actions.push(Action::Call { branch: index, op });
             }
             match transition {
@@ -355,21 +429,77 @@ impl Transaction {
     }
 
     fn set_status(&mut self, to: Status, reason: &'static str, step: &mut Step) {
-        if self.status != to {
-            self.status = to;
-            step.history.push(HistoryRecord::Status {
-                to,
-                reason,
-                cause: None,
-            });
+        if self.status == to {
+            return;
         }
+        assert!(!self.status.is_final(), "a final status never changes");
+        let decided = self.status.is_phase_one() && !to.is_phase_one();
+        self.status = to;
+        step.history.push(HistoryRecord::Status {
+            to,
+            reason,
+            cause: None,
+        });
+        if decided && !self.planted_bug(Bug::DecisionKeepsPhaseOneRetry) {
+            // No phase-one call may leave after the decision is logged: a
+            // retry waiting for its timer is dropped, and the branch is
+            // undone like any other that may have run. (A PreCommit sent
+            // after `aborting` could make a 3PC participant commit by its
+            // timeout rule while the others abort.)
+            for branch in &mut self.branches {
+                if let CallState::Waiting { op, .. } = branch.call
+                    && !op.is_phase_two()
+                {
+                    branch.call = CallState::Idle;
+                    branch.settled();
+                }
+            }
+        }
+    }
+
+    /// Rules that hold after every input, whatever the mode.
+    fn check_invariants(&self) {
+        if self.status.is_final() {
+            assert!(
+                !self.any_call_under_way(),
+                "a final transaction has a call under way"
+            );
+        }
+        if !self.status.is_phase_one() && !self.planted_bug(Bug::DecisionKeepsPhaseOneRetry) {
+            assert!(
+                self.branches.iter().all(|b| !matches!(
+                    b.call,
+                    CallState::Waiting { op, .. } if !op.is_phase_two()
+                )),
+                "a phase-one retry is waiting after the decision"
+            );
+        }
+    }
+
+    /// Marks a call as sent.
+    fn send(&mut self, index: usize, op: Op) {
+        if self.planted_bug(Bug::FailuresCarryOver) {
+            self.branches[index].counted_op = Some(op);
+        }
+        self.branches[index].send(op);
     }
 
     pub(crate) fn any_call_under_way(&self) -> bool {
         self.branches.iter().any(|b| b.call != CallState::Idle)
     }
-}
 
+    /// Whether a planted defect is switched on (test builds only).
+    #[cfg(test)]
+    pub(crate) fn planted_bug(&self, bug: Bug) -> bool {
+        self.planted.has(bug)
+    }
+
+    #[cfg(not(test))]
+    #[inline(always)]
+    pub(crate) fn planted_bug(&self, _bug: Bug) -> bool {
+        false
+    }
+}
 /// What a reply does to a branch, decided by the mode.
 pub(crate) enum Outcome {
     /// The branch reached this status; log it.
@@ -392,3 +522,7 @@ pub(crate) type Next = (
 #[cfg(test)]
 #[path = "machine_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "machine_time_tests.rs"]
+mod time_tests;

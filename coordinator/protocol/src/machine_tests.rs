@@ -7,19 +7,20 @@ use super::*;
 use crate::state::BranchStatus as B;
 use crate::state::Status as S;
 use crate::test_support::*;
+use crate::timing::Timing;
 use crate::wire::Op::{Action as Act, Cancel, Compensate as Comp, Confirm};
 use crate::wire::Reply::{Refused, StillWorking, Success, Unknown};
 
-fn sequential(n: usize) -> Transaction {
-    Transaction::new_saga(
+fn sequential(n: usize) -> T {
+    T::new(Transaction::new_saga(
         (0..n)
             .map(|i| if i == 0 { vec![] } else { vec![i - 1] })
             .collect(),
-    )
+    ))
 }
 /// A TCC transaction with `n` registered branches.
-fn tcc(n: usize) -> Transaction {
-    let mut tx = Transaction::new_tcc();
+fn tcc(n: usize) -> T {
+    let mut tx = T::new(Transaction::new_tcc());
     for _ in 0..n {
         tx.add_branch().unwrap();
     }
@@ -31,10 +32,10 @@ fn saga_runs_actions_in_order_and_commits() {
     let mut tx = sequential(2);
     assert_eq!(tx.start().actions, vec![call(0, Act)]);
     // The outcome is logged, and the next action is sent only after it.
-    let step = tx.handle(replied(0, Act, Success));
+    let step = tx.reply(0, Act, Success);
     assert_eq!(branch_outcomes(&step), vec![(0, B::Succeeded)]);
     assert_eq!(step.actions, vec![call(1, Act)]);
-    let step = tx.handle(replied(1, Act, Success));
+    let step = tx.reply(1, Act, Success);
     assert_eq!(branch_outcomes(&step), vec![(1, B::Succeeded)]);
     assert_eq!(status_changes(&step), vec![S::Committed]);
     assert!(step.actions.is_empty());
@@ -44,34 +45,25 @@ fn saga_runs_actions_in_order_and_commits() {
 #[test]
 fn saga_graph_runs_independent_branches_concurrently() {
     // c depends on a and b.
-    let mut tx = Transaction::new_saga(vec![vec![], vec![], vec![0, 1]]);
+    let mut tx = T::new(Transaction::new_saga(vec![vec![], vec![], vec![0, 1]]));
     assert_eq!(tx.start().actions, vec![call(0, Act), call(1, Act)]);
-    assert!(tx.handle(replied(1, Act, Success)).actions.is_empty());
-    assert_eq!(
-        tx.handle(replied(0, Act, Success)).actions,
-        vec![call(2, Act)]
-    );
+    assert!(tx.reply(1, Act, Success).actions.is_empty());
+    assert_eq!(tx.reply(0, Act, Success).actions, vec![call(2, Act)]);
 }
 
 #[test]
 fn saga_refusal_compensates_in_reverse_order_including_the_refused_branch() {
     let mut tx = sequential(3);
     tx.start();
-    tx.handle(replied(0, Act, Success));
-    tx.handle(replied(1, Act, Success));
-    let step = tx.handle(replied(2, Act, Refused));
+    tx.reply(0, Act, Success);
+    tx.reply(1, Act, Success);
+    let step = tx.reply(2, Act, Refused);
     assert_eq!(branch_outcomes(&step), vec![(2, B::Refused)]);
     assert_eq!(status_changes(&step), vec![S::Aborting]);
     assert_eq!(step.actions, vec![call(2, Comp)]);
-    assert_eq!(
-        tx.handle(replied(2, Comp, Success)).actions,
-        vec![call(1, Comp)]
-    );
-    assert_eq!(
-        tx.handle(replied(1, Comp, Success)).actions,
-        vec![call(0, Comp)]
-    );
-    let step = tx.handle(replied(0, Comp, Success));
+    assert_eq!(tx.reply(2, Comp, Success).actions, vec![call(1, Comp)]);
+    assert_eq!(tx.reply(1, Comp, Success).actions, vec![call(0, Comp)]);
+    let step = tx.reply(0, Comp, Success);
     assert_eq!(status_changes(&step), vec![S::Aborted]);
     assert_eq!(statuses(&tx), vec![B::RolledBack; 3]);
 }
@@ -80,9 +72,9 @@ fn saga_refusal_compensates_in_reverse_order_including_the_refused_branch() {
 fn saga_never_compensates_branches_that_never_started() {
     let mut tx = sequential(3);
     tx.start();
-    let step = tx.handle(replied(0, Act, Refused));
+    let step = tx.reply(0, Act, Refused);
     assert_eq!(step.actions, vec![call(0, Comp)]);
-    let step = tx.handle(replied(0, Comp, Success));
+    let step = tx.reply(0, Comp, Success);
     assert_eq!(status_changes(&step), vec![S::Aborted]);
     assert_eq!(statuses(&tx), vec![B::RolledBack, B::Pending, B::Pending]);
 }
@@ -92,68 +84,59 @@ fn unknown_answers_are_retried_never_read_as_failure() {
     let mut tx = sequential(1);
     tx.start();
     for reply in [Unknown, StillWorking, Unknown] {
-        let step = tx.handle(replied(0, Act, reply));
-        assert_eq!(
-            step,
-            Step {
-                history: vec![],
-                actions: vec![retry(0, Act)]
-            }
-        );
+        let step = tx.reply(0, Act, reply);
+        assert!(step.actions.is_empty(), "nothing is sent before the timer");
+        assert!(status_changes(&step).is_empty());
+        assert_eq!(tx.waits(0), Some(Act));
         assert_eq!(tx.status(), S::Running);
-        assert_eq!(
-            tx.handle(Input::RetryDue { branch: 0, op: Act }).actions,
-            vec![call(0, Act)]
-        );
+        assert_eq!(tx.retry_due(0, Act).actions, vec![call(0, Act)]);
     }
-    let step = tx.handle(replied(0, Act, Success));
+    let step = tx.reply(0, Act, Success);
     assert_eq!(status_changes(&step), vec![S::Committed]);
 }
 
 #[test]
 fn timeout_never_triggers_compensation_before_the_deadline() {
     let mut tx = sequential(2);
+    tx.tx = tx.tx.clone().with_timing(Timing {
+        deadline_at_ms: 24 * 3_600_000,
+        ..Timing::default()
+    });
     tx.start();
-    tx.handle(replied(0, Act, Success));
+    tx.reply(0, Act, Success);
     for _ in 0..50 {
-        let step = tx.handle(replied(1, Act, Unknown));
+        let step = tx.reply(1, Act, Unknown);
         assert!(
             step.actions
                 .iter()
                 .all(|a| !matches!(a, Action::Call { op: Comp, .. }))
         );
-        tx.handle(Input::RetryDue { branch: 1, op: Act });
+        tx.retry_due(1, Act);
     }
     assert_eq!(tx.status(), S::Running);
 }
 
 #[test]
 fn saga_deadline_compensates_everything_that_may_have_run() {
-    let mut tx = Transaction::new_saga(vec![vec![], vec![], vec![0]]);
+    let mut tx = T::new(Transaction::new_saga(vec![vec![], vec![], vec![0]]));
     tx.start(); // a and b in flight
-    tx.handle(replied(0, Act, Success)); // c in flight now
-    tx.handle(replied(1, Act, Unknown)); // b waits for a retry
-    let step = tx.handle(Input::DeadlinePassed);
+    tx.reply(0, Act, Success); // c in flight now
+    tx.reply(1, Act, Unknown); // b waits for a retry
+    let step = tx.deadline();
     assert_eq!(status_changes(&step), vec![S::Aborting]);
     // b's retry is dropped and b is compensated at once; a waits for c,
     // whose action is still in flight.
     assert_eq!(step.actions, vec![call(1, Comp)]);
+    assert_eq!(tx.waits(1), None, "the abandoned retry is gone");
     assert!(
-        tx.handle(Input::RetryDue { branch: 1, op: Act })
-            .actions
-            .is_empty()
+        tx.poll_timeout().is_none_or(|t| t > tx.now_ms),
+        "nothing else is due"
     );
     // c's late answer, whatever it is, leads to its compensation, then a's.
-    assert_eq!(
-        tx.handle(replied(2, Act, Unknown)).actions,
-        vec![call(2, Comp)]
-    );
-    tx.handle(replied(1, Comp, Success));
-    assert_eq!(
-        tx.handle(replied(2, Comp, Success)).actions,
-        vec![call(0, Comp)]
-    );
-    let step = tx.handle(replied(0, Comp, Success));
+    assert_eq!(tx.reply(2, Act, Unknown).actions, vec![call(2, Comp)]);
+    tx.reply(1, Comp, Success);
+    assert_eq!(tx.reply(2, Comp, Success).actions, vec![call(0, Comp)]);
+    let step = tx.reply(0, Comp, Success);
     assert_eq!(status_changes(&step), vec![S::Aborted]);
 }
 
@@ -161,23 +144,14 @@ fn saga_deadline_compensates_everything_that_may_have_run() {
 fn compensation_is_retried_until_it_succeeds() {
     let mut tx = sequential(1);
     tx.start();
-    tx.handle(replied(0, Act, Refused));
+    tx.reply(0, Act, Refused);
     for reply in [Unknown, Refused, StillWorking] {
-        assert_eq!(
-            tx.handle(replied(0, Comp, reply)).actions,
-            vec![retry(0, Comp)]
-        );
-        assert_eq!(
-            tx.handle(Input::RetryDue {
-                branch: 0,
-                op: Comp
-            })
-            .actions,
-            vec![call(0, Comp)]
-        );
+        assert!(tx.reply(0, Comp, reply).actions.is_empty());
+        assert_eq!(tx.waits(0), Some(Comp));
+        assert_eq!(tx.retry_due(0, Comp).actions, vec![call(0, Comp)]);
     }
     assert_eq!(
-        status_changes(&tx.handle(replied(0, Comp, Success))),
+        status_changes(&tx.reply(0, Comp, Success)),
         vec![S::Aborted]
     );
 }
@@ -186,11 +160,11 @@ fn compensation_is_retried_until_it_succeeds() {
 fn deadline_after_a_decision_changes_nothing() {
     let mut tx = sequential(1);
     tx.start();
-    tx.handle(replied(0, Act, Refused));
-    assert_eq!(tx.handle(Input::DeadlinePassed), Step::default());
+    tx.reply(0, Act, Refused);
+    assert_eq!(tx.deadline(), Step::default());
     let mut tx = tcc(1);
-    tx.handle(Input::Commit);
-    assert_eq!(tx.handle(Input::DeadlinePassed), Step::default());
+    tx.commit();
+    assert_eq!(tx.deadline(), Step::default());
     assert_eq!(tx.status(), S::Committing);
 }
 
@@ -198,47 +172,46 @@ fn deadline_after_a_decision_changes_nothing() {
 fn duplicate_and_stale_replies_are_ignored() {
     let mut tx = sequential(2);
     tx.start();
-    tx.handle(replied(0, Act, Success));
+    tx.reply(0, Act, Success);
     let before = tx.clone();
-    // A second answer to the same call, an answer to a call never made, and a
-    // branch index out of range.
-    for input in [
-        replied(0, Act, Success),
-        replied(1, Comp, Success),
-        replied(7, Act, Success),
-    ] {
-        assert_eq!(tx.handle(input), Step::default());
-    }
+    // A second answer to the same call, and an answer to a call never made.
+    assert_eq!(tx.reply(0, Act, Success), Step::default());
+    assert_eq!(tx.reply(1, Comp, Success), Step::default());
     assert_eq!(tx, before);
 }
 
 #[test]
+#[should_panic(expected = "does not exist")]
+fn a_reply_for_a_branch_out_of_range_is_a_driver_bug() {
+    let mut tx = sequential(2);
+    tx.start();
+    tx.reply(7, Act, Success);
+}
+
+#[test]
 fn recovered_running_saga_resends_the_frontier() {
-    let mut tx = Transaction::recover(
+    let mut tx = T::new(Transaction::recover(
         Mode::Saga,
         S::Running,
         vec![B::Succeeded, B::Pending, B::Pending],
         vec![vec![], vec![0], vec![1]],
-    );
+    ));
     assert_eq!(tx.start().actions, vec![call(1, Act)]);
 }
 
 #[test]
 fn recovered_aborting_saga_compensates_a_branch_that_may_have_been_sent() {
     // Sending is not logged: b may have been sent just before the crash.
-    let mut tx = Transaction::recover(
+    let mut tx = T::new(Transaction::recover(
         Mode::Saga,
         S::Aborting,
         vec![B::Succeeded, B::Pending, B::Pending],
         vec![vec![], vec![0], vec![1]],
-    );
+    ));
     assert_eq!(tx.start().actions, vec![call(1, Comp)]);
+    assert_eq!(tx.reply(1, Comp, Success).actions, vec![call(0, Comp)]);
     assert_eq!(
-        tx.handle(replied(1, Comp, Success)).actions,
-        vec![call(0, Comp)]
-    );
-    assert_eq!(
-        status_changes(&tx.handle(replied(0, Comp, Success))),
+        status_changes(&tx.reply(0, Comp, Success)),
         vec![S::Aborted]
     );
     assert_eq!(
@@ -257,7 +230,7 @@ fn tcc_open_waits_for_the_initiator() {
 #[test]
 fn tcc_commit_confirms_every_branch_concurrently() {
     let mut tx = tcc(2);
-    let step = tx.handle(Input::Commit);
+    let step = tx.commit();
     assert_eq!(status_changes(&step), vec![S::Committing]);
     assert_eq!(step.actions, vec![call(0, Confirm), call(1, Confirm)]);
     assert_eq!(
@@ -265,41 +238,31 @@ fn tcc_commit_confirms_every_branch_concurrently() {
         None,
         "no branch joins a decided transaction"
     );
+    assert!(tx.reply(1, Confirm, Unknown).actions.is_empty());
+    assert_eq!(tx.waits(1), Some(Confirm));
     assert_eq!(
-        tx.handle(replied(1, Confirm, Unknown)).actions,
-        vec![retry(1, Confirm)]
-    );
-    assert_eq!(
-        branch_outcomes(&tx.handle(replied(0, Confirm, Success))),
+        branch_outcomes(&tx.reply(0, Confirm, Success)),
         vec![(0, B::Committed)]
     );
-    tx.handle(Input::RetryDue {
-        branch: 1,
-        op: Confirm,
-    });
-    let step = tx.handle(replied(1, Confirm, Success));
+    tx.retry_due(1, Confirm);
+    let step = tx.reply(1, Confirm, Success);
     assert_eq!(status_changes(&step), vec![S::Committed]);
 }
 
 #[test]
 fn tcc_abort_and_deadline_cancel_every_branch() {
-    for input in [Input::Abort, Input::DeadlinePassed] {
+    for deadline in [false, true] {
         let mut tx = tcc(2);
-        let step = tx.handle(input);
+        let step = if deadline { tx.deadline() } else { tx.abort() };
         assert_eq!(status_changes(&step), vec![S::Aborting]);
         assert_eq!(step.actions, vec![call(0, Cancel), call(1, Cancel)]);
         // A refused cancel is retried: phase two never gives up.
+        assert!(tx.reply(0, Cancel, Refused).actions.is_empty());
+        assert_eq!(tx.waits(0), Some(Cancel));
+        tx.retry_due(0, Cancel);
+        tx.reply(0, Cancel, Success);
         assert_eq!(
-            tx.handle(replied(0, Cancel, Refused)).actions,
-            vec![retry(0, Cancel)]
-        );
-        tx.handle(Input::RetryDue {
-            branch: 0,
-            op: Cancel,
-        });
-        tx.handle(replied(0, Cancel, Success));
-        assert_eq!(
-            status_changes(&tx.handle(replied(1, Cancel, Success))),
+            status_changes(&tx.reply(1, Cancel, Success)),
             vec![S::Aborted]
         );
     }
@@ -309,32 +272,29 @@ fn tcc_abort_and_deadline_cancel_every_branch() {
 fn tcc_without_branches_finishes_at_once() {
     let mut tx = tcc(0);
     assert_eq!(
-        status_changes(&tx.handle(Input::Commit)),
+        status_changes(&tx.commit()),
         vec![S::Committing, S::Committed]
     );
     let mut tx = tcc(0);
-    assert_eq!(
-        status_changes(&tx.handle(Input::Abort)),
-        vec![S::Aborting, S::Aborted]
-    );
+    assert_eq!(status_changes(&tx.abort()), vec![S::Aborting, S::Aborted]);
 }
 
 #[test]
 fn second_decision_is_ignored() {
     let mut tx = tcc(1);
-    tx.handle(Input::Commit);
-    assert_eq!(tx.handle(Input::Abort), Step::default());
+    tx.commit();
+    assert_eq!(tx.abort(), Step::default());
     assert_eq!(tx.status(), S::Committing);
 }
 
 #[test]
 fn recovered_committing_tcc_confirms_what_is_left() {
-    let mut tx = Transaction::recover(
+    let mut tx = T::new(Transaction::recover(
         Mode::Tcc,
         S::Committing,
         vec![B::Committed, B::Committing, B::Pending],
         vec![],
-    );
+    ));
     assert_eq!(tx.start().actions, vec![call(1, Confirm), call(2, Confirm)]);
 }
 
@@ -342,6 +302,6 @@ fn recovered_committing_tcc_confirms_what_is_left() {
 fn saga_ignores_commit_and_abort_requests() {
     let mut tx = sequential(1);
     tx.start();
-    assert_eq!(tx.handle(Input::Commit), Step::default());
-    assert_eq!(tx.handle(Input::Abort), Step::default());
+    assert_eq!(tx.commit(), Step::default());
+    assert_eq!(tx.abort(), Step::default());
 }

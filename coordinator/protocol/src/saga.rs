@@ -7,7 +7,8 @@
 //! idempotent and accept a branch that never ran (the SDK's barrier makes them
 //! so), so one extra compensation is cheap and a missing one is a lost update.
 
-use crate::machine::{CallState, Next, Outcome, Transaction};
+use crate::branch::CallState;
+use crate::machine::{Next, Outcome, Transaction};
 use crate::state::{BranchStatus, Status};
 use crate::wire::{Op, Reply};
 

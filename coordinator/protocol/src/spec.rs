@@ -43,6 +43,9 @@ pub struct TxOptions {
     pub request_timeout_ms: u64,
     /// Backoff between attempts of a call whose answer was unknown.
     pub retry: RetryPolicy,
+    /// Milliseconds between two asks of a call answered "still working"
+    /// (425): a steady interval, not the growing backoff of an unknown answer.
+    pub poll_interval_ms: u64,
     /// Milliseconds a phase-two call may keep failing before the transaction
     /// is flagged for an operator. Retries go on after the flag.
     pub attention_after_ms: u64,
@@ -54,6 +57,7 @@ impl Default for TxOptions {
             deadline_ms: 60_000,
             request_timeout_ms: 10_000,
             retry: RetryPolicy::default(),
+            poll_interval_ms: 1_000,
             attention_after_ms: 600_000,
         }
     }
@@ -67,6 +71,9 @@ impl TxOptions {
         }
         if self.request_timeout_ms == 0 || self.request_timeout_ms > 600_000 {
             return Err("options.request_timeout_ms must be between 1 ms and 10 minutes".into());
+        }
+        if self.poll_interval_ms == 0 || self.poll_interval_ms > 3_600_000 {
+            return Err("options.poll_interval_ms must be between 1 ms and 1 hour".into());
         }
         if self.attention_after_ms == 0 {
             return Err("options.attention_after_ms must be above 0".into());

@@ -6,7 +6,8 @@
 //! coordinator cannot know, and the barrier turns a cancel without a Try into
 //! a no-op (null compensation).
 
-use crate::machine::{CallState, Next, Outcome, Transaction};
+use crate::branch::CallState;
+use crate::machine::{Next, Outcome, Transaction};
 use crate::state::{BranchStatus, Status};
 use crate::wire::{Op, Reply};
 

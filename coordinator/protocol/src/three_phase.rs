@@ -10,7 +10,8 @@
 //! DoCommit is retried until it succeeds, like every phase-two call. See
 //! `docs/two-and-three-phase.md` for why this fails under partitions.
 
-use crate::machine::{CallState, Next, Outcome, Transaction};
+use crate::branch::CallState;
+use crate::machine::{Next, Outcome, Transaction};
 use crate::state::{BranchStatus, Status};
 use crate::wire::{Op, Reply};
 

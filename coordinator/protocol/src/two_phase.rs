@@ -8,7 +8,8 @@
 //! answer was lost may have prepared it, and a rollback of nothing succeeds.
 //! A read-only branch changed nothing and is never called again.
 
-use crate::machine::{CallState, Next, Outcome, Transaction};
+use crate::branch::CallState;
+use crate::machine::{Next, Outcome, Transaction};
 use crate::state::{BranchStatus, Status};
 use crate::wire::{Op, Reply};
 
