@@ -22,16 +22,6 @@ pub(crate) enum CallState {
     },
 }
 
-impl CallState {
-    /// The operation sent or waiting, if any.
-    pub(crate) fn op(self) -> Option<Op> {
-        match self {
-            CallState::Idle => None,
-            CallState::Outstanding(op) | CallState::Waiting { op, .. } => Some(op),
-        }
-    }
-}
-
 /// One branch of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BranchState {

@@ -305,8 +305,8 @@ impl Transaction {
         };
         match outcome {
             Outcome::Settled(to) => {
+                self.end_failure_run(index, reply.is_success());
                 let branch = &mut self.branches[index];
-                branch.settled();
                 branch.status = to;
                 step.history.push(HistoryRecord::Branch {
                     branch: index,
@@ -328,7 +328,7 @@ impl Transaction {
                 }
             }
             Outcome::RetryLater => self.schedule_retry(now, index, op, reply, step),
-            Outcome::Abandoned => self.branches[index].settled(),
+            Outcome::Abandoned => self.end_failure_run(index, false),
         }
         self.advance(step);
     }
@@ -446,12 +446,12 @@ impl Transaction {
             // undone like any other that may have run. (A PreCommit sent
             // after `aborting` could make a 3PC participant commit by its
             // timeout rule while the others abort.)
-            for branch in &mut self.branches {
-                if let CallState::Waiting { op, .. } = branch.call
+            for index in 0..self.branches.len() {
+                if let CallState::Waiting { op, .. } = self.branches[index].call
                     && !op.is_phase_two()
                 {
-                    branch.call = CallState::Idle;
-                    branch.settled();
+                    self.branches[index].call = CallState::Idle;
+                    self.end_failure_run(index, false);
                 }
             }
         }
@@ -473,6 +473,14 @@ impl Transaction {
                 )),
                 "a phase-one retry is waiting after the decision"
             );
+        }
+    }
+
+    /// A branch's operation is over (settled, abandoned, dropped by the
+    /// decision): its failures say nothing about the next operation.
+    fn end_failure_run(&mut self, index: usize, success: bool) {
+        if success || !self.planted_bug(Bug::FailuresCarryOver) {
+            self.branches[index].settled();
         }
     }
 

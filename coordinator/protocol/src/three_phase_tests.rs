@@ -3,7 +3,6 @@
 use crate::machine::Transaction;
 use crate::state::BranchStatus as B;
 use crate::state::Status as S;
-use crate::step::Step;
 use crate::test_support::*;
 use crate::wire::Op::{Abort, CanCommit, DoCommit, PreCommit};
 use crate::wire::Reply::{Refused, StillWorking, Success, Unknown};

@@ -1,27 +1,31 @@
 //! The driver of one transaction: the only code that changes a transaction's
-//! state. It feeds inputs to the protocol core, writes what the core says must
-//! be durable (fenced by owner and epoch), then makes the calls, and loops
-//! until the transaction is final, its ownership is lost, or the coordinator
-//! shuts down.
+//! state. It feeds inputs and the passing of time to the protocol core,
+//! writes what the core says must be durable (fenced by owner and epoch),
+//! then makes the calls, and sleeps until the next answer or the instant the
+//! core asked to be woken. It loops until the transaction is final, its
+//! ownership is lost, or the coordinator shuts down.
 //!
-//! Participant calls and retry timers run as tasks in the driver's `JoinSet`
-//! and report back through its mailbox, so the driver itself never waits on a
-//! participant.
+//! Every decision about time (deadline, backoff, polling, the operator flag)
+//! is the core's; the driver only moves data. Participant calls run as tasks
+//! in the driver's `JoinSet`, which is reaped as they finish (so a call
+//! retried for days holds one task, not one per attempt), and report back
+//! through the driver's mailbox.
 
 use super::{Progress, Shared, now_ms};
 use crate::store::{
     BranchRecord, BranchUpdate, Event, Fence, StoreError, TransactionRecord, Update,
 };
 use crate::transport::{CallOutcome, CallRequest};
-use dtx_protocol::machine::HistoryRecord;
 use dtx_protocol::spec::saga_dependencies;
-use dtx_protocol::{Action, BranchSpec, Input, Mode, Op, Reply, Status, Step, Transaction};
+use dtx_protocol::{
+    Action, AttentionReason, BranchSpec, HistoryRecord, Input, Mode, Now, Op, Reply, Status, Step,
+    Timing, Transaction, Verdict,
+};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
 /// What reaches a driver's mailbox.
 pub(crate) enum Mail {
@@ -31,12 +35,10 @@ pub(crate) enum Mail {
         op: Op,
         outcome: CallOutcome,
     },
-    /// A retry's backoff elapsed.
-    RetryDue { branch: usize, op: Op },
-    /// The initiator asks to commit (`true`) or abort (TCC). The answer is
-    /// the status once the request was handled.
+    /// The initiator asks for a verdict (TCC). The answer is the status once
+    /// the request was handled.
     Decide {
-        commit: bool,
+        verdict: Verdict,
         done: oneshot::Sender<Result<Status, StoreError>>,
     },
 }
@@ -60,44 +62,50 @@ enum Stop {
     Fenced,
     /// The coordinator is shutting down; recovery resumes the transaction.
     Shutdown,
-    /// The store failed in a way retrying does not fix.
+    /// The store failed in a way retrying does not fix, or the stored
+    /// transaction cannot be driven.
     Failed(String),
 }
 
-/// Per-branch facts the protocol core does not keep.
+/// What caused a TCC decision: the initiator's verdict, or the deadline.
+#[derive(Debug, Clone, Copy)]
+enum Trigger {
+    Verdict(Verdict),
+    Deadline,
+}
+
+/// What the driver keeps of each branch's calls for the log and the API; the
+/// core keeps what decides.
 #[derive(Default, Clone)]
-struct Bookkeeping {
+struct CallRecord {
     attempts: u32,
     last_http_status: Option<u16>,
     last_error: Option<String>,
-    /// Failures in a row of the current operation; sets the backoff.
-    failures_in_a_row: u32,
-    /// When the current phase-two operation first failed.
-    failing_since: Option<Instant>,
 }
 
 pub(crate) struct Driver {
     shared: Arc<Shared>,
     fence: Fence,
     mode: Mode,
-    options: dtx_protocol::TxOptions,
-    deadline: Instant,
+    request_timeout: Duration,
     specs: Vec<Arc<BranchSpec>>,
     tx: Transaction,
-    books: Vec<Bookkeeping>,
+    calls: Vec<CallRecord>,
     /// Branches whose row must be written with the next update.
     dirty: BTreeSet<usize>,
-    /// Events to append with the next update, besides the core's history.
-    pending_events: Vec<Event>,
-    /// The operator flag; `flag_written` tells whether the store has it.
+    /// The operator flag's sentence; `flag_written` tells whether the store
+    /// has it.
     attention: Option<String>,
     flag_written: bool,
     persisted_status: Status,
     seen_lapses: u64,
     mail_tx: mpsc::UnboundedSender<Mail>,
     mail_rx: mpsc::UnboundedReceiver<Mail>,
-    tasks: JoinSet<()>,
+    /// Participant calls in flight; each reports through the mailbox.
+    in_flight: JoinSet<()>,
     status_tx: watch::Sender<Progress>,
+    /// The record the driver starts from, until `drive` loads it.
+    initial: Option<TransactionRecord>,
     /// The record's fields that only the store changes (times, lease), as
     /// loaded, without branches: the base of the record handed to waiters
     /// once the transaction is final.
@@ -113,38 +121,37 @@ impl Driver {
         mail: (mpsc::UnboundedSender<Mail>, mpsc::UnboundedReceiver<Mail>),
         status_tx: watch::Sender<Progress>,
     ) -> Driver {
-        let remaining = Duration::from_millis((record.deadline_at_ms - now_ms()).max(0) as u64);
         let seen_lapses = shared.lease.lapses();
-        let mut driver = Driver {
+        Driver {
             shared,
             fence,
             mode: record.mode,
-            options: record.options.clone(),
-            deadline: Instant::now() + remaining,
+            request_timeout: Duration::from_millis(record.options.request_timeout_ms),
             specs: vec![],
             tx: Transaction::new_tcc(),
-            books: vec![],
+            calls: vec![],
             dirty: BTreeSet::new(),
-            pending_events: vec![],
             attention: record.attention.clone(),
             flag_written: record.attention.is_some(),
             persisted_status: record.status,
             seen_lapses,
             mail_tx: mail.0,
             mail_rx: mail.1,
-            tasks: JoinSet::new(),
+            in_flight: JoinSet::new(),
             status_tx,
             base: TransactionRecord {
                 branches: Vec::new(),
                 ..record.clone()
             },
-        };
-        driver.load(record);
-        driver
+            initial: Some(record),
+        }
     }
 
-    /// Rebuilds the core and the bookkeeping from a stored record.
-    fn load(&mut self, record: TransactionRecord) {
+    /// Rebuilds the core and the call records from a stored record. A saga
+    /// whose stored branches no longer form a valid graph cannot be driven:
+    /// registration validated them, so this is corruption, and guessing ("no
+    /// dependencies") could run an action before the one it depends on.
+    fn load(&mut self, record: TransactionRecord) -> Result<(), Stop> {
         let statuses = record.branches.iter().map(|b| b.status).collect();
         self.specs = record
             .branches
@@ -152,36 +159,38 @@ impl Driver {
             .map(|b| Arc::new(b.spec.clone()))
             .collect();
         let deps = match record.mode {
-            // Registration validated the graph, so this cannot fail.
-            Mode::Saga => saga_dependencies(
-                &record
-                    .branches
-                    .iter()
-                    .map(|b| b.spec.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap_or_default(),
+            Mode::Saga => {
+                let specs: Vec<_> = record.branches.iter().map(|b| b.spec.clone()).collect();
+                saga_dependencies(&specs).map_err(|e| {
+                    Stop::Failed(format!(
+                        "the stored branches of this saga cannot be driven: {e}"
+                    ))
+                })?
+            }
             Mode::Tcc | Mode::TwoPhase | Mode::ThreePhase => vec![],
         };
-        self.books = record
+        self.calls = record
             .branches
             .iter()
-            .map(|b| Bookkeeping {
+            .map(|b| CallRecord {
                 attempts: b.attempts,
                 last_http_status: b.last_http_status,
                 last_error: b.last_error.clone(),
-                ..Default::default()
             })
             .collect();
-        self.tx = Transaction::recover(record.mode, record.status, statuses, deps);
+        let failing_since: Vec<_> = record.branches.iter().map(|b| b.failing_since_ms).collect();
+        self.tx = Transaction::recover(record.mode, record.status, statuses, deps)
+            .with_timing(Timing::from_options(&record.options, record.deadline_at_ms))
+            .with_attention_state(record.attention.is_some(), &failing_since);
         self.persisted_status = record.status;
+        Ok(())
     }
 
     /// Drives the transaction until it is final or the driver must stop.
     pub(crate) async fn run(mut self) -> Ended {
         let gid = self.fence.gid.clone();
         let outcome = self.drive().await;
-        self.tasks.shutdown().await;
+        self.in_flight.shutdown().await;
         match outcome {
             Ok(()) => tracing::debug!(gid, status = %self.tx.status(), "transaction finished"),
             Err(Stop::Fenced) => tracing::warn!(
@@ -202,29 +211,47 @@ impl Driver {
     }
 
     async fn drive(&mut self) -> Result<(), Stop> {
+        let record = self.initial.take().expect("a driver runs once");
+        self.load(record)?;
         let step = self.tx.start();
         self.carry_out(step).await?;
         let shutdown = self.shared.shutdown.clone();
         while !self.tx.status().is_final() {
-            let before_deadline = self.tx.status().is_phase_one();
+            let wake = self.tx.poll_timeout().map(instant_of);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Err(Stop::Shutdown),
+                // Reap finished calls, so the set holds only calls in flight.
+                Some(_) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {}
                 mail = self.mail_rx.recv() => match mail {
                     Some(mail) => self.on_mail(mail).await?,
                     None => return Err(Stop::Shutdown),
                 },
-                _ = tokio::time::sleep_until(self.deadline), if before_deadline => {
-                    if self.mode == Mode::Tcc {
-                        self.decide(Input::DeadlinePassed).await?;
-                    } else {
-                        let step = self.tx.handle(Input::DeadlinePassed);
-                        self.carry_out(step).await?;
-                    }
-                }
+                _ = sleep_until(wake), if wake.is_some() => self.on_timeout().await?,
             }
         }
         Ok(())
+    }
+
+    /// The instant an input is handled at, with a jitter sample from the
+    /// engine's seeded generator.
+    fn now(&self) -> Now {
+        use rand::Rng;
+        let jitter = self.shared.rng.lock().expect("rng poisoned").random();
+        Now {
+            ms: now_ms(),
+            jitter,
+        }
+    }
+
+    async fn on_timeout(&mut self) -> Result<(), Stop> {
+        if self.mode == Mode::Tcc && self.tx.status() == Status::Open {
+            // An open TCC transaction waits for nothing but its initiator:
+            // this is its deadline.
+            return self.decide(Trigger::Deadline).await;
+        }
+        let step = self.tx.handle_timeout(self.now());
+        self.carry_out(step).await
     }
 
     async fn on_mail(&mut self, mail: Mail) -> Result<(), Stop> {
@@ -234,32 +261,20 @@ impl Driver {
                 op,
                 outcome,
             } => {
-                let failed = !outcome.reply.is_success();
                 self.record_outcome(branch, op, &outcome);
-                let step = self.tx.handle(Input::Replied {
-                    branch,
-                    op,
-                    reply: outcome.reply,
-                });
-                if failed && step.history.is_empty() {
-                    // A failed attempt decides nothing, but an operator
-                    // looking at a stuck transaction needs to see it.
-                    self.pending_events.push(self.event(
-                        "call_failed",
-                        Some(branch),
-                        describe_failure(op, &outcome),
-                    ));
-                }
+                let now = self.now();
+                let step = self.tx.handle(
+                    now,
+                    Input::Replied {
+                        branch,
+                        op,
+                        reply: outcome.reply,
+                    },
+                );
                 self.carry_out(step).await
             }
-            Mail::RetryDue { branch, op } => {
-                let step = self.tx.handle(Input::RetryDue { branch, op });
-                self.carry_out(step).await
-            }
-            Mail::Decide { commit, done } => {
-                let result = self
-                    .decide(if commit { Input::Commit } else { Input::Abort })
-                    .await;
+            Mail::Decide { verdict, done } => {
+                let result = self.decide(Trigger::Verdict(verdict)).await;
                 let answer = match &result {
                     Ok(()) => Ok(self.tx.status()),
                     Err(Stop::Fenced) => Err(StoreError::Conflict(
@@ -276,11 +291,10 @@ impl Driver {
         }
     }
 
-    /// A TCC decision: `input` is the initiator's commit or abort, or the
-    /// deadline. Branches may have been registered through any coordinator,
-    /// so the branch list is read from the store and the decision is written
-    /// only if no branch arrived in between.
-    async fn decide(&mut self, input: Input) -> Result<(), Stop> {
+    /// A TCC decision. Branches may have been registered through any
+    /// coordinator, so the branch list is read from the store and the
+    /// decision is written only if no branch arrived in between.
+    async fn decide(&mut self, trigger: Trigger) -> Result<(), Stop> {
         while self.tx.status() == Status::Open {
             let record = self
                 .retry_store(|s, gid| async move { s.get(&gid).await })
@@ -292,8 +306,15 @@ impl Driver {
                 // Another coordinator decided (and so fenced us).
                 return Err(Stop::Fenced);
             }
-            self.load(record);
-            let step = self.tx.handle(input.clone());
+            self.load(record)?;
+            let now = self.now();
+            let step = match trigger {
+                Trigger::Verdict(verdict) => self.tx.handle(now, Input::Decide(verdict)),
+                Trigger::Deadline => self.tx.handle_timeout(now),
+            };
+            if self.tx.status() == Status::Open {
+                return Ok(()); // not due yet (a deadline moved by a reload)
+            }
             match self
                 .persist(&step.history, Some(self.specs.len() as u32))
                 .await
@@ -313,48 +334,11 @@ impl Driver {
 
     fn record_outcome(&mut self, branch: usize, op: Op, outcome: &CallOutcome) {
         self.shared.metrics.call(op, outcome.reply);
-        let now = Instant::now();
-        let books = &mut self.books[branch];
-        books.attempts += 1;
-        books.last_http_status = outcome.http_status;
-        books.last_error = outcome.error.clone();
+        let call = &mut self.calls[branch];
+        call.attempts = call.attempts.saturating_add(1);
+        call.last_http_status = outcome.http_status;
+        call.last_error = outcome.error.clone();
         self.dirty.insert(branch);
-        if outcome.reply.is_success() {
-            books.failures_in_a_row = 0;
-            books.failing_since = None;
-            return;
-        }
-        books.failures_in_a_row += 1;
-        if !op.is_phase_two() {
-            return;
-        }
-        let since = *books.failing_since.get_or_insert(now);
-        let window = Duration::from_millis(self.options.attention_after_ms);
-        let id = &self.specs[branch].id;
-        let reason = if outcome.reply == Reply::Refused {
-            Some(format!(
-                "branch `{id}` refused its {op} (HTTP 409); a {op} must succeed, so dtx keeps retrying: fix the participant"
-            ))
-        } else if now.duration_since(since) >= window {
-            Some(format!(
-                "branch `{id}`: {op} has failed for over {} s (last: {}); dtx keeps retrying",
-                window.as_secs(),
-                outcome.error.as_deref().unwrap_or("unknown")
-            ))
-        } else {
-            None
-        };
-        if let (Some(reason), None) = (reason, &self.attention) {
-            tracing::warn!(
-                gid = self.fence.gid,
-                reason,
-                "transaction needs an operator"
-            );
-            self.shared.metrics.flagged();
-            self.pending_events
-                .push(self.event("attention", Some(branch), reason.clone()));
-            self.attention = Some(reason);
-        }
     }
 
     /// Writes the step's history (and whatever else is pending), then makes
@@ -377,37 +361,61 @@ impl Driver {
         }
     }
 
-    /// Writes history, dirty branches, events and the flag in one fenced
-    /// update, retrying while the database is unavailable.
+    /// Writes history, dirty branches and the flag in one fenced update,
+    /// retrying while the database is unavailable. Branch rows changed by an
+    /// answer that the core did not log (a retry in a failure run) wait for
+    /// the next write: they are for people, not for recovery.
     async fn persist(
         &mut self,
         history: &[HistoryRecord],
         expect_branch_count: Option<u32>,
     ) -> Result<(), StoreError> {
-        let flag_pending = self.attention.is_some() && !self.flag_written;
-        if history.is_empty() && self.pending_events.is_empty() && !flag_pending {
+        if history.is_empty() {
             return Ok(());
         }
-        let mut events = std::mem::take(&mut self.pending_events);
+        let written_at_ms = now_ms();
+        let events: Vec<Event> = history
+            .iter()
+            .map(|record| self.history_event(record, written_at_ms))
+            .collect();
         for record in history {
-            events.push(self.history_event(record));
-            if let HistoryRecord::Branch { branch, .. } = record {
-                self.dirty.insert(*branch);
+            match record {
+                HistoryRecord::Branch { branch, .. } | HistoryRecord::CallFailed { branch, .. } => {
+                    self.dirty.insert(*branch);
+                }
+                HistoryRecord::Attention { .. } => {
+                    let sentence = events
+                        .iter()
+                        .find(|e| e.kind == "attention")
+                        .map(|e| e.detail.clone());
+                    if self.attention.is_none() {
+                        tracing::warn!(
+                            gid = self.fence.gid,
+                            reason = sentence,
+                            "transaction needs an operator"
+                        );
+                        self.shared.metrics.flagged();
+                        self.attention = sentence;
+                    }
+                }
+                HistoryRecord::Status { .. } => {}
             }
         }
+        let flag_pending = self.attention.is_some() && !self.flag_written;
         let statuses: Vec<_> = self.tx.branch_statuses().collect();
+        let failing_since: Vec<_> = self.tx.failing_since_ms().collect();
         let branches = std::mem::take(&mut self.dirty)
             .into_iter()
             .map(|i| BranchUpdate {
                 index: i as u32,
                 status: statuses[i],
-                attempts: self.books[i].attempts,
-                last_http_status: self.books[i].last_http_status,
-                last_error: self.books[i].last_error.clone(),
+                attempts: self.calls[i].attempts,
+                last_http_status: self.calls[i].last_http_status,
+                last_error: self.calls[i].last_error.clone(),
+                failing_since_ms: failing_since[i],
             })
             .collect();
         let status = self.tx.status();
-        let written_at_ms = now_ms();
         let update = Update {
             fence: self.fence.clone(),
             now_ms: written_at_ms,
@@ -433,10 +441,10 @@ impl Driver {
                         "database unavailable; retrying the write"
                     );
                     tokio::select! {
-                    biased;
-                            _ = self.shared.shutdown.cancelled() => return Err(StoreError::Unavailable(e)),
-                            _ = tokio::time::sleep(backoff) => {}
-                        }
+                        biased;
+                        _ = self.shared.shutdown.cancelled() => return Err(StoreError::Unavailable(e)),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => return Err(e),
@@ -466,10 +474,10 @@ impl Driver {
                 Ok(v) => return Ok(v),
                 Err(StoreError::Unavailable(_)) => {
                     tokio::select! {
-                    biased;
-                            _ = self.shared.shutdown.cancelled() => return Err(Stop::Shutdown),
-                            _ = tokio::time::sleep(backoff) => {}
-                        }
+                        biased;
+                        _ = self.shared.shutdown.cancelled() => return Err(Stop::Shutdown),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => return Err(self.stop_for(e)),
@@ -477,27 +485,14 @@ impl Driver {
         }
     }
 
-    /// Makes the calls and arms the retry timers of a step.
+    /// Makes the calls of a step.
     async fn dispatch(&mut self, actions: Vec<Action>) -> Result<(), Stop> {
         if actions.is_empty() {
             return Ok(());
         }
         self.check_ownership().await?;
-        for action in actions {
-            match action {
-                Action::Call { branch, op } => self.spawn_call(branch, op),
-                Action::Retry { branch, op } => {
-                    let delay = self
-                        .options
-                        .retry
-                        .delay(self.books[branch].failures_in_a_row, self.jitter());
-                    let mail = self.mail_tx.clone();
-                    self.tasks.spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        let _ = mail.send(Mail::RetryDue { branch, op });
-                    });
-                }
-            }
+        for Action::Call { branch, op } in actions {
+            self.spawn_call(branch, op);
         }
         Ok(())
     }
@@ -529,21 +524,19 @@ impl Driver {
         }
     }
 
-    /// A jitter sample in `[0, 1)` from the engine's seeded generator.
-    fn jitter(&self) -> f64 {
-        use rand::Rng;
-        self.shared.rng.lock().expect("rng poisoned").random()
-    }
-
     fn spawn_call(&mut self, branch: usize, op: Op) {
         let spec = self.specs[branch].clone();
         let shared = self.shared.clone();
         let mail = self.mail_tx.clone();
         let gid = self.fence.gid.clone();
         let mode = self.mode;
-        let timeout = Duration::from_millis(self.options.request_timeout_ms);
-        self.tasks.spawn(async move {
-            let url = spec.urls.get(&op).map(String::as_str).unwrap_or_default();
+        let timeout = self.request_timeout;
+        self.in_flight.spawn(async move {
+            let Some(url) = spec.urls.get(&op) else {
+                // Registration checked every URL the mode calls; a stored
+                // spec without one is corruption, not a participant's answer.
+                panic!("branch `{}` has no {op} URL", spec.id);
+            };
             let request = CallRequest {
                 url,
                 gid: &gid,
@@ -563,15 +556,6 @@ impl Driver {
         });
     }
 
-    fn event(&self, kind: &str, branch: Option<usize>, detail: String) -> Event {
-        Event {
-            at_ms: now_ms(),
-            kind: kind.to_owned(),
-            branch_id: branch.map(|b| self.specs[b].id.clone()),
-            detail,
-        }
-    }
-
     /// The transaction as the store holds it after a write at
     /// `written_at_ms`: what a read would return, without the read. The
     /// lease expiry is the one this driver loaded; renewals since then moved
@@ -580,17 +564,21 @@ impl Driver {
         let branches = self
             .tx
             .branch_statuses()
+            .zip(self.tx.failing_since_ms())
             .zip(&self.specs)
-            .zip(&self.books)
+            .zip(&self.calls)
             .enumerate()
-            .map(|(index, ((status, spec), books))| BranchRecord {
-                index: index as u32,
-                spec: BranchSpec::clone(spec),
-                status,
-                attempts: books.attempts,
-                last_http_status: books.last_http_status,
-                last_error: books.last_error.clone(),
-            })
+            .map(
+                |(index, (((status, failing_since_ms), spec), calls))| BranchRecord {
+                    index: index as u32,
+                    spec: BranchSpec::clone(spec),
+                    status,
+                    attempts: calls.attempts,
+                    last_http_status: calls.last_http_status,
+                    last_error: calls.last_error.clone(),
+                    failing_since_ms,
+                },
+            )
             .collect();
         TransactionRecord {
             status: self.tx.status(),
@@ -603,26 +591,80 @@ impl Driver {
         }
     }
 
-    fn history_event(&self, record: &HistoryRecord) -> Event {
-        match record {
+    fn event(&self, at_ms: i64, kind: &str, branch: Option<usize>, detail: String) -> Event {
+        Event {
+            at_ms,
+            kind: kind.to_owned(),
+            branch_id: branch.map(|b| self.specs[b].id.clone()),
+            detail,
+        }
+    }
+
+    fn history_event(&self, record: &HistoryRecord, at_ms: i64) -> Event {
+        match *record {
             HistoryRecord::Status { to, reason, cause } => {
-                self.event("status", *cause, format!("{to}: {reason}"))
+                self.event(at_ms, "status", cause, format!("{to}: {reason}"))
             }
             HistoryRecord::Branch { branch, op, to } => {
-                self.event("branch", Some(*branch), format!("{op} → {to}"))
+                self.event(at_ms, "branch", Some(branch), format!("{op} → {to}"))
+            }
+            HistoryRecord::CallFailed {
+                branch,
+                op,
+                reply,
+                failures,
+                retry_at_ms,
+            } => {
+                let error = self.calls[branch]
+                    .last_error
+                    .as_deref()
+                    .unwrap_or("no detail");
+                let next_in_ms = (retry_at_ms - at_ms).max(0);
+                let detail = match reply {
+                    Reply::StillWorking => {
+                        format!("{op}: still working ({error}); asking again every {next_in_ms} ms")
+                    }
+                    _ => format!(
+                        "{op}: {} ({error}); failure {failures} in a row, next attempt in {next_in_ms} ms",
+                        if reply == Reply::Refused {
+                            "refused"
+                        } else {
+                            "unknown outcome"
+                        }
+                    ),
+                };
+                self.event(at_ms, "call_failed", Some(branch), detail)
+            }
+            HistoryRecord::Attention { branch, op, reason } => {
+                let id = &self.specs[branch].id;
+                let last = self.calls[branch]
+                    .last_error
+                    .as_deref()
+                    .unwrap_or("unknown");
+                let detail = match reason {
+                    AttentionReason::Refused => format!(
+                        "branch `{id}` refused its {op} (HTTP 409); a {op} must succeed, so dtx keeps retrying: fix the participant"
+                    ),
+                    AttentionReason::FailingFor { ms } => format!(
+                        "branch `{id}`: {op} has failed for over {} s (last: {last}); dtx keeps retrying",
+                        ms / 1000
+                    ),
+                };
+                self.event(at_ms, "attention", Some(branch), detail)
             }
         }
     }
 }
 
-fn describe_failure(op: Op, outcome: &CallOutcome) -> String {
-    let what = match outcome.reply {
-        Reply::Refused => "refused",
-        Reply::StillWorking => "still working",
-        Reply::Unknown | Reply::Success | Reply::ReadOnly => "unknown outcome",
-    };
-    format!(
-        "{op}: {what} ({}); will retry",
-        outcome.error.as_deref().unwrap_or("no detail")
-    )
+/// The tokio instant of a Unix-millisecond time on the coordinator's clock.
+fn instant_of(at_ms: i64) -> tokio::time::Instant {
+    let from_now = Duration::from_millis((at_ms - now_ms()).max(0) as u64);
+    tokio::time::Instant::now() + from_now
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

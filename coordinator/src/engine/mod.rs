@@ -342,7 +342,12 @@ impl Engine {
             }
         };
         let (done, answer) = oneshot::channel();
-        if mail.send(Mail::Decide { commit, done }).is_err() {
+        let verdict = if commit {
+            dtx_protocol::Verdict::Commit
+        } else {
+            dtx_protocol::Verdict::Abort
+        };
+        if mail.send(Mail::Decide { verdict, done }).is_err() {
             return self.decide_after_race(gid, commit).await;
         }
         match answer.await {
@@ -622,6 +627,7 @@ fn record_of_new(new: &NewTransaction, epoch: i64) -> TransactionRecord {
                 attempts: 0,
                 last_http_status: None,
                 last_error: None,
+                failing_since_ms: None,
             })
             .collect(),
     }

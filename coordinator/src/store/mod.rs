@@ -156,6 +156,9 @@ pub struct BranchRecord {
     pub last_http_status: Option<u16>,
     /// The last error (transport error or unexpected status), if any.
     pub last_error: Option<String>,
+    /// Unix milliseconds since which the current phase-two operation has
+    /// been failing, if it is.
+    pub failing_since_ms: Option<i64>,
 }
 
 /// A change to one branch within an [`Update`].
@@ -171,6 +174,8 @@ pub struct BranchUpdate {
     pub last_http_status: Option<u16>,
     /// The last error.
     pub last_error: Option<String>,
+    /// Since when the current phase-two operation has been failing.
+    pub failing_since_ms: Option<i64>,
 }
 
 /// An entry of a transaction's history.

@@ -58,6 +58,7 @@ pub(super) struct JoinedRow {
     b_attempts: Option<i64>,
     b_http_status: Option<i64>,
     b_error: Option<String>,
+    b_failing_since: Option<i64>,
 }
 
 /// An `events` row.
@@ -138,6 +139,7 @@ fn branch_record(gid: &str, idx: i64, row: &JoinedRow) -> Result<BranchRecord, S
             .map(|s| narrow(gid, "last_http_status", s))
             .transpose()?,
         last_error: row.b_error.clone(),
+        failing_since_ms: row.b_failing_since,
     })
 }
 

@@ -29,6 +29,8 @@ fn branch_update(
         attempts,
         last_http_status: http,
         last_error: http.filter(|s| *s >= 500).map(|s| format!("HTTP {s}")),
+        // A failing phase-two call keeps the start of its failure run.
+        failing_since_ms: http.filter(|s| *s >= 500).map(|_| T0 + 1),
     }
 }
 
@@ -161,6 +163,11 @@ pub async fn update_applies_status_branches_attention_and_events_together(db: Te
     assert_eq!(
         (b[1].last_http_status, b[1].last_error.as_deref()),
         (Some(503), Some("HTTP 503"))
+    );
+    assert_eq!(
+        (b[0].failing_since_ms, b[1].failing_since_ms),
+        (None, Some(T0 + 1)),
+        "the failure window is logged with the branch"
     );
     assert_eq!(
         b[2].status,

@@ -200,6 +200,7 @@ impl Batch for UpdateRow {
             .bind(cols.event_kind)
             .bind(cols.event_branch_id)
             .bind(cols.event_detail)
+            .bind(cols.change_failing_since)
             .fetch_all(pool)
             .await?;
         let mut applied = vec![false; n];
@@ -233,6 +234,7 @@ struct UpdateColumns<'a> {
     change_attempts: Vec<i64>,
     change_http_status: Vec<Option<i64>>,
     change_error: Vec<Option<&'a str>>,
+    change_failing_since: Vec<Option<i64>>,
     event_pos: Vec<i64>,
     event_gid: Vec<&'a str>,
     event_at_ms: Vec<i64>,
@@ -258,6 +260,7 @@ impl<'a> UpdateColumns<'a> {
             change_attempts: Vec::with_capacity(changes),
             change_http_status: Vec::with_capacity(changes),
             change_error: Vec::with_capacity(changes),
+            change_failing_since: Vec::with_capacity(changes),
             event_pos: Vec::with_capacity(events),
             event_gid: Vec::with_capacity(events),
             event_at_ms: Vec::with_capacity(events),
@@ -284,6 +287,7 @@ impl<'a> UpdateColumns<'a> {
             self.change_attempts.push(b.attempts[i]);
             self.change_http_status.push(b.http_status[i]);
             self.change_error.push(b.error[i].as_deref());
+            self.change_failing_since.push(b.failing_since[i]);
         }
         for event in &row.events {
             self.event_pos.push(pos);
@@ -303,6 +307,7 @@ pub(super) struct Branches {
     attempts: Vec<i64>,
     http_status: Vec<Option<i64>>,
     error: Vec<Option<String>>,
+    failing_since: Vec<Option<i64>>,
 }
 
 impl Branches {
@@ -330,6 +335,7 @@ impl Branches {
             attempts: Vec::with_capacity(n),
             http_status: Vec::with_capacity(n),
             error: Vec::with_capacity(n),
+            failing_since: Vec::with_capacity(n),
         };
         for change in last {
             out.index.push(i64::from(change.index));
@@ -337,6 +343,7 @@ impl Branches {
             out.attempts.push(i64::from(change.attempts));
             out.http_status.push(change.last_http_status.map(i64::from));
             out.error.push(change.last_error);
+            out.failing_since.push(change.failing_since_ms);
         }
         out
     }
@@ -353,6 +360,7 @@ mod tests {
             attempts,
             last_http_status: None,
             last_error: None,
+            failing_since_ms: None,
         }
     }
 

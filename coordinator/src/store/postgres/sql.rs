@@ -138,10 +138,11 @@ WITH locked AS MATERIALIZED (
     RETURNING t.gid, w.pos
 ), changed_branches AS (
     UPDATE branches b SET status = c.status, attempts = c.attempts,
-        last_http_status = c.http_status, last_error = c.error
+        last_http_status = c.http_status, last_error = c.error,
+        failing_since_ms = c.failing_since
     FROM unnest($8::bigint[], $9::text[], $10::bigint[], $11::text[], $12::bigint[],
-            $13::bigint[], $14::text[])
-        AS c(pos, gid, idx, status, attempts, http_status, error)
+            $13::bigint[], $14::text[], $21::bigint[])
+        AS c(pos, gid, idx, status, attempts, http_status, error, failing_since)
     WHERE b.gid = c.gid AND b.idx = c.idx AND c.pos = ANY (ARRAY(SELECT pos FROM tx))
 ), appended AS (
     INSERT INTO events (gid, at_ms, kind, branch_id, detail)

@@ -51,7 +51,7 @@ pub(in crate::store) const INSERT_BRANCH: &str = "INSERT INTO branches (gid, idx
 pub(in crate::store) const INSERT_EVENT: &str =
     "INSERT INTO events (gid, at_ms, kind, branch_id, detail) VALUES ($1, $2, $3, $4, $5)";
 pub(in crate::store) const LOAD: &str = "SELECT t.*, b.idx AS b_idx, b.spec AS b_spec, b.status AS b_status, \
-     b.attempts AS b_attempts, b.last_http_status AS b_http_status, b.last_error AS b_error \
+     b.attempts AS b_attempts, b.last_http_status AS b_http_status, b.last_error AS b_error, b.failing_since_ms AS b_failing_since \
      FROM transactions t LEFT JOIN branches b ON b.gid = t.gid WHERE t.gid = $1 ORDER BY b.idx";
 pub(in crate::store) const STATUS: &str = "SELECT status FROM transactions WHERE gid = $1";
 // Writes nothing, but takes the row lock and re-checks the status after any
@@ -67,7 +67,7 @@ pub(in crate::store) const UPDATE_TX: &str = "UPDATE transactions SET status = C
 pub(in crate::store) const FENCE_STATE: &str =
     "SELECT owner, epoch, branch_count FROM transactions WHERE gid = $1";
 pub(in crate::store) const UPDATE_BRANCH: &str = "UPDATE branches SET status = $3, attempts = $4, last_http_status = $5, \
-     last_error = $6 WHERE gid = $1 AND idx = $2";
+     last_error = $6, failing_since_ms = $7 WHERE gid = $1 AND idx = $2";
 pub(in crate::store) const TAKE_OVER: &str = concat!(
     "UPDATE transactions SET owner = $2, epoch = epoch + 1, lease_expires_at_ms = $4, updated_at_ms = $3 \
      WHERE gid = $1 AND ",

@@ -134,6 +134,7 @@ pub(super) fn update(conn: &Connection, update: &Update) -> Result<(), StoreErro
                 &i64::from(branch.attempts),
                 &branch.last_http_status.map(i64::from),
                 &branch.last_error,
+                &branch.failing_since_ms,
             ],
         )?;
         if changed == 0 {
