@@ -1,7 +1,6 @@
-//! The coordinator's view of its own leases, and the two background loops
-//! that keep ownership moving: renewal of what this coordinator drives, and
-//! claiming of what another coordinator (or an earlier run of this one)
-//! stopped driving.
+//! The coordinator's view of its own leases: until when they can be trusted,
+//! and how many times they lapsed. The loops that renew and claim leases are
+//! in `ownership`; this is what drivers consult before they act.
 //!
 //! Validity is tracked on the monotonic clock, which keeps running while the
 //! process is stopped (SIGSTOP, a long pause): after such a stall the lease

@@ -1,22 +1,29 @@
-//! The engine: owns the transactions this coordinator drives, starts a
-//! [`driver`] for each, keeps leases renewed and claims transactions whose
-//! owner went away. The HTTP layer talks to the engine only.
+//! The engine's public face: [`Engine`] (register, decide, wait, start and
+//! shut down), its settings and its errors. The HTTP layer talks to the
+//! engine only. Beneath it:
+//! - [`live`]: the transactions driven here and the start of their drivers;
+//! - [`driver`]: the driver of one transaction;
+//! - [`ownership`]: the loops that move ownership (lease renewal, claims of
+//!   expired leases, restarts of failed drivers, takeovers);
+//! - [`lease`]: this coordinator's view of whether its leases still hold.
 
 mod driver;
 mod lease;
+mod live;
+mod ownership;
 
 use crate::metrics::Metrics;
 use crate::store::{
-    BranchRegistered, Created, Fence, NewTransaction, Store, StoreError, TransactionRecord,
+    BranchRegistered, Created, NewTransaction, Store, StoreError, TransactionRecord,
 };
 use crate::transport::Transport;
-use driver::{Driver, Ended, Mail};
+use driver::Mail;
 use dtx_protocol::{BranchSpec, Status};
 use lease::LeaseClock;
-use std::collections::HashMap;
+use live::LiveDrivers;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -96,12 +103,6 @@ pub enum Registered {
     Existing(Box<TransactionRecord>),
 }
 
-/// A transaction this coordinator drives.
-struct Live {
-    mail: mpsc::UnboundedSender<Mail>,
-    progress: watch::Receiver<Progress>,
-}
-
 /// What a driver tells waiters after each write: the status written, and
 /// once it is final, the whole record as written, so that an answer to
 /// `?wait_ms=` needs no read of the store.
@@ -122,7 +123,7 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     /// Random numbers for retry jitter, seeded from the settings.
     pub(crate) rng: Mutex<rand::rngs::StdRng>,
-    live: Mutex<HashMap<String, Live>>,
+    live: LiveDrivers,
     drivers: TaskTracker,
 }
 
@@ -151,7 +152,7 @@ impl Engine {
             )),
             settings,
             shutdown: CancellationToken::new(),
-            live: Mutex::new(HashMap::new()),
+            live: LiveDrivers::default(),
             drivers: TaskTracker::new(),
         };
         Engine {
@@ -209,10 +210,6 @@ impl Engine {
         }
     }
 
-    fn lease_expiry_ms(&self) -> i64 {
-        now_ms() + self.shared.settings.lease.as_millis() as i64
-    }
-
     /// Registers a transaction; a new one starts being driven at once.
     pub async fn register(&self, new: NewTransaction) -> Result<Registered, EngineError> {
         // The insert and the start of its driver must never be separated. In
@@ -256,30 +253,6 @@ impl Engine {
         }
     }
 
-    /// Starts driving a transaction that this coordinator owns but does not
-    /// drive. A registration is retried that way when the first one
-    /// committed but its answer was lost (the database connection broke
-    /// before the commit's answer came back): nothing drives it until its
-    /// lease expires, which the retry need not wait for. An earlier run of
-    /// this coordinator (same node id) leaves its transactions the same way.
-    async fn drive_if_orphaned(&self, existing: &TransactionRecord) -> Result<(), EngineError> {
-        let node = &self.shared.settings.node_id;
-        if existing.status.is_final()
-            || existing.owner.as_deref() != Some(node.as_str())
-            || self.live_mailbox(&existing.gid).is_some()
-        {
-            return Ok(());
-        }
-        tracing::info!(
-            gid = existing.gid,
-            "driving a registered transaction nobody drove"
-        );
-        match self.take_over_and_drive(&existing.gid).await {
-            Ok(_) | Err(StoreError::NotFound) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// Adds a branch to an open TCC transaction.
     pub async fn register_branch(
         &self,
@@ -307,7 +280,7 @@ impl Engine {
     /// the decision already taken is answered with the current status; asking
     /// for the opposite one is an error.
     pub async fn decide(&self, gid: &str, commit: bool) -> Result<Status, EngineError> {
-        let mail = self.live_mailbox(gid);
+        let mail = self.shared.live.mailbox(gid);
         let mail = match mail {
             Some(mail) => mail,
             None => {
@@ -337,7 +310,9 @@ impl Engine {
                     Err(StoreError::NotFound) => return Err(EngineError::NotFound(gid.to_owned())),
                     Err(e) => return Err(e.into()),
                 };
-                self.live_mailbox(gid)
+                self.shared
+                    .live
+                    .mailbox(gid)
                     .ok_or_else(|| EngineError::Internal("driver vanished".into()))?
             }
         };
@@ -355,28 +330,6 @@ impl Engine {
             Ok(Err(e)) => Err(e.into()),
             Err(_) => self.decide_after_race(gid, commit).await,
         }
-    }
-
-    /// Takes the transaction over and starts its driver; `false` when
-    /// another coordinator won the race for it.
-    async fn take_over_and_drive(&self, gid: &str) -> Result<bool, StoreError> {
-        let taken = self
-            .shared
-            .store
-            .take_over(
-                gid,
-                &self.shared.settings.node_id,
-                now_ms(),
-                self.lease_expiry_ms(),
-            )
-            .await?;
-        Ok(match taken {
-            Some((fence, record)) => {
-                self.spawn_driver(fence, record);
-                true
-            }
-            None => false,
-        })
     }
 
     /// The driver finished or moved while we asked it: answer from the store.
@@ -399,13 +352,7 @@ impl Engine {
     ) -> Result<TransactionRecord, EngineError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let watcher = self
-                .shared
-                .live
-                .lock()
-                .expect("live map poisoned")
-                .get(gid)
-                .map(|l| l.progress.clone());
+            let watcher = self.shared.live.progress(gid);
             if let Some(mut progress) = watcher {
                 // Driven here: wake up on every status change.
                 tokio::select! {
@@ -432,150 +379,6 @@ impl Engine {
             }
             // Driven by another coordinator: poll the store.
             tokio::time::sleep_until(deadline.min(now + Duration::from_millis(100))).await;
-        }
-    }
-
-    fn live_mailbox(&self, gid: &str) -> Option<mpsc::UnboundedSender<Mail>> {
-        let live = self.shared.live.lock().expect("live map poisoned");
-        live.get(gid)
-            .filter(|l| !l.mail.is_closed())
-            .map(|l| l.mail.clone())
-    }
-
-    /// Starts driving a transaction this coordinator owns under `fence`.
-    fn spawn_driver(&self, fence: Fence, record: TransactionRecord) {
-        let gid = fence.gid.clone();
-        let (mail_tx, mail_rx) = mpsc::unbounded_channel();
-        let (status_tx, status_rx) = watch::channel(Progress {
-            status: record.status,
-            finished: None,
-        });
-        let driver = Driver::new(
-            self.shared.clone(),
-            fence,
-            record,
-            (mail_tx.clone(), mail_rx),
-            status_tx,
-        );
-        self.shared.live.lock().expect("live map poisoned").insert(
-            gid.clone(),
-            Live {
-                mail: mail_tx.clone(),
-                progress: status_rx,
-            },
-        );
-        let engine = self.clone();
-        engine.shared.metrics.driving(1);
-        self.shared.drivers.spawn(async move {
-            let ended = driver.run().await;
-            {
-                let mut live = engine.shared.live.lock().expect("live map poisoned");
-                // Remove our own entry only: a takeover may have replaced it.
-                if live
-                    .get(&gid)
-                    .is_some_and(|l| l.mail.same_channel(&mail_tx))
-                {
-                    live.remove(&gid);
-                }
-            }
-            engine.shared.metrics.driving(-1);
-            if ended == Ended::Failed {
-                engine.restart_failed(gid).await;
-            }
-        });
-    }
-
-    /// Starts a driver again, from the log, for a transaction whose driver
-    /// stopped on a store failure. Its lease is no longer renewed, so the
-    /// claim loop would recover it once the lease ran out; this resumes it
-    /// sooner. Taking it over bumps the epoch, fencing out anything the
-    /// failed driver left in flight.
-    async fn restart_failed(&self, gid: String) {
-        let mut backoff = Duration::from_millis(500);
-        loop {
-            tokio::select! {
-                biased;
-                _ = self.shared.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            if self.live_mailbox(&gid).is_some() {
-                return; // the claim loop got to it first
-            }
-            match self.take_over_and_drive(&gid).await {
-                // Driving again, or final, or another coordinator has it.
-                Ok(_) | Err(StoreError::NotFound) => return,
-                Err(e) => {
-                    tracing::warn!(gid, error = %e, "restarting a failed driver failed; retrying");
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-            }
-        }
-    }
-
-    async fn renew_loop(&self) {
-        let every = self.shared.settings.lease / 3;
-        loop {
-            tokio::select! {
-                biased;
-                _ = self.shared.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
-            }
-            let sent_at = tokio::time::Instant::now();
-            // Only what is driven here: a transaction this coordinator owns
-            // without driving it (its registration committed but the answer
-            // was lost, say) must expire, to be claimed and driven.
-            let driven: Vec<String> = {
-                let live = self.shared.live.lock().expect("live map poisoned");
-                live.keys().cloned().collect()
-            };
-            if driven.is_empty() {
-                self.shared.lease.renewed(sent_at);
-                continue;
-            }
-            match self
-                .shared
-                .store
-                .renew_leases(
-                    &self.shared.settings.node_id,
-                    &driven,
-                    self.lease_expiry_ms(),
-                )
-                .await
-            {
-                Ok(_) => self.shared.lease.renewed(sent_at),
-                Err(e) => {
-                    tracing::warn!(error = %e, "lease renewal failed; calls pause if the lease lapses")
-                }
-            }
-        }
-    }
-
-    async fn claim_loop(&self) {
-        loop {
-            let node = &self.shared.settings.node_id;
-            match self
-                .shared
-                .store
-                .claim_expired(node, now_ms(), self.lease_expiry_ms(), 100)
-                .await
-            {
-                Ok(claimed) => {
-                    let full = claimed.len() == 100;
-                    for (fence, record) in claimed {
-                        tracing::info!(gid = fence.gid, status = %record.status, "recovering transaction");
-                        self.spawn_driver(fence, record);
-                    }
-                    if full {
-                        continue; // more are waiting
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "claiming expired transactions failed"),
-            }
-            tokio::select! {
-                biased;
-                _ = self.shared.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(self.shared.settings.claim_interval) => {}
-            }
         }
     }
 }

@@ -1,0 +1,90 @@
+//! The transactions this coordinator drives now: the live map (one mailbox
+//! and one progress watcher per driven gid), and the start of a driver.
+
+use super::driver::{Driver, Ended, Mail};
+use super::{Engine, Progress};
+use crate::store::{Fence, TransactionRecord};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio::sync::{mpsc, watch};
+
+/// A transaction this coordinator drives.
+struct Live {
+    mail: mpsc::UnboundedSender<Mail>,
+    progress: watch::Receiver<Progress>,
+}
+
+/// The drivers running on this coordinator, by gid.
+#[derive(Default)]
+pub(super) struct LiveDrivers {
+    map: Mutex<HashMap<String, Live>>,
+}
+
+impl LiveDrivers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        self.map.lock().expect("live map poisoned")
+    }
+
+    /// The mailbox of the driver of `gid`, if one runs and still reads it.
+    pub(super) fn mailbox(&self, gid: &str) -> Option<mpsc::UnboundedSender<Mail>> {
+        self.lock()
+            .get(gid)
+            .filter(|l| !l.mail.is_closed())
+            .map(|l| l.mail.clone())
+    }
+
+    /// A watcher of the progress of `gid`, if it is driven here.
+    pub(super) fn progress(&self, gid: &str) -> Option<watch::Receiver<Progress>> {
+        self.lock().get(gid).map(|l| l.progress.clone())
+    }
+
+    /// The gids driven here.
+    pub(super) fn gids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+}
+
+impl Engine {
+    /// Starts driving a transaction this coordinator owns under `fence`.
+    pub(super) fn spawn_driver(&self, fence: Fence, record: TransactionRecord) {
+        let gid = fence.gid.clone();
+        let (mail_tx, mail_rx) = mpsc::unbounded_channel();
+        let (status_tx, status_rx) = watch::channel(Progress {
+            status: record.status,
+            finished: None,
+        });
+        let driver = Driver::new(
+            self.shared.clone(),
+            fence,
+            record,
+            (mail_tx.clone(), mail_rx),
+            status_tx,
+        );
+        self.shared.live.lock().insert(
+            gid.clone(),
+            Live {
+                mail: mail_tx.clone(),
+                progress: status_rx,
+            },
+        );
+        let engine = self.clone();
+        engine.shared.metrics.driving(1);
+        self.shared.drivers.spawn(async move {
+            let ended = driver.run().await;
+            {
+                let mut live = engine.shared.live.lock();
+                // Remove our own entry only: a takeover may have replaced it.
+                if live
+                    .get(&gid)
+                    .is_some_and(|l| l.mail.same_channel(&mail_tx))
+                {
+                    live.remove(&gid);
+                }
+            }
+            engine.shared.metrics.driving(-1);
+            if ended == Ended::Failed {
+                engine.restart_failed(gid).await;
+            }
+        });
+    }
+}
