@@ -6,7 +6,7 @@ use crate::state::BranchStatus;
 use crate::wire::Op;
 
 /// Whether a call on a branch is under way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum CallState {
     /// No call outstanding and none planned.
     Idle,
@@ -23,7 +23,7 @@ pub(crate) enum CallState {
 }
 
 /// One branch of a transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct BranchState {
     pub(crate) status: BranchStatus,
     /// Saga: indices of the branches whose actions must succeed first.

@@ -492,6 +492,15 @@ impl Transaction {
         self.branches[index].send(op);
     }
 
+    /// Feeds what decides the transaction's future (not its timing
+    /// settings) to `state`: the exhaustive exploration's notion of "the
+    /// same state".
+    #[cfg(test)]
+    pub(crate) fn hash_state<H: std::hash::Hasher>(&self, state: &mut H) {
+        use std::hash::Hash;
+        (self.mode, self.status, &self.branches, self.flagged).hash(state);
+    }
+
     pub(crate) fn any_call_under_way(&self) -> bool {
         self.branches.iter().any(|b| b.call != CallState::Idle)
     }

@@ -180,7 +180,7 @@ impl_names!(Op);
 
 /// What a participant's answer means to the protocol. Every mode classifies
 /// answers the same way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reply {
     /// 2xx: the operation is done (a vote: yes).

@@ -6,7 +6,7 @@ use crate::state::Decision;
 use crate::wire::{Mode, Op, Reply};
 
 /// What one participant did, and what its business says.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Hash)]
 pub(super) struct Participant {
     /// The business refuses this branch (action, Try, vote).
     pub(super) refuses: bool,
