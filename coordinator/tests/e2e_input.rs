@@ -11,18 +11,20 @@ use dtx_tests::participant::FakeParticipant;
 use dtx_tests::process::Http;
 use serde_json::{Value, json};
 
-/// A branch as `base` made it, with `field` set to `value`.
+/// `branch` with `field` set to `value`.
 fn with(mut branch: Value, field: &str, value: Value) -> Value {
     branch[field] = value;
     branch
 }
 
+/// A change that spoils a valid branch.
+type Spoil = Box<dyn Fn(Value) -> Value>;
+
 /// What is wrong with a branch, as a change to a valid one, and a piece of
 /// the sentence the refusal must hold.
-fn bad_branches() -> Vec<(&'static str, Box<dyn Fn(Value) -> Value>, &'static str)> {
-    let id =
-        |id: String| -> Box<dyn Fn(Value) -> Value> { Box::new(move |b| with(b, "id", json!(id))) };
-    let header = |name: &'static str, value: &'static str| -> Box<dyn Fn(Value) -> Value> {
+fn bad_branches() -> Vec<(&'static str, Spoil, &'static str)> {
+    let id = |id: String| -> Spoil { Box::new(move |b| with(b, "id", json!(id))) };
+    let header = |name: &'static str, value: &'static str| -> Spoil {
         Box::new(move |b| with(b, "headers", json!({ name: value })))
     };
     vec![
