@@ -118,9 +118,10 @@ pub const BRANCH_HEADERS_MAX: usize = 32;
 pub const HEADER_NAME_MAX: usize = 128;
 /// Longest header value, in characters.
 pub const HEADER_VALUE_MAX: usize = 4096;
-/// Most bytes of one branch's header names and values together. With the
-/// coordinator's own headers a call stays well under the 8 KiB that common
-/// servers (nginx, many proxies) accept for a request's header lines.
+/// Most bytes of one branch's header names and values together. Servers
+/// bound a request's header section (nginx by default: 8 KiB a line, 32 KiB
+/// in all; others less); this leaves room for the coordinator's own headers
+/// under the smallest common limits.
 pub const BRANCH_HEADERS_BYTES_MAX: usize = 6144;
 
 /// Header names a branch may not set, compared case-insensitively (and
@@ -155,7 +156,7 @@ pub fn is_id_char(c: char) -> bool {
 /// so an id outside this set would register and then never be called.
 pub fn check_branch_id(id: &str) -> Result<(), String> {
     const RULE: &str =
-        "a branch id is 1 to 128 characters of letters, digits, `-`, `_`, `.` or `:`";
+        "a branch id is 1 to 128 characters of ASCII letters, digits, `-`, `_`, `.` or `:`";
     if id.is_empty() {
         return Err(format!("every branch needs a non-empty `id`: {RULE}"));
     }
