@@ -8,6 +8,12 @@
 //! classified into a [`Reply`] (a 2xx with `dtx-vote: read-only` is a
 //! read-only vote); a timeout or a connection error is [`Reply::Unknown`],
 //! never a failure.
+//!
+//! Redirects are never followed: a 3xx is the answer, and an unknown one.
+//! Followed, a 302 to a page that answers 200 read as success although the
+//! action behind the redirect never ran (and a 303 turns the POST into a
+//! GET). Of a failed answer only the start of the body is read, made
+//! storable on every backend (`store::text`), to describe it.
 
 use async_trait::async_trait;
 use dtx_protocol::wire::{
@@ -17,6 +23,8 @@ use dtx_protocol::{Mode, Op, Reply};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+
+use crate::store::text::storable;
 use std::time::Duration;
 
 /// One call to make.
@@ -71,6 +79,7 @@ impl HttpTransport {
     pub fn new(secret: Option<&str>) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("dtx/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()?;
@@ -81,8 +90,16 @@ impl HttpTransport {
     }
 }
 
-/// Longest error text kept from a participant's answer body.
+/// Longest error text kept from a participant's answer body, in characters.
 const ERROR_BODY_LIMIT: usize = 300;
+
+/// Most bytes of a failed answer's body read to describe it: enough for
+/// [`ERROR_BODY_LIMIT`] characters of any UTF-8. The rest is never read, so
+/// a huge or endless error body costs neither memory nor time.
+const ERROR_BODY_READ_BYTES: usize = 4096;
+
+/// Longest redirect target quoted in an error, in characters.
+const LOCATION_LIMIT: usize = 200;
 
 #[async_trait]
 impl Transport for HttpTransport {
@@ -117,10 +134,10 @@ impl Transport for HttpTransport {
                 let reply = Reply::from_answer(status, vote);
                 let error = if reply.is_success() {
                     None
+                } else if response.status().is_redirection() {
+                    Some(describe_redirect(&response))
                 } else {
-                    let text = response.text().await.unwrap_or_default();
-                    let text: String = text.chars().take(ERROR_BODY_LIMIT).collect();
-                    Some(format!("HTTP {status}: {text}"))
+                    Some(format!("HTTP {status}: {}", body_start(response).await))
                 };
                 CallOutcome {
                     reply,
@@ -134,6 +151,41 @@ impl Transport for HttpTransport {
                 error: Some(describe_transport_error(&e, r.timeout)),
             },
         }
+    }
+}
+
+/// The first [`ERROR_BODY_LIMIT`] characters of an answer's body, reading
+/// at most [`ERROR_BODY_READ_BYTES`] of it, as the store keeps text (a body
+/// that is not UTF-8 is read lossily). A body that fails half-way gives what
+/// arrived.
+async fn body_start(mut response: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < ERROR_BODY_READ_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = ERROR_BODY_READ_BYTES - bytes.len();
+                bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    storable(&String::from_utf8_lossy(&bytes), ERROR_BODY_LIMIT).into_owned()
+}
+
+/// What an operator needs to know of a redirect: where it pointed, and
+/// that it was not followed.
+fn describe_redirect(response: &reqwest::Response) -> String {
+    let status = response.status().as_u16();
+    match response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|l| String::from_utf8_lossy(l.as_bytes()))
+    {
+        Some(location) => format!(
+            "HTTP {status}: redirect to `{}` not followed (dtx never follows redirects; point the branch at the final URL)",
+            storable(&location, LOCATION_LIMIT)
+        ),
+        None => format!("HTTP {status}: redirect not followed (dtx never follows redirects)"),
     }
 }
 
@@ -176,32 +228,5 @@ pub fn sign(secret: &[u8], gid: &str, branch_id: &str, op: Op, body: &[u8]) -> S
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn traceparent_is_stable_per_transaction() {
-        let a = traceparent("g1");
-        let b = traceparent("g1");
-        assert_eq!(a.len(), 55);
-        assert_eq!(a[..36], b[..36], "same trace id");
-        assert_ne!(a[36..], b[36..], "fresh span id");
-        assert_ne!(traceparent("g2")[..36], a[..36]);
-    }
-
-    #[test]
-    fn signature_covers_every_part() {
-        let base = sign(b"k", "g", "b", Op::Action, b"{}");
-        assert_eq!(base.len(), 64);
-        assert_eq!(base, sign(b"k", "g", "b", Op::Action, b"{}"));
-        for other in [
-            sign(b"k2", "g", "b", Op::Action, b"{}"),
-            sign(b"k", "g2", "b", Op::Action, b"{}"),
-            sign(b"k", "g", "b2", Op::Action, b"{}"),
-            sign(b"k", "g", "b", Op::Compensate, b"{}"),
-            sign(b"k", "g", "b", Op::Action, b"{ }"),
-        ] {
-            assert_ne!(base, other);
-        }
-    }
-}
+#[path = "transport_tests.rs"]
+mod tests;

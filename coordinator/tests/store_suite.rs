@@ -20,6 +20,8 @@ mod leases;
 mod lifecycle;
 #[path = "store_suite/listing.rs"]
 mod listing;
+#[path = "store_suite/text.rs"]
+mod text;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -205,4 +207,6 @@ suite! {
     batching::lease_renewals_racing_updates_neither_fail_nor_deadlock,
     batching::a_create_the_database_refuses_does_not_fail_the_creates_sent_with_it,
     batching::two_coordinators_batches_on_the_same_transactions_keep_their_outcomes,
+    text::update_stores_text_with_control_characters_replaced_on_every_backend,
+    text::update_cuts_overlong_text_by_characters,
 }

@@ -222,3 +222,45 @@ impl Reply {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_redirect_status_is_an_unknown_answer() {
+        // A redirect is not the participant's answer: the call it points to
+        // was never made with this body. Read as success, a 302 to a page
+        // that answers 200 committed a saga whose action never ran.
+        for status in 300..=399 {
+            assert_eq!(Reply::from_status(status), Reply::Unknown, "{status}");
+            assert_eq!(
+                Reply::from_answer(status, Some(VOTE_READ_ONLY)),
+                Reply::Unknown,
+                "{status} with a read-only vote"
+            );
+        }
+    }
+
+    #[test]
+    fn statuses_are_classified_the_same_for_every_code() {
+        for status in 100..=599 {
+            let expected = match status {
+                200..=299 => Reply::Success,
+                409 => Reply::Refused,
+                425 => Reply::StillWorking,
+                _ => Reply::Unknown,
+            };
+            assert_eq!(Reply::from_status(status), expected, "{status}");
+        }
+        assert_eq!(
+            Reply::from_answer(200, Some(VOTE_READ_ONLY)),
+            Reply::ReadOnly
+        );
+        assert_eq!(Reply::from_answer(200, Some("yes")), Reply::Success);
+        assert_eq!(
+            Reply::from_answer(409, Some(VOTE_READ_ONLY)),
+            Reply::Refused
+        );
+    }
+}

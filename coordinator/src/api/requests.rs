@@ -4,7 +4,9 @@
 
 use super::problem::ApiError;
 use crate::store::{ListQuery, NewTransaction};
-use dtx_protocol::spec::{saga_dependencies, validate_branch, validate_branches};
+use dtx_protocol::spec::{
+    excerpt, is_id_char, saga_dependencies, validate_branch, validate_branches,
+};
 use dtx_protocol::{BranchSpec, Mode, Status, TxOptions};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -103,7 +105,7 @@ pub(crate) fn new_transaction(request: RegisterRequest) -> Result<NewTransaction
         }
     };
     for branch in &request.branches {
-        check_branch_transport(branch)?;
+        check_branch_urls(branch)?;
     }
     // Same body → same fingerprint: serde_json writes struct fields in
     // declaration order and object keys sorted, so the bytes are canonical.
@@ -122,16 +124,16 @@ pub(crate) fn new_transaction(request: RegisterRequest) -> Result<NewTransaction
     })
 }
 
-/// Checks a TCC branch registered on its own.
+/// Checks a TCC branch registered on its own, by the same rules as the
+/// branches registered with their transaction.
 pub(crate) fn check_tcc_branch(branch: &BranchSpec) -> Result<(), ApiError> {
     validate_branch(Mode::Tcc, branch).map_err(ApiError::BadRequest)?;
-    check_branch_transport(branch)
+    check_branch_urls(branch)
 }
 
 pub(crate) fn check_gid(gid: &str) -> Result<(), ApiError> {
-    let ok_chars = gid
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+    // The same characters as branch ids: a gid goes out as a header too.
+    let ok_chars = gid.chars().all(is_id_char);
     if gid.is_empty() || gid.len() > GID_MAX || !ok_chars {
         return Err(ApiError::BadRequest(format!(
             "`gid` must be 1 to {GID_MAX} characters of letters, digits, `-`, `_`, `.` or `:`"
@@ -140,12 +142,17 @@ pub(crate) fn check_gid(gid: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// URLs must be absolute http(s) URLs and headers must be sendable: a branch
-/// that cannot be called would be retried forever.
-fn check_branch_transport(branch: &BranchSpec) -> Result<(), ApiError> {
+/// URLs must be absolute http(s) URLs: a branch that cannot be called would
+/// be retried forever. (Ids and headers are checked with the branch, by
+/// `dtx_protocol::spec::validate_branch`.)
+fn check_branch_urls(branch: &BranchSpec) -> Result<(), ApiError> {
     for (op, raw) in &branch.urls {
         let bad = |why: &str| {
-            ApiError::BadRequest(format!("branch `{}`: `{op}` URL `{raw}` {why}", branch.id))
+            ApiError::BadRequest(format!(
+                "branch `{}`: `{op}` URL `{}` {why}",
+                branch.id,
+                excerpt(raw)
+            ))
         };
         let url = url::Url::parse(raw).map_err(|e| bad(&format!("is not a URL ({e})")))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -154,21 +161,6 @@ fn check_branch_transport(branch: &BranchSpec) -> Result<(), ApiError> {
         if url.host_str().is_none_or(str::is_empty) {
             return Err(bad("has no host"));
         }
-    }
-    for (name, value) in &branch.headers {
-        let bad = |why: &str| {
-            ApiError::BadRequest(format!("branch `{}`: header `{name}` {why}", branch.id))
-        };
-        let parsed = axum::http::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| bad("is not a valid header name"))?;
-        if parsed.as_str().starts_with("dtx-")
-            || parsed == axum::http::header::CONTENT_TYPE
-            || parsed.as_str() == "traceparent"
-        {
-            return Err(bad("is set by the coordinator and cannot be overridden"));
-        }
-        axum::http::HeaderValue::from_str(value)
-            .map_err(|_| bad("has a value that is not a valid header value"))?;
     }
     Ok(())
 }

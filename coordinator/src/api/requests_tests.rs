@@ -55,13 +55,13 @@ fn bad_registrations_are_refused_with_a_reason() {
             saga(
                 json!([{"id": "a", "action": "http://h", "compensate": "http://h", "headers": {"dtx-gid": "x"}}]),
             ),
-            "cannot be overridden",
+            "header `dtx-gid` is set by the coordinator",
         ),
         (
             saga(
                 json!([{"id": "a", "action": "http://h", "compensate": "http://h", "headers": {"bad name": "x"}}]),
             ),
-            "not a valid header name",
+            "header name `bad name` has a space",
         ),
         (
             json!({"mode": "saga", "gid": "a b", "branches": [branch("a", "http://h/a")]}),
@@ -108,4 +108,42 @@ fn missing_gid_is_generated() {
     let b = check(saga(json!([branch("a", "http://h/a")]))).unwrap();
     assert_ne!(a.gid, b.gid);
     assert!(check_gid(&a.gid).is_ok());
+}
+
+#[test]
+fn tcc_branches_are_checked_by_the_same_rules_as_the_others() {
+    let tcc = |extra: serde_json::Value| -> Result<(), String> {
+        let mut branch = json!({"id": "hotel", "confirm": "http://h/c", "cancel": "http://h/x"});
+        for (k, v) in extra.as_object().unwrap() {
+            branch[k] = v.clone();
+        }
+        let spec: BranchSpec = serde_json::from_value(branch).unwrap();
+        check_tcc_branch(&spec).map_err(|e| match e {
+            ApiError::BadRequest(m) => m,
+            other => format!("{other:?}"),
+        })
+    };
+    assert_eq!(tcc(json!({})), Ok(()));
+    for (extra, expected) in [
+        (json!({"id": "hôtel"}), "`ô` (U+00F4)"),
+        (json!({"id": "ö".repeat(300)}), "branch id"),
+        (json!({"headers": {"Host": "x"}}), "header `Host` is set"),
+        (json!({"headers": {"x-a": "a\u{0}"}}), "U+0000"),
+        (json!({"confirm": "ftp://h/c"}), "http or https"),
+    ] {
+        let err = tcc(extra.clone()).expect_err(&extra.to_string());
+        assert!(
+            err.contains(expected),
+            "{extra}: {err:?} should say {expected:?}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_url_is_quoted_by_characters_on_one_line() {
+    let url = format!("ftp://h/\n{}", "ü".repeat(100));
+    let err = check(saga(json!([branch("a", &url)]))).unwrap_err();
+    assert!(err.contains("`ftp://h/\\n"), "{err:?}");
+    assert!(err.contains("…` must use http or https"), "{err:?}");
+    assert!(!err.contains('\n'), "{err:?}");
 }

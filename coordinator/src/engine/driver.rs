@@ -16,7 +16,7 @@ use crate::store::{
     BranchRecord, BranchUpdate, Event, Fence, StoreError, TransactionRecord, Update,
 };
 use crate::transport::{CallOutcome, CallRequest};
-use dtx_protocol::spec::saga_dependencies;
+use dtx_protocol::spec::saga_graph;
 use dtx_protocol::{
     Action, AttentionReason, BranchSpec, HistoryRecord, Input, Mode, Now, Op, Reply, Status, Step,
     Timing, Transaction, Verdict,
@@ -161,7 +161,7 @@ impl Driver {
         let deps = match record.mode {
             Mode::Saga => {
                 let specs: Vec<_> = record.branches.iter().map(|b| b.spec.clone()).collect();
-                saga_dependencies(&specs).map_err(|e| {
+                saga_graph(&specs).map_err(|e| {
                     Stop::Failed(format!(
                         "the stored branches of this saga cannot be driven: {e}"
                     ))

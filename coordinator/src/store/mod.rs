@@ -7,10 +7,14 @@
 //! another took the transaction over can therefore not overwrite the new
 //! owner's work. The epoch changes only when ownership changes (takeover or
 //! claim); lease renewal keeps it.
+//!
+//! Free text from outside (a participant's error, a reason for an operator)
+//! is stored as [`text::storable`] makes it, the same on every backend.
 
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+pub mod text;
 
 use async_trait::async_trait;
 use dtx_protocol::{BranchSpec, BranchStatus, Mode, Status, TxOptions};
@@ -256,7 +260,10 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<BranchRegistered, StoreError>;
 
-    /// Applies one fenced write.
+    /// Applies one fenced write. Its free text (attention, last errors,
+    /// event details) is stored as [`text::storable`] makes it: control
+    /// characters but tab and newline replaced, at most
+    /// [`text::STORED_TEXT_MAX_CHARS`] characters each.
     async fn update(&self, update: Update) -> Result<(), StoreError>;
 
     /// Reads a transaction with its branches.

@@ -176,6 +176,7 @@ impl Backend for PostgresStore {
     }
 
     async fn update_tx(&self, update: Update) -> Result<(), StoreError> {
+        let update = super::text::storable_update(update);
         writes::update(&self.pool, &self.updates, update).await
     }
 }

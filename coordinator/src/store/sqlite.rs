@@ -148,6 +148,7 @@ impl Store for SqliteStore {
     }
 
     async fn update(&self, update: Update) -> Result<(), StoreError> {
+        let update = super::text::storable_update(update);
         self.writer.write(move |c| writes::update(c, &update)).await
     }
 
