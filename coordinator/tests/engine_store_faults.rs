@@ -92,30 +92,28 @@ impl Store for FaultyStore {
         &self,
         gid: &str,
         owner: &str,
-        now_ms: i64,
-        lease: i64,
+        lease: Duration,
     ) -> Result<Option<(Fence, TransactionRecord)>, StoreError> {
-        self.inner.take_over(gid, owner, now_ms, lease).await
+        self.inner.take_over(gid, owner, lease).await
     }
     async fn claim_expired(
         &self,
         owner: &str,
-        now_ms: i64,
-        lease: i64,
+        lease: Duration,
         limit: u32,
     ) -> Result<Vec<(Fence, TransactionRecord)>, StoreError> {
-        self.inner.claim_expired(owner, now_ms, lease, limit).await
+        self.inner.claim_expired(owner, lease, limit).await
     }
     async fn renew_leases(
         &self,
         owner: &str,
         gids: &[String],
-        lease: i64,
-    ) -> Result<u64, StoreError> {
+        lease: Duration,
+    ) -> Result<Vec<String>, StoreError> {
         self.inner.renew_leases(owner, gids, lease).await
     }
-    async fn release_leases(&self, owner: &str, now_ms: i64) -> Result<u64, StoreError> {
-        self.inner.release_leases(owner, now_ms).await
+    async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
+        self.inner.release_leases(owner).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
@@ -164,7 +162,7 @@ fn saga(gid: &str, p: &FakeParticipant) -> NewTransaction {
         branches: vec![branch(p, "a"), branch(p, "b")],
         owner: String::new(),
         now_ms: 0,
-        lease_expires_at_ms: 0,
+        lease: Duration::ZERO,
         deadline_at_ms: 0,
     }
 }

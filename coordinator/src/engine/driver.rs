@@ -39,6 +39,9 @@ pub(crate) enum Mail {
         commit: bool,
         done: oneshot::Sender<Result<Status, StoreError>>,
     },
+    /// Lease renewal did not renew this driver's lease: another coordinator
+    /// took the transaction over (see `LiveDrivers::lease_lost`).
+    LeaseLost,
 }
 
 /// How a driver's run ended, as far as the engine must act on it.
@@ -273,6 +276,7 @@ impl Driver {
                 let _ = done.send(answer);
                 result
             }
+            Mail::LeaseLost => Err(Stop::Fenced),
         }
     }
 

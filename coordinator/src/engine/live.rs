@@ -10,6 +10,8 @@ use tokio::sync::{mpsc, watch};
 
 /// A transaction this coordinator drives.
 struct Live {
+    /// The epoch its driver holds.
+    epoch: i64,
     mail: mpsc::UnboundedSender<Mail>,
     progress: watch::Receiver<Progress>,
 }
@@ -38,9 +40,23 @@ impl LiveDrivers {
         self.lock().get(gid).map(|l| l.progress.clone())
     }
 
-    /// The gids driven here.
-    pub(super) fn gids(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
+    /// The gids driven here, each with the epoch its driver holds.
+    pub(super) fn driven(&self) -> Vec<(String, i64)> {
+        self.lock()
+            .iter()
+            .map(|(gid, live)| (gid.clone(), live.epoch))
+            .collect()
+    }
+
+    /// Tells the driver of `gid` that its lease is gone, if it is still the
+    /// driver that held `epoch`: a renewal that named it at that epoch did
+    /// not renew it, so another coordinator owns the transaction now (an
+    /// owner change always bumps the epoch) or it is final. A newer driver of
+    /// this coordinator (a takeover since) is left alone.
+    pub(super) fn lease_lost(&self, gid: &str, epoch: i64) {
+        if let Some(live) = self.lock().get(gid).filter(|l| l.epoch == epoch) {
+            let _ = live.mail.send(Mail::LeaseLost);
+        }
     }
 }
 
@@ -48,6 +64,7 @@ impl Engine {
     /// Starts driving a transaction this coordinator owns under `fence`.
     pub(super) fn spawn_driver(&self, fence: Fence, record: TransactionRecord) {
         let gid = fence.gid.clone();
+        let epoch = fence.epoch;
         let (mail_tx, mail_rx) = mpsc::unbounded_channel();
         let (status_tx, status_rx) = watch::channel(Progress {
             status: record.status,
@@ -63,6 +80,7 @@ impl Engine {
         self.shared.live.lock().insert(
             gid.clone(),
             Live {
+                epoch,
                 mail: mail_tx.clone(),
                 progress: status_rx,
             },

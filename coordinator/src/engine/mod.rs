@@ -202,7 +202,7 @@ impl Engine {
         match self
             .shared
             .store
-            .release_leases(&self.shared.settings.node_id, now_ms())
+            .release_leases(&self.shared.settings.node_id)
             .await
         {
             Ok(n) => tracing::info!(released = n, "leases released"),
@@ -228,7 +228,7 @@ impl Engine {
     async fn register_and_drive(&self, mut new: NewTransaction) -> Result<Registered, EngineError> {
         new.owner = self.shared.settings.node_id.clone();
         new.now_ms = now_ms();
-        new.lease_expires_at_ms = self.lease_expiry_ms();
+        new.lease = self.shared.settings.lease;
         new.deadline_at_ms = new.now_ms + new.options.deadline_ms as i64;
         let gid = new.gid.clone();
         let mode = new.mode;
@@ -401,6 +401,9 @@ fn decision_answer(gid: &str, status: Status, commit: bool) -> Result<Status, En
 }
 
 /// The record of a transaction just inserted, built without reading it back.
+/// Its lease expiry is this coordinator's reckoning; the store timed the
+/// stored one by its own clock (on PostgreSQL, the server's), which a read
+/// shows.
 fn record_of_new(new: &NewTransaction, epoch: i64) -> TransactionRecord {
     TransactionRecord {
         gid: new.gid.clone(),
@@ -411,7 +414,7 @@ fn record_of_new(new: &NewTransaction, epoch: i64) -> TransactionRecord {
         updated_at_ms: new.now_ms,
         deadline_at_ms: new.deadline_at_ms,
         owner: Some(new.owner.clone()),
-        lease_expires_at_ms: new.lease_expires_at_ms,
+        lease_expires_at_ms: new.now_ms + crate::store::lease_ms(new.lease),
         epoch,
         attention: None,
         branches: new

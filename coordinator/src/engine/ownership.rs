@@ -4,15 +4,12 @@
 //! failure, and taking over a transaction this coordinator owns but does
 //! not drive.
 
-use super::{Engine, EngineError, now_ms};
+use super::{Engine, EngineError};
 use crate::store::{StoreError, TransactionRecord};
+use std::collections::HashMap;
 use std::time::Duration;
 
 impl Engine {
-    pub(super) fn lease_expiry_ms(&self) -> i64 {
-        now_ms() + self.shared.settings.lease.as_millis() as i64
-    }
-
     /// Starts driving a transaction that this coordinator owns but does not
     /// drive. A registration is retried that way when the first one
     /// committed but its answer was lost (the database connection broke
@@ -49,8 +46,7 @@ impl Engine {
             .take_over(
                 gid,
                 &self.shared.settings.node_id,
-                now_ms(),
-                self.lease_expiry_ms(),
+                self.shared.settings.lease,
             )
             .await?;
         Ok(match taken {
@@ -101,22 +97,33 @@ impl Engine {
             // Only what is driven here: a transaction this coordinator owns
             // without driving it (its registration committed but the answer
             // was lost, say) must expire, to be claimed and driven.
-            let driven = self.shared.live.gids();
+            let driven: HashMap<String, i64> = self.shared.live.driven().into_iter().collect();
             if driven.is_empty() {
                 self.shared.lease.renewed(sent_at);
                 continue;
             }
+            let gids: Vec<String> = driven.keys().cloned().collect();
             match self
                 .shared
                 .store
                 .renew_leases(
                     &self.shared.settings.node_id,
-                    &driven,
-                    self.lease_expiry_ms(),
+                    &gids,
+                    self.shared.settings.lease,
                 )
                 .await
             {
-                Ok(_) => self.shared.lease.renewed(sent_at),
+                Ok(lost) => {
+                    self.shared.lease.renewed(sent_at);
+                    // A driver whose lease is gone would learn it only at
+                    // its next write (fenced out), and one waiting for a
+                    // decision or a deadline makes none for hours: tell it
+                    // now, so that it stops and no longer counts as driven.
+                    for gid in lost {
+                        tracing::info!(gid, "lease not renewed: another coordinator owns it now");
+                        self.shared.live.lease_lost(&gid, driven[&gid]);
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "lease renewal failed; calls pause if the lease lapses")
                 }
@@ -130,7 +137,7 @@ impl Engine {
             match self
                 .shared
                 .store
-                .claim_expired(node, now_ms(), self.lease_expiry_ms(), 100)
+                .claim_expired(node, self.shared.settings.lease, 100)
                 .await
             {
                 Ok(claimed) => {

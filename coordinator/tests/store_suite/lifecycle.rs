@@ -6,7 +6,7 @@ use std::sync::Arc;
 use dtx_coordinator::store::{BranchUpdate, Created, Event, Fence, StoreError, Update};
 use dtx_protocol::{BranchStatus, Mode, Status, TxOptions};
 
-use super::{LEASE_MS, T0, TestDb, create, saga, spec, tcc, touch};
+use super::{LEASE, T0, TestDb, assert_lease_from, create, saga, spec, tcc, touch};
 
 fn event(at_ms: i64, kind: &str, branch_id: Option<&str>, detail: &str) -> Event {
     Event {
@@ -38,7 +38,9 @@ pub async fn create_inserts_the_transaction_owned_at_epoch_one(db: TestDb) {
         deadline_ms: 5_000,
         ..TxOptions::default()
     };
+    let before = db.now_ms().await;
     let fence = create(&*db.store, new.clone()).await;
+    let after = db.now_ms().await;
     assert_eq!(
         fence,
         Fence {
@@ -54,7 +56,9 @@ pub async fn create_inserts_the_transaction_owned_at_epoch_one(db: TestDb) {
     assert_eq!((tx.created_at_ms, tx.updated_at_ms), (T0, T0));
     assert_eq!(tx.deadline_at_ms, T0 + 60_000);
     assert_eq!(tx.owner.as_deref(), Some("coord-a"));
-    assert_eq!((tx.lease_expires_at_ms, tx.epoch), (T0 + LEASE_MS, 1));
+    assert_eq!(tx.epoch, 1);
+    // The lease is timed by the store's clock, from the moment of the insert.
+    assert_lease_from(tx.lease_expires_at_ms, before, after, LEASE);
     assert_eq!(tx.attention, None);
     assert_eq!(tx.branches.len(), 3);
     for (i, branch) in tx.branches.iter().enumerate() {
