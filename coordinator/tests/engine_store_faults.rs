@@ -1,6 +1,9 @@
 //! The engine recovers from store faults that leave a transaction without
 //! a driver:
 //! - a driver that stops on a failed write is restarted from the log;
+//! - a write error that recurs does not become a takeover loop: restarts
+//!   back off, the transaction is flagged for an operator with the error,
+//!   and the restarts are counted;
 //! - a registration that committed but whose answer was lost (the database
 //!   connection broke before the commit's answer came back) is driven, at
 //!   once when the client retries it, and through its lease's expiry when
@@ -32,12 +35,15 @@ fn take_one(left: &AtomicU32) -> bool {
         .is_ok()
 }
 
-/// The SQLite store with two faults, each for its first few occurrences.
+/// The SQLite store with faults: two for their first few occurrences, one
+/// for ever.
 struct FaultyStore {
     inner: SqliteStore,
     /// Updates refused with an error that is neither `Unavailable`
     /// (retried in place) nor `Fenced`.
     refused_updates: AtomicU32,
+    /// Every update of this transaction is refused that way.
+    always_refused: Option<String>,
     /// Creates that commit and then answer `Unavailable`, as when the
     /// connection breaks after the commit was sent.
     lost_create_answers: AtomicU32,
@@ -50,6 +56,15 @@ impl FaultyStore {
             inner: SqliteStore::open(&url).await.unwrap(),
             refused_updates: AtomicU32::new(refused_updates),
             lost_create_answers: AtomicU32::new(lost_create_answers),
+            always_refused: None,
+        }
+    }
+
+    /// Refuses every update of `gid`.
+    fn refusing_every_update_of(self, gid: &str) -> Self {
+        FaultyStore {
+            always_refused: Some(gid.to_owned()),
+            ..self
         }
     }
 }
@@ -74,10 +89,20 @@ impl Store for FaultyStore {
         self.inner.register_branch(gid, spec, now_ms).await
     }
     async fn update(&self, update: Update) -> Result<(), StoreError> {
-        if take_one(&self.refused_updates) {
+        if self.always_refused.as_deref() == Some(update.fence.gid.as_str())
+            || take_one(&self.refused_updates)
+        {
             return Err(StoreError::Other("injected: the write failed".into()));
         }
         self.inner.update(update).await
+    }
+    async fn set_attention(
+        &self,
+        fence: &Fence,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.inner.set_attention(fence, reason, now_ms).await
     }
     async fn get(&self, gid: &str) -> Result<Option<TransactionRecord>, StoreError> {
         self.inner.get(gid).await
@@ -135,8 +160,13 @@ fn branch(p: &FakeParticipant, id: &str) -> BranchSpec {
 
 /// An engine named `node-a` over `store`, already started.
 fn engine(store: FaultyStore, lease: Duration) -> Engine {
+    engine_over(Arc::new(store), lease)
+}
+
+/// An engine named `node-a` over `store`, already started.
+fn engine_over(store: Arc<dyn Store>, lease: Duration) -> Engine {
     let engine = Engine::new(
-        Arc::new(store),
+        store,
         Arc::new(HttpTransport::new(None).unwrap()),
         Arc::new(Metrics::default()),
         EngineSettings {
@@ -244,4 +274,79 @@ async fn a_registration_whose_answer_was_lost_is_driven_when_its_lease_expires()
     assert_eq!(record.status, Status::Committed, "{record:?}");
     assert!(record.epoch > 1, "it was claimed: {record:?}");
     engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_write_error_that_recurs_backs_off_flags_the_transaction_and_counts_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FaultyStore::open(&dir, 0, 0)
+        .await
+        .refusing_every_update_of("stuck");
+    let engine = engine(store, NEVER_EXPIRES);
+    let p = FakeParticipant::start().await;
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        engine.register(saga("stuck", &p)).await.unwrap(),
+        Registered::Created(_)
+    ));
+    // Every driver calls `a`, fails to write its success and stops; each
+    // restart takes the transaction over (epoch + 1, a `takeover` event).
+    // Wait for the third restart.
+    let give_up = started + Duration::from_secs(60);
+    let record = loop {
+        let record = engine.store().get("stuck").await.unwrap().unwrap();
+        if record.epoch >= 4 {
+            break record;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "no third restart: {record:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let elapsed = started.elapsed();
+    // The restarts wait 1 s, 2 s, 4 s: three of them take 7 s at least.
+    assert!(
+        elapsed >= Duration::from_secs(7),
+        "three restarts within {elapsed:?}: they must back off"
+    );
+    let restarts = record.epoch - 1;
+    let events = engine.store().events("stuck").await.unwrap();
+    let takeovers = events.iter().filter(|e| e.kind == "takeover").count();
+    assert_eq!(takeovers as i64, restarts, "{events:?}");
+    // The participant is called once per driver, no more.
+    assert!(
+        p.count("/a/action") as i64 <= 1 + restarts,
+        "{} calls for {restarts} restarts",
+        p.count("/a/action")
+    );
+    let attention = record.attention.as_deref().unwrap_or_default();
+    assert!(
+        attention.contains("injected: the write failed"),
+        "the operator flag gives the error: {record:?}"
+    );
+    // Counted once the new driver runs, a moment after the takeover; the
+    // next restart is 8 s away.
+    let give_up = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = engine.metrics().render();
+        let counted = metric(&metrics, "dtx_driver_restarts_total");
+        if counted == restarts {
+            break;
+        }
+        assert!(
+            counted < restarts && std::time::Instant::now() < give_up,
+            "{counted} restarts counted, {restarts} made: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    engine.shutdown().await;
+}
+
+/// The value of the metric `name` in Prometheus' text format.
+fn metric(text: &str, name: &str) -> i64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
 }

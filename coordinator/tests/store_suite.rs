@@ -253,6 +253,7 @@ suite! {
     lifecycle::concurrent_creates_of_one_gid_insert_it_exactly_once,
     lifecycle::update_applies_status_branches_attention_and_events_together,
     lifecycle::update_with_a_stale_epoch_or_another_owner_is_fenced_and_changes_nothing,
+    lifecycle::set_attention_flags_and_logs_under_the_fence_only,
     lifecycle::update_of_a_missing_transaction_is_not_found,
     lifecycle::update_expecting_another_branch_count_is_a_conflict_and_changes_nothing,
     lifecycle::update_naming_an_unknown_branch_changes_nothing_at_all,

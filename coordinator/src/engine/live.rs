@@ -70,6 +70,11 @@ impl Engine {
             status: record.status,
             finished: None,
         });
+        // Every successful write of the driver is announced on this channel:
+        // whether one was, once it ends, tells a new run of failures from
+        // the same one going on.
+        let written = status_rx.clone();
+        let failed_fence = fence.clone();
         let driver = Driver::new(
             self.shared.clone(),
             fence,
@@ -100,8 +105,12 @@ impl Engine {
                 }
             }
             engine.shared.metrics.driving(-1);
-            if ended == Ended::Failed {
-                engine.restart_failed(gid).await;
+            match ended {
+                Ended::Settled => engine.shared.restarts.forget(&gid),
+                Ended::Failed(error) => {
+                    let wrote = written.borrow().has_changed();
+                    engine.restart_failed(failed_fence, error, wrote).await;
+                }
             }
         });
     }

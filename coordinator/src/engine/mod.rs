@@ -124,6 +124,8 @@ pub(crate) struct Shared {
     /// Random numbers for retry jitter, seeded from the settings.
     pub(crate) rng: Mutex<rand::rngs::StdRng>,
     live: LiveDrivers,
+    /// Transactions whose drivers stopped on store failures.
+    restarts: ownership::Restarts,
     drivers: TaskTracker,
 }
 
@@ -153,6 +155,7 @@ impl Engine {
             settings,
             shutdown: CancellationToken::new(),
             live: LiveDrivers::default(),
+            restarts: ownership::Restarts::default(),
             drivers: TaskTracker::new(),
         };
         Engine {

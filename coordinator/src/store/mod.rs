@@ -265,6 +265,18 @@ pub trait Store: Send + Sync + 'static {
     /// Applies one fenced write.
     async fn update(&self, update: Update) -> Result<(), StoreError>;
 
+    /// Flags a transaction for an operator with `reason` (replacing an
+    /// earlier reason) and logs it as an `attention` event at `now_ms`,
+    /// fenced like [`Store::update`]. A write of its own, as small as it can
+    /// be, for when the driver's own writes keep failing: it carries none of
+    /// what they carried.
+    async fn set_attention(
+        &self,
+        fence: &Fence,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
     /// Reads a transaction with its branches.
     async fn get(&self, gid: &str) -> Result<Option<TransactionRecord>, StoreError>;
 

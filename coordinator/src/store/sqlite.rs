@@ -165,6 +165,18 @@ impl Store for SqliteStore {
         self.writer.write(move |c| writes::update(c, &update)).await
     }
 
+    async fn set_attention(
+        &self,
+        fence: &Fence,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (fence, reason) = (fence.clone(), reason.to_owned());
+        self.writer
+            .write(move |c| writes::set_attention(c, &fence, &reason, now_ms))
+            .await
+    }
+
     async fn get(&self, gid: &str) -> Result<Option<TransactionRecord>, StoreError> {
         let mut conn = self.readers.acquire().await?;
         Ok(<Sqlite as Ops>::load(&mut conn, gid)

@@ -214,6 +214,40 @@ pub async fn update_with_a_stale_epoch_or_another_owner_is_fenced_and_changes_no
     assert_eq!(db.store.events("g1").await.unwrap().len(), 1);
 }
 
+pub async fn set_attention_flags_and_logs_under_the_fence_only(db: TestDb) {
+    let fence = create(&*db.store, saga("g1", "coord-a", T0, 1)).await;
+    let stale = Fence {
+        epoch: 0,
+        ..fence.clone()
+    };
+    assert!(matches!(
+        db.store.set_attention(&stale, "stale", T0 + 1).await,
+        Err(StoreError::Fenced)
+    ));
+    let missing = Fence {
+        gid: "nowhere".into(),
+        ..fence.clone()
+    };
+    assert!(matches!(
+        db.store.set_attention(&missing, "gone", T0 + 1).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(db.store.get("g1").await.unwrap().unwrap().attention, None);
+
+    db.store
+        .set_attention(&fence, "the write keeps failing", T0 + 2)
+        .await
+        .unwrap();
+    let tx = db.store.get("g1").await.unwrap().unwrap();
+    assert_eq!(tx.attention.as_deref(), Some("the write keeps failing"));
+    assert_eq!((tx.status, tx.updated_at_ms), (Status::Running, T0 + 2));
+    let last = db.store.events("g1").await.unwrap().pop().unwrap();
+    assert_eq!(
+        last,
+        event(T0 + 2, "attention", None, "the write keeps failing")
+    );
+}
+
 pub async fn update_of_a_missing_transaction_is_not_found(db: TestDb) {
     let fence = Fence {
         gid: "nowhere".into(),

@@ -121,6 +121,17 @@ impl<B: Backend> Store for B {
         self.update_tx(update).await
     }
 
+    async fn set_attention(
+        &self,
+        fence: &Fence,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (fence, reason) = (fence.clone(), reason.to_owned());
+        self.write(move |conn| Box::pin(B::Db::set_attention(conn, fence, reason, now_ms)))
+            .await
+    }
+
     async fn get(&self, gid: &str) -> Result<Option<TransactionRecord>, StoreError> {
         let mut conn = self.readers().acquire().await?;
         Ok(B::Db::load(&mut conn, gid)

@@ -82,6 +82,14 @@ pub(in crate::store) trait Ops: Database {
         owner: String,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
+    /// See [`Store::set_attention`](crate::store::Store::set_attention).
+    fn set_attention(
+        conn: &mut Self::Connection,
+        fence: Fence,
+        reason: String,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Reads a transaction with its branches and fingerprint.
     fn load(
         conn: &mut Self::Connection,
@@ -269,6 +277,41 @@ where
             .execute(&mut *conn)
             .await?;
         Ok(result.rows())
+    }
+
+    async fn set_attention(
+        conn: &mut DB::Connection,
+        fence: Fence,
+        reason: String,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let changed = sqlx::query(SET_ATTENTION)
+            .bind(&*fence.gid)
+            .bind(&*fence.owner)
+            .bind(fence.epoch)
+            .bind(&*reason)
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await?
+            .rows();
+        if changed == 0 {
+            let state: Option<(Option<String>, i64, i64)> = sqlx::query_as(FENCE_STATE)
+                .bind(&*fence.gid)
+                .fetch_optional(&mut *conn)
+                .await?;
+            let Some((owner, epoch, count)) = state else {
+                return Err(StoreError::NotFound);
+            };
+            return Err(details::refusal(
+                &fence,
+                None,
+                owner.as_deref(),
+                epoch,
+                count,
+            ));
+        }
+        let entry = event(now_ms, "attention", None, reason);
+        Self::append(conn, &fence.gid, entry).await
     }
 
     async fn load(conn: &mut DB::Connection, gid: &str) -> Result<Option<Loaded>, StoreError> {

@@ -120,6 +120,8 @@ pub(in crate::store) const COUNT_BRANCH: &str =
 pub(in crate::store) const UPDATE_TX: &str = "UPDATE transactions SET status = COALESCE($4, status), \
      attention = COALESCE($5, attention), updated_at_ms = $6 \
      WHERE gid = $1 AND owner = $2 AND epoch = $3 AND ($7 IS NULL OR branch_count = $7)";
+pub(in crate::store) const SET_ATTENTION: &str = "UPDATE transactions SET attention = $4, updated_at_ms = $5 \
+     WHERE gid = $1 AND owner = $2 AND epoch = $3";
 pub(in crate::store) const FENCE_STATE: &str =
     "SELECT owner, epoch, branch_count FROM transactions WHERE gid = $1";
 pub(in crate::store) const UPDATE_BRANCH: &str = "UPDATE branches SET status = $3, attempts = $4, last_http_status = $5, \

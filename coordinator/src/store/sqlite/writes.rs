@@ -21,8 +21,8 @@ use rusqlite::{Connection, ErrorCode, Statement};
 
 use crate::store::rows::sql::{
     CLAIM_EXPIRED_SQLITE, COUNT_BRANCH, FENCE_STATE, FIND_BRANCH, INSERT_BRANCH, INSERT_EVENT,
-    INSERT_TX, LOCK_OPEN, RELEASE_SQLITE, RENEW_SQLITE, STATUS, TAKE_OVER_SQLITE, UPDATE_BRANCH,
-    UPDATE_TX,
+    INSERT_TX, LOCK_OPEN, RELEASE_SQLITE, RENEW_SQLITE, SET_ATTENTION, STATUS, TAKE_OVER_SQLITE,
+    UPDATE_BRANCH, UPDATE_TX,
 };
 use crate::store::rows::{self, details};
 use crate::store::{BranchRegistered, Event, Fence, NewTransaction, StoreError, Update};
@@ -156,6 +156,24 @@ pub(super) fn update(conn: &Connection, update: &Update) -> Result<(), StoreErro
         append_event(conn, &fence.gid, event)?;
     }
     Ok(())
+}
+
+/// Flags a transaction for an operator, fenced.
+pub(super) fn set_attention(
+    conn: &Connection,
+    fence: &Fence,
+    reason: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let changed = execute(
+        conn,
+        SET_ATTENTION,
+        &[&fence.gid, &fence.owner, &fence.epoch, &reason, &now_ms],
+    )?;
+    if changed == 0 {
+        return Err(refusal(conn, fence, None)?);
+    }
+    append(conn, &fence.gid, now_ms, "attention", None, reason)
 }
 
 /// Makes `owner` the owner of a transaction that is not final, with a lease
