@@ -4,6 +4,8 @@
 //! - a write error that recurs does not become a takeover loop: restarts
 //!   back off, the transaction is flagged for an operator with the error,
 //!   and the restarts are counted;
+//! - two identical registrations racing on one node leave one driver, the
+//!   one lease renewal names;
 //! - a registration that committed but whose answer was lost (the database
 //!   connection broke before the commit's answer came back) is driven, at
 //!   once when the client retries it, and through its lease's expiry when
@@ -28,6 +30,7 @@ use dtx_coordinator::store::{
 use dtx_coordinator::transport::HttpTransport;
 use dtx_protocol::{BranchSpec, Mode, Op, Status, TxOptions};
 use dtx_tests::participant::FakeParticipant;
+use tokio::sync::oneshot;
 
 /// Takes one from `left` unless it is zero; whether it took one.
 fn take_one(left: &AtomicU32) -> bool {
@@ -44,6 +47,9 @@ struct FaultyStore {
     refused_updates: AtomicU32,
     /// Every update of this transaction is refused that way.
     always_refused: Option<String>,
+    /// The first create tells this sender once it committed, then holds its
+    /// answer until the receiver hears.
+    held_create: std::sync::Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
     /// Creates that commit and then answer `Unavailable`, as when the
     /// connection breaks after the commit was sent.
     lost_create_answers: AtomicU32,
@@ -57,7 +63,17 @@ impl FaultyStore {
             refused_updates: AtomicU32::new(refused_updates),
             lost_create_answers: AtomicU32::new(lost_create_answers),
             always_refused: None,
+            held_create: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Holds the first create's answer: the first receiver hears once it
+    /// committed; the answer goes back once the second sender is used.
+    fn holding_the_first_create(self) -> (Self, oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (committed, heard_committed) = oneshot::channel();
+        let (release, released) = oneshot::channel();
+        *self.held_create.lock().unwrap() = Some((committed, released));
+        (self, heard_committed, release)
     }
 
     /// Refuses every update of `gid`.
@@ -72,7 +88,12 @@ impl FaultyStore {
 #[async_trait]
 impl Store for FaultyStore {
     async fn create(&self, new: NewTransaction) -> Result<Created, StoreError> {
+        let held = self.held_create.lock().unwrap().take();
         let created = self.inner.create(new).await?;
+        if let Some((committed, released)) = held {
+            committed.send(()).unwrap();
+            released.await.unwrap();
+        }
         if take_one(&self.lost_create_answers) {
             return Err(StoreError::Unavailable(
                 "injected: the answer was lost".into(),
@@ -349,4 +370,48 @@ fn metric(text: &str, name: &str) -> i64 {
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[tokio::test]
+async fn two_identical_registrations_racing_leave_one_driver_that_renewal_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, committed, release) = FaultyStore::open(&dir, 0, 0)
+        .await
+        .holding_the_first_create();
+    let engine = engine(store, NEVER_EXPIRES);
+    let p = FakeParticipant::start().await;
+    let open = || NewTransaction {
+        mode: Mode::Tcc,
+        status: Status::Open,
+        branches: Vec::new(),
+        ..saga("raced", &p)
+    };
+    // The first registration inserts the transaction; its answer is held.
+    let first = tokio::spawn({
+        let (engine, new) = (engine.clone(), open());
+        async move { engine.register(new).await }
+    });
+    committed.await.unwrap();
+    // The second finds it owned here and driven by nobody yet: it takes it
+    // over and drives it.
+    let second = engine.register(open()).await.unwrap();
+    assert!(matches!(second, Registered::Existing(_)), "{second:?}");
+    // Only now does the first registration get its answer.
+    release.send(()).unwrap();
+    let first = first.await.unwrap().unwrap();
+    assert!(matches!(first, Registered::Created(_)), "{first:?}");
+
+    // One driver, the newest: the one the live map (and so renewal and
+    // decisions) names. An older one would replace it there, be fenced out
+    // at its first write and take the entry with it.
+    let metrics = engine.metrics().render();
+    assert_eq!(metric(&metrics, "dtx_transactions_driven"), 1, "{metrics}");
+    let decided = engine.decide("raced", true).await;
+    assert!(
+        matches!(decided, Ok(Status::Committing | Status::Committed)),
+        "{decided:?}"
+    );
+    let record = engine.wait("raced", Duration::from_secs(20)).await.unwrap();
+    assert_eq!(record.status, Status::Committed, "{record:?}");
+    engine.shutdown().await;
 }

@@ -61,10 +61,32 @@ impl LiveDrivers {
 }
 
 impl Engine {
-    /// Starts driving a transaction this coordinator owns under `fence`.
+    /// Starts driving a transaction this coordinator owns under `fence`,
+    /// unless a driver of a newer (or the same) epoch runs here already.
+    ///
+    /// Two identical registrations racing on one node showed why: the
+    /// second one's insert found the transaction taken and, with no driver
+    /// started yet, took it over (epoch 2) and drove it; then the first one
+    /// got its answer and started a driver under epoch 1, which replaced the
+    /// newer one in the live map, was fenced out at its first write and took
+    /// the entry with it: the newer driver went on unnamed by renewal (its
+    /// lease ran out while it drove) and unreachable by decisions. A driver
+    /// under an older fence can only be fenced out, so it is not started.
     pub(super) fn spawn_driver(&self, fence: Fence, record: TransactionRecord) {
         let gid = fence.gid.clone();
         let epoch = fence.epoch;
+        // Held from the check to the insert, so that two starts cannot both
+        // pass the check.
+        let mut live = self.shared.live.lock();
+        if let Some(newer) = live.get(&gid).filter(|l| l.epoch >= epoch) {
+            tracing::debug!(
+                gid,
+                epoch,
+                running = newer.epoch,
+                "a driver of a newer epoch runs here; not starting this one"
+            );
+            return;
+        }
         let (mail_tx, mail_rx) = mpsc::unbounded_channel();
         let (status_tx, status_rx) = watch::channel(Progress {
             status: record.status,
@@ -82,7 +104,7 @@ impl Engine {
             (mail_tx.clone(), mail_rx),
             status_tx,
         );
-        self.shared.live.lock().insert(
+        live.insert(
             gid.clone(),
             Live {
                 epoch,
@@ -90,6 +112,7 @@ impl Engine {
                 progress: status_rx,
             },
         );
+        drop(live);
         let engine = self.clone();
         engine.shared.metrics.driving(1);
         self.shared.drivers.spawn(async move {
