@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dtx_coordinator::engine::{Engine, EngineSettings, Registered};
+use dtx_coordinator::engine::{Engine, EngineSettings, Registered, Verdict};
 use dtx_coordinator::metrics::Metrics;
 use dtx_coordinator::store::{self, NewTransaction, Store, TransactionRecord};
 use dtx_coordinator::transport::HttpTransport;
@@ -181,7 +181,10 @@ async fn a_driver_whose_transaction_was_taken_over_stops_at_the_next_renewal() {
     // A decision through node-b takes the transaction over there.
     let b = engine(&url, "node-b", Duration::from_secs(3)).await;
     b.start();
-    let status = b.decide("taken", false).await.expect("node-b aborts it");
+    let status = b
+        .decide("taken", Verdict::Abort)
+        .await
+        .expect("node-b aborts it");
     assert!(matches!(status, Status::Aborting | Status::Aborted));
 
     // node-a's driver would wait for its deadline, hours away, without a

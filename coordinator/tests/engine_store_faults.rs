@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dtx_coordinator::engine::{Engine, EngineError, EngineSettings, Registered};
+use dtx_coordinator::engine::{Engine, EngineError, EngineSettings, Registered, Verdict};
 use dtx_coordinator::metrics::Metrics;
 use dtx_coordinator::store::sqlite::SqliteStore;
 use dtx_coordinator::store::{
@@ -406,7 +406,7 @@ async fn two_identical_registrations_racing_leave_one_driver_that_renewal_names(
     // at its first write and take the entry with it.
     let metrics = engine.metrics().render();
     assert_eq!(metric(&metrics, "dtx_transactions_driven"), 1, "{metrics}");
-    let decided = engine.decide("raced", true).await;
+    let decided = engine.decide("raced", Verdict::Commit).await;
     assert!(
         matches!(decided, Ok(Status::Committing | Status::Committed)),
         "{decided:?}"

@@ -8,7 +8,7 @@
 //! and report back through its mailbox, so the driver itself never waits on a
 //! participant.
 
-use super::{Progress, Shared, now_ms};
+use super::{Progress, Shared, Verdict, now_ms};
 use crate::store::{
     BranchRecord, BranchUpdate, Event, Fence, StoreError, TransactionRecord, Update,
 };
@@ -33,10 +33,10 @@ pub(crate) enum Mail {
     },
     /// A retry's backoff elapsed.
     RetryDue { branch: usize, op: Op },
-    /// The initiator asks to commit (`true`) or abort (TCC). The answer is
-    /// the status once the request was handled.
+    /// The initiator asks to commit or abort (TCC). The answer is the
+    /// status once the request was handled.
     Decide {
-        commit: bool,
+        verdict: Verdict,
         done: oneshot::Sender<Result<Status, StoreError>>,
     },
     /// Lease renewal did not renew this driver's lease: another coordinator
@@ -259,9 +259,12 @@ impl Driver {
                 let step = self.tx.handle(Input::RetryDue { branch, op });
                 self.carry_out(step).await
             }
-            Mail::Decide { commit, done } => {
+            Mail::Decide { verdict, done } => {
                 let result = self
-                    .decide(if commit { Input::Commit } else { Input::Abort })
+                    .decide(match verdict {
+                        Verdict::Commit => Input::Commit,
+                        Verdict::Abort => Input::Abort,
+                    })
                     .await;
                 let answer = match &result {
                     Ok(()) => Ok(self.tx.status()),

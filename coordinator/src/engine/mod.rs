@@ -94,6 +94,15 @@ impl From<StoreError> for EngineError {
     }
 }
 
+/// What the initiator of a TCC transaction decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Confirm every branch.
+    Commit,
+    /// Cancel every branch.
+    Abort,
+}
+
 /// The answer to a registration.
 #[derive(Debug)]
 pub enum Registered {
@@ -279,10 +288,10 @@ impl Engine {
         }
     }
 
-    /// Commits (`commit`) or aborts an open TCC transaction. Asking again for
-    /// the decision already taken is answered with the current status; asking
-    /// for the opposite one is an error.
-    pub async fn decide(&self, gid: &str, commit: bool) -> Result<Status, EngineError> {
+    /// Commits or aborts an open TCC transaction, as `verdict` says. Asking
+    /// again for the decision already taken is answered with the current
+    /// status; asking for the opposite one is an error.
+    pub async fn decide(&self, gid: &str, verdict: Verdict) -> Result<Status, EngineError> {
         let mail = self.shared.live.mailbox(gid);
         let mail = match mail {
             Some(mail) => mail,
@@ -294,7 +303,7 @@ impl Engine {
                     .await?
                     .ok_or_else(|| EngineError::NotFound(gid.to_owned()))?;
                 if record.status != Status::Open {
-                    return decision_answer(gid, record.status, commit);
+                    return decision_answer(gid, record.status, verdict);
                 }
                 // The transaction is driven elsewhere (or by nobody): take it
                 // over, which fences the other driver out. In a task of its
@@ -309,7 +318,7 @@ impl Engine {
                         })?;
                 match taken {
                     Ok(true) => {}
-                    Ok(false) => return self.decide_after_race(gid, commit).await,
+                    Ok(false) => return self.decide_after_race(gid, verdict).await,
                     Err(StoreError::NotFound) => return Err(EngineError::NotFound(gid.to_owned())),
                     Err(e) => return Err(e.into()),
                 };
@@ -320,25 +329,25 @@ impl Engine {
             }
         };
         let (done, answer) = oneshot::channel();
-        if mail.send(Mail::Decide { commit, done }).is_err() {
-            return self.decide_after_race(gid, commit).await;
+        if mail.send(Mail::Decide { verdict, done }).is_err() {
+            return self.decide_after_race(gid, verdict).await;
         }
         match answer.await {
-            Ok(Ok(status)) => decision_answer(gid, status, commit),
+            Ok(Ok(status)) => decision_answer(gid, status, verdict),
             Ok(Err(e)) => Err(e.into()),
-            Err(_) => self.decide_after_race(gid, commit).await,
+            Err(_) => self.decide_after_race(gid, verdict).await,
         }
     }
 
     /// The driver finished or moved while we asked it: answer from the store.
-    async fn decide_after_race(&self, gid: &str, commit: bool) -> Result<Status, EngineError> {
+    async fn decide_after_race(&self, gid: &str, verdict: Verdict) -> Result<Status, EngineError> {
         let record = self
             .shared
             .store
             .get(gid)
             .await?
             .ok_or_else(|| EngineError::NotFound(gid.to_owned()))?;
-        decision_answer(gid, record.status, commit)
+        decision_answer(gid, record.status, verdict)
     }
 
     /// Waits until the transaction is final or `timeout` passes; returns it
@@ -382,10 +391,10 @@ impl Engine {
 }
 
 /// Maps the status after a decision request to the caller's answer.
-fn decision_answer(gid: &str, status: Status, commit: bool) -> Result<Status, EngineError> {
+fn decision_answer(gid: &str, status: Status, verdict: Verdict) -> Result<Status, EngineError> {
     let agrees = match status {
-        Status::Committing | Status::Committed => commit,
-        Status::Aborting | Status::Aborted => !commit,
+        Status::Committing | Status::Committed => verdict == Verdict::Commit,
+        Status::Aborting | Status::Aborted => verdict == Verdict::Abort,
         Status::Open | Status::Running | Status::Preparing | Status::PreCommitting => false,
     };
     if agrees {
@@ -394,10 +403,9 @@ fn decision_answer(gid: &str, status: Status, commit: bool) -> Result<Status, En
         Err(EngineError::WrongStatus {
             gid: gid.to_owned(),
             status,
-            what: if commit {
-                "it cannot be committed"
-            } else {
-                "it cannot be aborted"
+            what: match verdict {
+                Verdict::Commit => "it cannot be committed",
+                Verdict::Abort => "it cannot be aborted",
             },
         })
     }
