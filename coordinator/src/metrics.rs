@@ -33,6 +33,7 @@ pub struct Metrics {
     store_retries: Counter,
     fenced: Counter,
     driven: Gauge,
+    driver_restarts: Counter,
 }
 
 impl Default for Metrics {
@@ -46,6 +47,7 @@ impl Default for Metrics {
             store_retries: Counter::default(),
             fenced: Counter::default(),
             driven: Gauge::default(),
+            driver_restarts: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -82,6 +84,11 @@ impl Default for Metrics {
             "transactions_driven",
             "Transactions this coordinator is driving now",
             metrics.driven.clone(),
+        );
+        registry.register(
+            "driver_restarts",
+            "Drivers started again after a store failure stopped them",
+            metrics.driver_restarts.clone(),
         );
         Metrics {
             registry,
@@ -145,6 +152,11 @@ impl Metrics {
     /// A driver started (`+1`) or stopped (`-1`).
     pub fn driving(&self, delta: i64) {
         self.driven.inc_by(delta);
+    }
+
+    /// A driver stopped by a store failure was started again.
+    pub fn driver_restarted(&self) {
+        self.driver_restarts.inc();
     }
 
     /// The metrics in Prometheus' text format.

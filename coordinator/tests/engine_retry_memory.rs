@@ -112,7 +112,7 @@ async fn a_call_retried_100_000_times_keeps_memory_and_history_flat() {
             branches: vec![spec],
             owner: String::new(),
             now_ms: 0,
-            lease_expires_at_ms: 0,
+            lease: Duration::ZERO,
             deadline_at_ms: 0,
         })
         .await

@@ -1,6 +1,11 @@
 //! The engine recovers from store faults that leave a transaction without
 //! a driver:
 //! - a driver that stops on a failed write is restarted from the log;
+//! - a write error that recurs does not become a takeover loop: restarts
+//!   back off, the transaction is flagged for an operator with the error,
+//!   and the restarts are counted;
+//! - two identical registrations racing on one node leave one driver, the
+//!   one lease renewal names;
 //! - a registration that committed but whose answer was lost (the database
 //!   connection broke before the commit's answer came back) is driven, at
 //!   once when the client retries it, and through its lease's expiry when
@@ -15,7 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dtx_coordinator::engine::{Engine, EngineError, EngineSettings, Registered};
+use dtx_coordinator::engine::{Engine, EngineError, EngineSettings, Registered, Verdict};
 use dtx_coordinator::metrics::Metrics;
 use dtx_coordinator::store::sqlite::SqliteStore;
 use dtx_coordinator::store::{
@@ -25,6 +30,7 @@ use dtx_coordinator::store::{
 use dtx_coordinator::transport::HttpTransport;
 use dtx_protocol::{BranchSpec, Mode, Op, Status, TxOptions};
 use dtx_tests::participant::FakeParticipant;
+use tokio::sync::oneshot;
 
 /// Takes one from `left` unless it is zero; whether it took one.
 fn take_one(left: &AtomicU32) -> bool {
@@ -32,12 +38,18 @@ fn take_one(left: &AtomicU32) -> bool {
         .is_ok()
 }
 
-/// The SQLite store with two faults, each for its first few occurrences.
+/// The SQLite store with faults: two for their first few occurrences, one
+/// for ever.
 struct FaultyStore {
     inner: SqliteStore,
     /// Updates refused with an error that is neither `Unavailable`
     /// (retried in place) nor `Fenced`.
     refused_updates: AtomicU32,
+    /// Every update of this transaction is refused that way.
+    always_refused: Option<String>,
+    /// The first create tells this sender once it committed, then holds its
+    /// answer until the receiver hears.
+    held_create: std::sync::Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
     /// Creates that commit and then answer `Unavailable`, as when the
     /// connection breaks after the commit was sent.
     lost_create_answers: AtomicU32,
@@ -50,6 +62,25 @@ impl FaultyStore {
             inner: SqliteStore::open(&url).await.unwrap(),
             refused_updates: AtomicU32::new(refused_updates),
             lost_create_answers: AtomicU32::new(lost_create_answers),
+            always_refused: None,
+            held_create: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Holds the first create's answer: the first receiver hears once it
+    /// committed; the answer goes back once the second sender is used.
+    fn holding_the_first_create(self) -> (Self, oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (committed, heard_committed) = oneshot::channel();
+        let (release, released) = oneshot::channel();
+        *self.held_create.lock().unwrap() = Some((committed, released));
+        (self, heard_committed, release)
+    }
+
+    /// Refuses every update of `gid`.
+    fn refusing_every_update_of(self, gid: &str) -> Self {
+        FaultyStore {
+            always_refused: Some(gid.to_owned()),
+            ..self
         }
     }
 }
@@ -57,7 +88,12 @@ impl FaultyStore {
 #[async_trait]
 impl Store for FaultyStore {
     async fn create(&self, new: NewTransaction) -> Result<Created, StoreError> {
+        let held = self.held_create.lock().unwrap().take();
         let created = self.inner.create(new).await?;
+        if let Some((committed, released)) = held {
+            committed.send(()).unwrap();
+            released.await.unwrap();
+        }
         if take_one(&self.lost_create_answers) {
             return Err(StoreError::Unavailable(
                 "injected: the answer was lost".into(),
@@ -74,10 +110,20 @@ impl Store for FaultyStore {
         self.inner.register_branch(gid, spec, now_ms).await
     }
     async fn update(&self, update: Update) -> Result<(), StoreError> {
-        if take_one(&self.refused_updates) {
+        if self.always_refused.as_deref() == Some(update.fence.gid.as_str())
+            || take_one(&self.refused_updates)
+        {
             return Err(StoreError::Other("injected: the write failed".into()));
         }
         self.inner.update(update).await
+    }
+    async fn set_attention(
+        &self,
+        fence: &Fence,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.inner.set_attention(fence, reason, now_ms).await
     }
     async fn get(&self, gid: &str) -> Result<Option<TransactionRecord>, StoreError> {
         self.inner.get(gid).await
@@ -92,30 +138,28 @@ impl Store for FaultyStore {
         &self,
         gid: &str,
         owner: &str,
-        now_ms: i64,
-        lease: i64,
+        lease: Duration,
     ) -> Result<Option<(Fence, TransactionRecord)>, StoreError> {
-        self.inner.take_over(gid, owner, now_ms, lease).await
+        self.inner.take_over(gid, owner, lease).await
     }
     async fn claim_expired(
         &self,
         owner: &str,
-        now_ms: i64,
-        lease: i64,
+        lease: Duration,
         limit: u32,
     ) -> Result<Vec<(Fence, TransactionRecord)>, StoreError> {
-        self.inner.claim_expired(owner, now_ms, lease, limit).await
+        self.inner.claim_expired(owner, lease, limit).await
     }
     async fn renew_leases(
         &self,
         owner: &str,
         gids: &[String],
-        lease: i64,
-    ) -> Result<u64, StoreError> {
+        lease: Duration,
+    ) -> Result<Vec<String>, StoreError> {
         self.inner.renew_leases(owner, gids, lease).await
     }
-    async fn release_leases(&self, owner: &str, now_ms: i64) -> Result<u64, StoreError> {
-        self.inner.release_leases(owner, now_ms).await
+    async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
+        self.inner.release_leases(owner).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
@@ -137,8 +181,13 @@ fn branch(p: &FakeParticipant, id: &str) -> BranchSpec {
 
 /// An engine named `node-a` over `store`, already started.
 fn engine(store: FaultyStore, lease: Duration) -> Engine {
+    engine_over(Arc::new(store), lease)
+}
+
+/// An engine named `node-a` over `store`, already started.
+fn engine_over(store: Arc<dyn Store>, lease: Duration) -> Engine {
     let engine = Engine::new(
-        Arc::new(store),
+        store,
         Arc::new(HttpTransport::new(None).unwrap()),
         Arc::new(Metrics::default()),
         EngineSettings {
@@ -164,7 +213,7 @@ fn saga(gid: &str, p: &FakeParticipant) -> NewTransaction {
         branches: vec![branch(p, "a"), branch(p, "b")],
         owner: String::new(),
         now_ms: 0,
-        lease_expires_at_ms: 0,
+        lease: Duration::ZERO,
         deadline_at_ms: 0,
     }
 }
@@ -245,5 +294,124 @@ async fn a_registration_whose_answer_was_lost_is_driven_when_its_lease_expires()
         .unwrap();
     assert_eq!(record.status, Status::Committed, "{record:?}");
     assert!(record.epoch > 1, "it was claimed: {record:?}");
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_write_error_that_recurs_backs_off_flags_the_transaction_and_counts_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FaultyStore::open(&dir, 0, 0)
+        .await
+        .refusing_every_update_of("stuck");
+    let engine = engine(store, NEVER_EXPIRES);
+    let p = FakeParticipant::start().await;
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        engine.register(saga("stuck", &p)).await.unwrap(),
+        Registered::Created(_)
+    ));
+    // Every driver calls `a`, fails to write its success and stops; each
+    // restart takes the transaction over (epoch + 1, a `takeover` event).
+    // Wait for the third restart.
+    let give_up = started + Duration::from_secs(60);
+    let record = loop {
+        let record = engine.store().get("stuck").await.unwrap().unwrap();
+        if record.epoch >= 4 {
+            break record;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "no third restart: {record:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let elapsed = started.elapsed();
+    // The restarts wait 1 s, 2 s, 4 s: three of them take 7 s at least.
+    assert!(
+        elapsed >= Duration::from_secs(7),
+        "three restarts within {elapsed:?}: they must back off"
+    );
+    let restarts = record.epoch - 1;
+    let events = engine.store().events("stuck").await.unwrap();
+    let takeovers = events.iter().filter(|e| e.kind == "takeover").count();
+    assert_eq!(takeovers as i64, restarts, "{events:?}");
+    // The participant is called once per driver, no more.
+    assert!(
+        p.count("/a/action") as i64 <= 1 + restarts,
+        "{} calls for {restarts} restarts",
+        p.count("/a/action")
+    );
+    let attention = record.attention.as_deref().unwrap_or_default();
+    assert!(
+        attention.contains("injected: the write failed"),
+        "the operator flag gives the error: {record:?}"
+    );
+    // Counted once the new driver runs, a moment after the takeover; the
+    // next restart is 8 s away.
+    let give_up = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = engine.metrics().render();
+        let counted = metric(&metrics, "dtx_driver_restarts_total");
+        if counted == restarts {
+            break;
+        }
+        assert!(
+            counted < restarts && std::time::Instant::now() < give_up,
+            "{counted} restarts counted, {restarts} made: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    engine.shutdown().await;
+}
+
+/// The value of the metric `name` in Prometheus' text format.
+fn metric(text: &str, name: &str) -> i64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[tokio::test]
+async fn two_identical_registrations_racing_leave_one_driver_that_renewal_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, committed, release) = FaultyStore::open(&dir, 0, 0)
+        .await
+        .holding_the_first_create();
+    let engine = engine(store, NEVER_EXPIRES);
+    let p = FakeParticipant::start().await;
+    let open = || NewTransaction {
+        mode: Mode::Tcc,
+        status: Status::Open,
+        branches: Vec::new(),
+        ..saga("raced", &p)
+    };
+    // The first registration inserts the transaction; its answer is held.
+    let first = tokio::spawn({
+        let (engine, new) = (engine.clone(), open());
+        async move { engine.register(new).await }
+    });
+    committed.await.unwrap();
+    // The second finds it owned here and driven by nobody yet: it takes it
+    // over and drives it.
+    let second = engine.register(open()).await.unwrap();
+    assert!(matches!(second, Registered::Existing(_)), "{second:?}");
+    // Only now does the first registration get its answer.
+    release.send(()).unwrap();
+    let first = first.await.unwrap().unwrap();
+    assert!(matches!(first, Registered::Created(_)), "{first:?}");
+
+    // One driver, the newest: the one the live map (and so renewal and
+    // decisions) names. An older one would replace it there, be fenced out
+    // at its first write and take the entry with it.
+    let metrics = engine.metrics().render();
+    assert_eq!(metric(&metrics, "dtx_transactions_driven"), 1, "{metrics}");
+    let decided = engine.decide("raced", Verdict::Commit).await;
+    assert!(
+        matches!(decided, Ok(Status::Committing | Status::Committed)),
+        "{decided:?}"
+    );
+    let record = engine.wait("raced", Duration::from_secs(20)).await.unwrap();
+    assert_eq!(record.status, Status::Committed, "{record:?}");
     engine.shutdown().await;
 }

@@ -7,13 +7,22 @@
 //! [`suite!`] macro at the bottom makes a `sqlite::<case>` and a
 //! `postgres::<case>` test of each. Case names state the rule they check.
 //!
-//! No case sleeps: times are plain numbers handed to the store, and races are
-//! real concurrent calls whose every outcome is checked.
+//! No case sleeps: history times are plain numbers handed to the store, and
+//! races are real concurrent calls whose every outcome is checked. Leases are
+//! timed by the store's own clock (the database server's on PostgreSQL, the
+//! process clock on SQLite): a case that needs a lease to run out gives it a
+//! length of zero and waits until that clock has passed its end
+//! ([`TestDb::wait_past`]), which takes a millisecond.
+//!
+//! The cases of [`clock`] are about whose clock times the leases, and run on
+//! tokio's current-thread runtime, whose clock they move.
 
 #[path = "store_suite/batching.rs"]
 mod batching;
 #[path = "store_suite/branches.rs"]
 mod branches;
+#[path = "store_suite/clock.rs"]
+mod clock;
 #[path = "store_suite/leases.rs"]
 mod leases;
 #[path = "store_suite/lifecycle.rs"]
@@ -25,6 +34,7 @@ mod text;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dtx_coordinator::store::{self, Created, Fence, NewTransaction, Store, Update};
 use dtx_protocol::{BranchSpec, Mode, Op, Status, TxOptions};
@@ -34,6 +44,9 @@ use tempfile::TempDir;
 pub const T0: i64 = 1_700_000_000_000;
 
 /// The lease coordinators take in these tests.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// [`LEASE`] in milliseconds.
 pub const LEASE_MS: i64 = 30_000;
 
 /// A store under test, and what it takes to open it again.
@@ -41,6 +54,9 @@ pub struct TestDb {
     /// The store.
     pub store: Arc<dyn Store>,
     url: String,
+    /// A connection to the PostgreSQL server, to read its clock; `None` on
+    /// SQLite, whose leases follow the process clock.
+    server: Option<sqlx::PgPool>,
     /// Keeps the SQLite file alive until the test ends.
     _dir: Option<TempDir>,
 }
@@ -54,6 +70,7 @@ impl TestDb {
         TestDb {
             store,
             url,
+            server: None,
             _dir: Some(dir),
         }
     }
@@ -64,9 +81,15 @@ impl TestDb {
             .await
             .expect("a fresh PostgreSQL database (run `bash tests/images/build-images.sh` once)");
         let store = store::open(&url).await.expect("open the PostgreSQL store");
+        let server = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .expect("connect to read the server's clock");
         TestDb {
             store,
             url,
+            server: Some(server),
             _dir: None,
         }
     }
@@ -82,6 +105,53 @@ impl TestDb {
     pub async fn open_another(&self) -> Arc<dyn Store> {
         store::open(&self.url).await.expect("open a second store")
     }
+
+    /// Now, in Unix milliseconds, by the clock that times this store's
+    /// leases: the PostgreSQL server's, or this process's.
+    pub async fn now_ms(&self) -> i64 {
+        match &self.server {
+            Some(server) => sqlx::query_scalar(
+                "SELECT floor(extract(epoch from clock_timestamp()) * 1000)::bigint",
+            )
+            .fetch_one(server)
+            .await
+            .expect("read the server's clock"),
+            None => dtx_coordinator::clock::now_ms(),
+        }
+    }
+
+    /// Waits until the lease clock has passed `at_ms`, so that a lease that
+    /// ends at `at_ms` has expired. Leases here end at most a few ms ahead.
+    pub async fn wait_past(&self, at_ms: i64) {
+        let give_up = std::time::Instant::now() + Duration::from_secs(10);
+        while self.now_ms().await <= at_ms {
+            assert!(
+                std::time::Instant::now() < give_up,
+                "the lease clock did not pass {at_ms}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// The lease expiry of `gid` as stored.
+    pub async fn lease_of(&self, gid: &str) -> i64 {
+        self.store
+            .get(gid)
+            .await
+            .unwrap()
+            .expect("the transaction exists")
+            .lease_expires_at_ms
+    }
+}
+
+/// Checks that a lease written between the lease clock's readings `before`
+/// and `after` runs for `length` from then.
+pub fn assert_lease_from(lease_expires_at_ms: i64, before: i64, after: i64, length: Duration) {
+    let length = length.as_millis() as i64;
+    assert!(
+        (before + length..=after + length).contains(&lease_expires_at_ms),
+        "the lease ends at {lease_expires_at_ms}, not {length} ms after a moment in [{before}, {after}]"
+    );
 }
 
 /// A branch of `mode` with the URLs that mode calls.
@@ -113,7 +183,7 @@ pub fn saga(gid: &str, owner: &str, now: i64, branches: usize) -> NewTransaction
             .collect(),
         owner: owner.to_owned(),
         now_ms: now,
-        lease_expires_at_ms: now + LEASE_MS,
+        lease: LEASE,
         deadline_at_ms: now + 60_000,
     }
 }
@@ -124,6 +194,14 @@ pub fn tcc(gid: &str, owner: &str, now: i64) -> NewTransaction {
         mode: Mode::Tcc,
         status: Status::Open,
         ..saga(gid, owner, now, 0)
+    }
+}
+
+/// [`saga`] with a lease of `lease`.
+pub fn saga_leased(gid: &str, owner: &str, branches: usize, lease: Duration) -> NewTransaction {
+    NewTransaction {
+        lease,
+        ..saga(gid, owner, T0, branches)
     }
 }
 
@@ -177,6 +255,7 @@ suite! {
     lifecycle::concurrent_creates_of_one_gid_insert_it_exactly_once,
     lifecycle::update_applies_status_branches_attention_and_events_together,
     lifecycle::update_with_a_stale_epoch_or_another_owner_is_fenced_and_changes_nothing,
+    lifecycle::set_attention_flags_and_logs_under_the_fence_only,
     lifecycle::update_of_a_missing_transaction_is_not_found,
     lifecycle::update_expecting_another_branch_count_is_a_conflict_and_changes_nothing,
     lifecycle::update_naming_an_unknown_branch_changes_nothing_at_all,
@@ -197,6 +276,7 @@ suite! {
     leases::claim_expired_takes_the_oldest_leases_first_up_to_the_limit,
     leases::concurrent_claims_never_return_the_same_transaction,
     leases::renew_extends_only_the_named_live_leases_of_the_owner,
+    leases::renew_reports_the_gids_another_coordinator_took_over,
     leases::release_ends_the_owners_live_leases_so_others_claim_them_at_once,
     listing::list_pages_newest_first_without_duplicates_or_gaps,
     listing::list_filters_by_status_mode_and_attention,

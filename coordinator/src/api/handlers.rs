@@ -5,7 +5,7 @@ use super::problem::{ApiError, Json, Query};
 use super::requests::{
     ListParams, RegisterRequest, WaitQuery, check_gid, check_tcc_branch, new_transaction,
 };
-use crate::engine::Registered;
+use crate::engine::{Registered, Verdict};
 use crate::store::{BranchRegistered, Event, Page, TransactionRecord};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -129,7 +129,7 @@ pub(super) async fn commit(
     gid: Path<String>,
     wait: Query<WaitQuery>,
 ) -> Result<Json<TransactionView>, ApiError> {
-    decide(state, gid, wait, true).await
+    decide(state, gid, wait, Verdict::Commit).await
 }
 
 pub(super) async fn abort(
@@ -137,17 +137,17 @@ pub(super) async fn abort(
     gid: Path<String>,
     wait: Query<WaitQuery>,
 ) -> Result<Json<TransactionView>, ApiError> {
-    decide(state, gid, wait, false).await
+    decide(state, gid, wait, Verdict::Abort).await
 }
 
 async fn decide(
     State(state): State<AppState>,
     Path(gid): Path<String>,
     Query(wait): Query<WaitQuery>,
-    commit: bool,
+    verdict: Verdict,
 ) -> Result<Json<TransactionView>, ApiError> {
     check_gid(&gid)?;
-    state.engine.decide(&gid, commit).await?;
+    state.engine.decide(&gid, verdict).await?;
     let timeout = wait_of(&state, &wait).unwrap_or(Duration::ZERO);
     let record = state.engine.wait(&gid, timeout).await?;
     Ok(Json(TransactionView {

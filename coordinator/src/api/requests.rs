@@ -119,7 +119,7 @@ pub(crate) fn new_transaction(request: RegisterRequest) -> Result<NewTransaction
         branches: request.branches,
         owner: String::new(),
         now_ms: 0,
-        lease_expires_at_ms: 0,
+        lease: std::time::Duration::ZERO,
         deadline_at_ms: 0,
     })
 }

@@ -41,18 +41,21 @@ pub(crate) enum Mail {
         verdict: Verdict,
         done: oneshot::Sender<Result<Status, StoreError>>,
     },
+    /// Lease renewal did not renew this driver's lease: another coordinator
+    /// took the transaction over (see `LiveDrivers::lease_lost`).
+    LeaseLost,
 }
 
 /// How a driver's run ended, as far as the engine must act on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Ended {
     /// Final, fenced out by another coordinator, or shut down: nothing for
     /// this coordinator to do.
     Settled,
-    /// Stopped on a store failure while this coordinator still owns the
-    /// transaction. Its lease is no longer renewed, so a claim would recover
-    /// it once the lease ran out; the engine restarts it sooner.
-    Failed,
+    /// Stopped on a store failure (the error, for the operator) while this
+    /// coordinator still owns the transaction; the engine restarts it,
+    /// backing off (see `engine::ownership`).
+    Failed(String),
 }
 
 /// Why a driver stopped before its transaction was final.
@@ -204,7 +207,7 @@ impl Driver {
                     error = e,
                     "stopped driving; restarting it from the log"
                 );
-                return Ended::Failed;
+                return Ended::Failed(e);
             }
         }
         Ended::Settled
@@ -288,6 +291,7 @@ impl Driver {
                 let _ = done.send(answer);
                 result
             }
+            Mail::LeaseLost => Err(Stop::Fenced),
         }
     }
 

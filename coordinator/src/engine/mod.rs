@@ -94,6 +94,10 @@ impl From<StoreError> for EngineError {
     }
 }
 
+/// What the initiator of a TCC transaction decided (the protocol core's
+/// input, named here for the API's callers).
+pub use dtx_protocol::Verdict;
+
 /// The answer to a registration.
 #[derive(Debug)]
 pub enum Registered {
@@ -124,6 +128,8 @@ pub(crate) struct Shared {
     /// Random numbers for retry jitter, seeded from the settings.
     pub(crate) rng: Mutex<rand::rngs::StdRng>,
     live: LiveDrivers,
+    /// Transactions whose drivers stopped on store failures.
+    restarts: ownership::Restarts,
     drivers: TaskTracker,
 }
 
@@ -153,6 +159,7 @@ impl Engine {
             settings,
             shutdown: CancellationToken::new(),
             live: LiveDrivers::default(),
+            restarts: ownership::Restarts::default(),
             drivers: TaskTracker::new(),
         };
         Engine {
@@ -202,7 +209,7 @@ impl Engine {
         match self
             .shared
             .store
-            .release_leases(&self.shared.settings.node_id, now_ms())
+            .release_leases(&self.shared.settings.node_id)
             .await
         {
             Ok(n) => tracing::info!(released = n, "leases released"),
@@ -228,7 +235,7 @@ impl Engine {
     async fn register_and_drive(&self, mut new: NewTransaction) -> Result<Registered, EngineError> {
         new.owner = self.shared.settings.node_id.clone();
         new.now_ms = now_ms();
-        new.lease_expires_at_ms = self.lease_expiry_ms();
+        new.lease = self.shared.settings.lease;
         new.deadline_at_ms = new.now_ms + new.options.deadline_ms as i64;
         let gid = new.gid.clone();
         let mode = new.mode;
@@ -276,10 +283,10 @@ impl Engine {
         }
     }
 
-    /// Commits (`commit`) or aborts an open TCC transaction. Asking again for
-    /// the decision already taken is answered with the current status; asking
-    /// for the opposite one is an error.
-    pub async fn decide(&self, gid: &str, commit: bool) -> Result<Status, EngineError> {
+    /// Commits or aborts an open TCC transaction, as `verdict` says. Asking
+    /// again for the decision already taken is answered with the current
+    /// status; asking for the opposite one is an error.
+    pub async fn decide(&self, gid: &str, verdict: Verdict) -> Result<Status, EngineError> {
         let mail = self.shared.live.mailbox(gid);
         let mail = match mail {
             Some(mail) => mail,
@@ -291,7 +298,7 @@ impl Engine {
                     .await?
                     .ok_or_else(|| EngineError::NotFound(gid.to_owned()))?;
                 if record.status != Status::Open {
-                    return decision_answer(gid, record.status, commit);
+                    return decision_answer(gid, record.status, verdict);
                 }
                 // The transaction is driven elsewhere (or by nobody): take it
                 // over, which fences the other driver out. In a task of its
@@ -306,7 +313,7 @@ impl Engine {
                         })?;
                 match taken {
                     Ok(true) => {}
-                    Ok(false) => return self.decide_after_race(gid, commit).await,
+                    Ok(false) => return self.decide_after_race(gid, verdict).await,
                     Err(StoreError::NotFound) => return Err(EngineError::NotFound(gid.to_owned())),
                     Err(e) => return Err(e.into()),
                 };
@@ -317,30 +324,25 @@ impl Engine {
             }
         };
         let (done, answer) = oneshot::channel();
-        let verdict = if commit {
-            dtx_protocol::Verdict::Commit
-        } else {
-            dtx_protocol::Verdict::Abort
-        };
         if mail.send(Mail::Decide { verdict, done }).is_err() {
-            return self.decide_after_race(gid, commit).await;
+            return self.decide_after_race(gid, verdict).await;
         }
         match answer.await {
-            Ok(Ok(status)) => decision_answer(gid, status, commit),
+            Ok(Ok(status)) => decision_answer(gid, status, verdict),
             Ok(Err(e)) => Err(e.into()),
-            Err(_) => self.decide_after_race(gid, commit).await,
+            Err(_) => self.decide_after_race(gid, verdict).await,
         }
     }
 
     /// The driver finished or moved while we asked it: answer from the store.
-    async fn decide_after_race(&self, gid: &str, commit: bool) -> Result<Status, EngineError> {
+    async fn decide_after_race(&self, gid: &str, verdict: Verdict) -> Result<Status, EngineError> {
         let record = self
             .shared
             .store
             .get(gid)
             .await?
             .ok_or_else(|| EngineError::NotFound(gid.to_owned()))?;
-        decision_answer(gid, record.status, commit)
+        decision_answer(gid, record.status, verdict)
     }
 
     /// Waits until the transaction is final or `timeout` passes; returns it
@@ -384,10 +386,10 @@ impl Engine {
 }
 
 /// Maps the status after a decision request to the caller's answer.
-fn decision_answer(gid: &str, status: Status, commit: bool) -> Result<Status, EngineError> {
+fn decision_answer(gid: &str, status: Status, verdict: Verdict) -> Result<Status, EngineError> {
     let agrees = match status {
-        Status::Committing | Status::Committed => commit,
-        Status::Aborting | Status::Aborted => !commit,
+        Status::Committing | Status::Committed => verdict == Verdict::Commit,
+        Status::Aborting | Status::Aborted => verdict == Verdict::Abort,
         Status::Open | Status::Running | Status::Preparing | Status::PreCommitting => false,
     };
     if agrees {
@@ -396,16 +398,18 @@ fn decision_answer(gid: &str, status: Status, commit: bool) -> Result<Status, En
         Err(EngineError::WrongStatus {
             gid: gid.to_owned(),
             status,
-            what: if commit {
-                "it cannot be committed"
-            } else {
-                "it cannot be aborted"
+            what: match verdict {
+                Verdict::Commit => "it cannot be committed",
+                Verdict::Abort => "it cannot be aborted",
             },
         })
     }
 }
 
 /// The record of a transaction just inserted, built without reading it back.
+/// Its lease expiry is this coordinator's reckoning; the store timed the
+/// stored one by its own clock (on PostgreSQL, the server's), which a read
+/// shows.
 fn record_of_new(new: &NewTransaction, epoch: i64) -> TransactionRecord {
     TransactionRecord {
         gid: new.gid.clone(),
@@ -416,7 +420,7 @@ fn record_of_new(new: &NewTransaction, epoch: i64) -> TransactionRecord {
         updated_at_ms: new.now_ms,
         deadline_at_ms: new.deadline_at_ms,
         owner: Some(new.owner.clone()),
-        lease_expires_at_ms: new.lease_expires_at_ms,
+        lease_expires_at_ms: new.now_ms + crate::store::lease_ms(new.lease),
         epoch,
         attention: None,
         branches: new

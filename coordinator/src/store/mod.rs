@@ -10,11 +10,21 @@
 //!
 //! Free text from outside (a participant's error, a reason for an operator)
 //! is stored as [`text::storable`] makes it, the same on every backend.
+//!
+//! Lease times are the store's business, not the caller's: a caller names a
+//! lease's *length*, and the store decides when it started and when it
+//! expires. PostgreSQL, shared by several coordinators, reads the database
+//! server's clock in the statement itself, so one coordinator's clock being
+//! ahead or behind cannot move another's leases. SQLite, one file on one
+//! machine, reads this process's clock (`crate::clock::now_ms`). Deadlines
+//! and history times stay the coordinator's (`now_ms` fields).
 
 pub mod postgres;
 mod rows;
 pub mod sqlite;
 pub mod text;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use dtx_protocol::{BranchSpec, BranchStatus, Mode, Status, TxOptions};
@@ -79,8 +89,9 @@ pub struct NewTransaction {
     pub owner: String,
     /// Wall-clock time of the registration, in Unix milliseconds.
     pub now_ms: i64,
-    /// When the owner's lease expires, in Unix milliseconds.
-    pub lease_expires_at_ms: i64,
+    /// How long the owner's lease lasts; the store starts it by its own
+    /// clock (see the module's doc).
+    pub lease: Duration,
     /// When phase one must be over, in Unix milliseconds.
     pub deadline_at_ms: i64,
 }
@@ -266,6 +277,18 @@ pub trait Store: Send + Sync + 'static {
     /// [`text::STORED_TEXT_MAX_CHARS`] characters each.
     async fn update(&self, update: Update) -> Result<(), StoreError>;
 
+    /// Flags a transaction for an operator with `reason` (replacing an
+    /// earlier reason) and logs it as an `attention` event at `now_ms`,
+    /// fenced like [`Store::update`]. A write of its own, as small as it can
+    /// be, for when the driver's own writes keep failing: it carries none of
+    /// what they carried.
+    async fn set_attention(
+        &self,
+        fence: &Fence,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
     /// Reads a transaction with its branches.
     async fn get(&self, gid: &str) -> Result<Option<TransactionRecord>, StoreError>;
 
@@ -276,45 +299,67 @@ pub trait Store: Send + Sync + 'static {
     async fn list(&self, query: ListQuery) -> Result<Page, StoreError>;
 
     /// Makes `owner` the owner of a transaction that is not final, whoever
-    /// held it, bumping the epoch (and so fencing out the previous owner).
-    /// Returns `None` when the transaction is final; `NotFound` when absent.
+    /// held it, bumping the epoch (and so fencing out the previous owner),
+    /// with a lease of `lease` from now by the store's clock. Returns `None`
+    /// when the transaction is final; `NotFound` when absent.
     async fn take_over(
         &self,
         gid: &str,
         owner: &str,
-        now_ms: i64,
-        lease_expires_at_ms: i64,
+        lease: Duration,
     ) -> Result<Option<(Fence, TransactionRecord)>, StoreError>;
 
     /// Claims up to `limit` transactions that are not final and whose lease
-    /// expired before `now_ms`, bumping their epochs. Two coordinators
-    /// claiming at once never both get the same transaction.
+    /// expired by the store's clock, bumping their epochs, each with a lease
+    /// of `lease` from now. Two coordinators claiming at once never both get
+    /// the same transaction.
     async fn claim_expired(
         &self,
         owner: &str,
-        now_ms: i64,
-        lease_expires_at_ms: i64,
+        lease: Duration,
         limit: u32,
     ) -> Result<Vec<(Fence, TransactionRecord)>, StoreError>;
 
-    /// Extends the lease of each of `gids` that `owner` holds and that is
-    /// not final: the transactions it is driving. A transaction `owner` holds
-    /// but does not drive (say, one whose registration committed while the
-    /// answer was lost) is left to expire, so that it is claimed and driven.
-    /// Returns how many leases were extended.
+    /// Extends to `lease` from now (by the store's clock) the lease of each
+    /// of `gids` that `owner` holds and that is not final: the transactions
+    /// it is driving. A transaction `owner` holds but does not drive (say,
+    /// one whose registration committed while the answer was lost) is left
+    /// to expire, so that it is claimed and driven.
+    ///
+    /// Returns the gids of `gids` whose lease was NOT extended, in the order
+    /// given: another coordinator owns them now, or they are final, or gone.
+    /// Their drivers here must stop: a write of theirs would be fenced out.
     async fn renew_leases(
         &self,
         owner: &str,
         gids: &[String],
-        lease_expires_at_ms: i64,
-    ) -> Result<u64, StoreError>;
+        lease: Duration,
+    ) -> Result<Vec<String>, StoreError>;
 
-    /// Ends the leases `owner` holds now (graceful shutdown), so that other
-    /// coordinators take them over without waiting for expiry.
-    async fn release_leases(&self, owner: &str, now_ms: i64) -> Result<u64, StoreError>;
+    /// Ends now (by the store's clock) the leases `owner` holds (graceful
+    /// shutdown), so that other coordinators take them over without waiting
+    /// for expiry. Returns how many it ended.
+    async fn release_leases(&self, owner: &str) -> Result<u64, StoreError>;
 
     /// Checks the database answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A lease length in milliseconds, as the statements add it to "now".
+/// Saturates: no lease is anywhere near the limit, and a lease that would
+/// overflow the column is better long than negative.
+pub(crate) fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+/// The gids of `named` not in `renewed`, in `named`'s order.
+pub(crate) fn not_renewed(named: &[String], renewed: Vec<String>) -> Vec<String> {
+    let renewed: std::collections::HashSet<String> = renewed.into_iter().collect();
+    named
+        .iter()
+        .filter(|gid| !renewed.contains(*gid))
+        .cloned()
+        .collect()
 }
 
 /// Opens the store a URL names: `sqlite:` (file created when missing) or

@@ -22,6 +22,10 @@
 //! takeover, claims, leases) are the generic operations of `rows::ops`,
 //! each in a transaction of its own on a pooled connection, and so are the
 //! reads; lease renewal and release lock their rows in gid order first.
+//!
+//! Every lease is timed by the server's clock (`rows::sql::pg_now_ms`), never
+//! by a coordinator's: the coordinators sharing the database need not agree
+//! on the time for one not to claim another's live transactions.
 
 mod batch;
 mod batcher;
@@ -36,7 +40,7 @@ use sqlx::{Connection, Postgres};
 use self::batch::{NewRow, UpdateRow};
 use self::batcher::Batcher;
 use super::rows::backend::{Backend, BoxFuture};
-use super::rows::sql::CLAIM_EXPIRED_POSTGRES;
+use super::rows::sql::{CLAIM_EXPIRED_POSTGRES, TAKE_OVER_POSTGRES};
 use super::{Created, NewTransaction, StoreError, Update};
 
 /// Connections per coordinator for reads, the rare writes, and the reads
@@ -137,6 +141,7 @@ fn pool_options(max: u32) -> PgPoolOptions {
 impl Backend for PostgresStore {
     type Db = Postgres;
 
+    const TAKE_OVER: &'static str = TAKE_OVER_POSTGRES;
     const CLAIM_EXPIRED: &'static str = CLAIM_EXPIRED_POSTGRES;
     const RENEW: &'static str = sql::RENEW;
     const RELEASE: &'static str = sql::RELEASE;

@@ -24,12 +24,20 @@
 //! Reads do not queue behind writes: they use a separate pool of read-only
 //! `sqlx` connections, which WAL lets read a consistent snapshot while the
 //! writer writes, and share their SQL and row decoding with PostgreSQL.
+//!
+//! # Lease times
+//!
+//! One file on one machine: leases are timed by this process's clock
+//! ([`crate::clock::now_ms`], which a jump of the system clock does not
+//! move), read in the caller's task before the write is queued (so that
+//! under tokio's paused time they follow the virtual clock).
 
 mod checkpoint;
 mod writer;
 mod writes;
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use dtx_protocol::BranchSpec;
@@ -44,8 +52,9 @@ pub use writer::MAX_BATCH;
 use super::rows::ops::Ops;
 use super::{
     BranchRegistered, Created, Event, Fence, ListQuery, NewTransaction, Page, Store, StoreError,
-    TransactionRecord, Update,
+    TransactionRecord, Update, lease_ms, not_renewed,
 };
+use crate::clock::now_ms;
 use writer::{BUSY_TIMEOUT, Writer};
 use writes::Inserted;
 
@@ -117,7 +126,12 @@ impl Store for SqliteStore {
     async fn create(&self, new: NewTransaction) -> Result<Created, StoreError> {
         let request_hash = new.request_hash.clone();
         let gid = new.gid.clone();
-        match self.writer.write(move |c| writes::create(c, &new)).await? {
+        let lease_expires_at_ms = now_ms() + lease_ms(new.lease);
+        match self
+            .writer
+            .write(move |c| writes::create(c, &new, lease_expires_at_ms))
+            .await?
+        {
             Inserted::New(fence) => Ok(Created::Inserted(fence)),
             Inserted::GidTaken => {
                 // The batch that answered has committed, and with it any
@@ -152,6 +166,18 @@ impl Store for SqliteStore {
         self.writer.write(move |c| writes::update(c, &update)).await
     }
 
+    async fn set_attention(
+        &self,
+        fence: &Fence,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (fence, reason) = (fence.clone(), reason.to_owned());
+        self.writer
+            .write(move |c| writes::set_attention(c, &fence, &reason, now_ms))
+            .await
+    }
+
     async fn get(&self, gid: &str) -> Result<Option<TransactionRecord>, StoreError> {
         let mut conn = self.readers.acquire().await?;
         Ok(<Sqlite as Ops>::load(&mut conn, gid)
@@ -173,14 +199,14 @@ impl Store for SqliteStore {
         &self,
         gid: &str,
         owner: &str,
-        now_ms: i64,
-        lease_expires_at_ms: i64,
+        lease: Duration,
     ) -> Result<Option<(Fence, TransactionRecord)>, StoreError> {
         let (gid, owner) = (gid.to_owned(), owner.to_owned());
+        let (lease, now) = (lease_ms(lease), now_ms());
         let epoch = {
             let (gid, owner) = (gid.clone(), owner.clone());
             self.writer
-                .write(move |c| writes::take_over(c, &gid, &owner, now_ms, lease_expires_at_ms))
+                .write(move |c| writes::take_over(c, &gid, &owner, lease, now))
                 .await?
         };
         let Some(epoch) = epoch else { return Ok(None) };
@@ -193,17 +219,15 @@ impl Store for SqliteStore {
     async fn claim_expired(
         &self,
         owner: &str,
-        now_ms: i64,
-        lease_expires_at_ms: i64,
+        lease: Duration,
         limit: u32,
     ) -> Result<Vec<(Fence, TransactionRecord)>, StoreError> {
         let owner = owner.to_owned();
+        let (lease, now) = (lease_ms(lease), now_ms());
         let claimed = {
             let owner = owner.clone();
             self.writer
-                .write(move |c| {
-                    writes::claim_expired(c, &owner, now_ms, lease_expires_at_ms, limit)
-                })
+                .write(move |c| writes::claim_expired(c, &owner, lease, limit, now))
                 .await?
         };
         let mut out = Vec::with_capacity(claimed.len());
@@ -219,19 +243,23 @@ impl Store for SqliteStore {
         &self,
         owner: &str,
         gids: &[String],
-        lease_expires_at_ms: i64,
-    ) -> Result<u64, StoreError> {
+        lease: Duration,
+    ) -> Result<Vec<String>, StoreError> {
         let owner = owner.to_owned();
-        let gids = super::rows::gids_json(gids)?;
-        self.writer
-            .write(move |c| writes::renew(c, &owner, &gids, lease_expires_at_ms))
-            .await
+        let named = super::rows::gids_json(gids)?;
+        let (lease, now) = (lease_ms(lease), now_ms());
+        let renewed = self
+            .writer
+            .write(move |c| writes::renew(c, &owner, &named, lease, now))
+            .await?;
+        Ok(not_renewed(gids, renewed))
     }
 
-    async fn release_leases(&self, owner: &str, now_ms: i64) -> Result<u64, StoreError> {
+    async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
         let owner = owner.to_owned();
+        let now = now_ms();
         self.writer
-            .write(move |c| writes::release(c, &owner, now_ms))
+            .write(move |c| writes::release(c, &owner, now))
             .await
     }
 

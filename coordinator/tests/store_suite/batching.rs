@@ -12,7 +12,7 @@ use dtx_coordinator::store::{
 use dtx_protocol::{BranchStatus, Status};
 use tokio::task::JoinSet;
 
-use super::{LEASE_MS, T0, TestDb, create, saga, touch};
+use super::{LEASE, T0, TestDb, create, saga, touch};
 
 fn event(at_ms: i64, kind: String) -> Event {
     Event {
@@ -190,7 +190,7 @@ pub async fn concurrent_updates_each_get_their_own_outcome(db: TestDb) {
             // The same coordinator took it over again: only the epoch moved.
             let (new, _) = db
                 .store
-                .take_over(&gid, "coord-a", T0 + 1, T0 + 1 + LEASE_MS)
+                .take_over(&gid, "coord-a", LEASE)
                 .await
                 .unwrap()
                 .unwrap();
@@ -326,11 +326,11 @@ pub async fn lease_renewals_racing_updates_neither_fail_nor_deadlock(db: TestDb)
         tokio::spawn(async move {
             let mut renewals = 0;
             for round in 0..30 {
-                let renewed = store
-                    .renew_leases("coord-a", &gids, T0 + 2 * LEASE_MS + round)
+                let lost = store
+                    .renew_leases("coord-a", &gids, LEASE * 2)
                     .await
                     .expect("a renewal");
-                assert_eq!(renewed, 40);
+                assert_eq!(lost, Vec::<String>::new(), "round {round}");
                 renewals += 1;
                 tokio::task::yield_now().await;
             }
@@ -398,7 +398,7 @@ pub async fn two_coordinators_batches_on_the_same_transactions_keep_their_outcom
         let gid = format!("g{i:02}");
         stale.push(create(&*old_owner, saga(&gid, "coord-a", T0, 1)).await);
         let (fence, _) = new_owner
-            .take_over(&gid, "coord-b", T0 + 1, T0 + 1 + LEASE_MS)
+            .take_over(&gid, "coord-b", LEASE)
             .await
             .unwrap()
             .unwrap();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use dtx_coordinator::store::{BranchUpdate, Created, Event, Fence, StoreError, Update};
 use dtx_protocol::{BranchStatus, Mode, Status, TxOptions};
 
-use super::{LEASE_MS, T0, TestDb, create, saga, spec, tcc, touch};
+use super::{LEASE, T0, TestDb, assert_lease_from, create, saga, spec, tcc, touch};
 
 fn event(at_ms: i64, kind: &str, branch_id: Option<&str>, detail: &str) -> Event {
     Event {
@@ -40,7 +40,9 @@ pub async fn create_inserts_the_transaction_owned_at_epoch_one(db: TestDb) {
         deadline_ms: 5_000,
         ..TxOptions::default()
     };
+    let before = db.now_ms().await;
     let fence = create(&*db.store, new.clone()).await;
+    let after = db.now_ms().await;
     assert_eq!(
         fence,
         Fence {
@@ -56,7 +58,9 @@ pub async fn create_inserts_the_transaction_owned_at_epoch_one(db: TestDb) {
     assert_eq!((tx.created_at_ms, tx.updated_at_ms), (T0, T0));
     assert_eq!(tx.deadline_at_ms, T0 + 60_000);
     assert_eq!(tx.owner.as_deref(), Some("coord-a"));
-    assert_eq!((tx.lease_expires_at_ms, tx.epoch), (T0 + LEASE_MS, 1));
+    assert_eq!(tx.epoch, 1);
+    // The lease is timed by the store's clock, from the moment of the insert.
+    assert_lease_from(tx.lease_expires_at_ms, before, after, LEASE);
     assert_eq!(tx.attention, None);
     assert_eq!(tx.branches.len(), 3);
     for (i, branch) in tx.branches.iter().enumerate() {
@@ -215,6 +219,40 @@ pub async fn update_with_a_stale_epoch_or_another_owner_is_fenced_and_changes_no
     }
     assert_eq!(db.store.get("g1").await.unwrap(), before);
     assert_eq!(db.store.events("g1").await.unwrap().len(), 1);
+}
+
+pub async fn set_attention_flags_and_logs_under_the_fence_only(db: TestDb) {
+    let fence = create(&*db.store, saga("g1", "coord-a", T0, 1)).await;
+    let stale = Fence {
+        epoch: 0,
+        ..fence.clone()
+    };
+    assert!(matches!(
+        db.store.set_attention(&stale, "stale", T0 + 1).await,
+        Err(StoreError::Fenced)
+    ));
+    let missing = Fence {
+        gid: "nowhere".into(),
+        ..fence.clone()
+    };
+    assert!(matches!(
+        db.store.set_attention(&missing, "gone", T0 + 1).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(db.store.get("g1").await.unwrap().unwrap().attention, None);
+
+    db.store
+        .set_attention(&fence, "the write keeps failing", T0 + 2)
+        .await
+        .unwrap();
+    let tx = db.store.get("g1").await.unwrap().unwrap();
+    assert_eq!(tx.attention.as_deref(), Some("the write keeps failing"));
+    assert_eq!((tx.status, tx.updated_at_ms), (Status::Running, T0 + 2));
+    let last = db.store.events("g1").await.unwrap().pop().unwrap();
+    assert_eq!(
+        last,
+        event(T0 + 2, "attention", None, "the write keeps failing")
+    );
 }
 
 pub async fn update_of_a_missing_transaction_is_not_found(db: TestDb) {

@@ -26,7 +26,8 @@ pub(super) struct NewRow {
     pub(super) now_ms: i64,
     pub(super) deadline_at_ms: i64,
     pub(super) owner: String,
-    pub(super) lease_expires_at_ms: i64,
+    /// Lease length in milliseconds; the lease starts by the server's clock.
+    pub(super) lease_ms: i64,
     /// Branch ids and specs (JSON), in index order.
     pub(super) branch_ids: Vec<String>,
     pub(super) specs: Vec<String>,
@@ -57,7 +58,7 @@ impl Batch for NewRow {
             .bind(cols.now_ms)
             .bind(cols.deadline_at_ms)
             .bind(cols.owner)
-            .bind(cols.lease_expires_at_ms)
+            .bind(cols.lease_ms)
             .bind(cols.branch_count)
             .bind(cols.registered)
             .bind(cols.branch_gid)
@@ -99,7 +100,7 @@ struct CreateColumns<'a> {
     now_ms: Vec<i64>,
     deadline_at_ms: Vec<i64>,
     owner: Vec<&'a str>,
-    lease_expires_at_ms: Vec<i64>,
+    lease_ms: Vec<i64>,
     branch_count: Vec<i64>,
     registered: Vec<&'a str>,
     branch_gid: Vec<&'a str>,
@@ -119,7 +120,7 @@ impl<'a> CreateColumns<'a> {
             now_ms: Vec::with_capacity(n),
             deadline_at_ms: Vec::with_capacity(n),
             owner: Vec::with_capacity(n),
-            lease_expires_at_ms: Vec::with_capacity(n),
+            lease_ms: Vec::with_capacity(n),
             branch_count: Vec::with_capacity(n),
             registered: Vec::with_capacity(n),
             branch_gid: Vec::with_capacity(branches),
@@ -138,7 +139,7 @@ impl<'a> CreateColumns<'a> {
         self.now_ms.push(row.now_ms);
         self.deadline_at_ms.push(row.deadline_at_ms);
         self.owner.push(&row.owner);
-        self.lease_expires_at_ms.push(row.lease_expires_at_ms);
+        self.lease_ms.push(row.lease_ms);
         // Both counts fit: the caller checked the branch count fits an i64.
         self.branch_count.push(row.branch_ids.len() as i64);
         self.registered.push(&row.registered);

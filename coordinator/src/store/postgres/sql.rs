@@ -39,11 +39,14 @@
 //! reach the insert (distributed engines answer a lock conflict with a
 //! serialization failure instead; the batcher retries those).
 
+use crate::store::rows::sql::pg_now_ms;
+
 /// Inserts transactions, each with its branches and its `registered` event,
 /// skipping each gid that is taken. Binds, one entry per transaction: `$1`
 /// gid, `$2` mode, `$3` status, `$4` request hash, `$5` options, `$6` now,
-/// `$7` deadline, `$8` owner, `$9` lease expiry, `$10` branch count (the
-/// values of `rows::sql`'s `INSERT_TX`), `$11` the `registered` event's
+/// `$7` deadline, `$8` owner, `$9` lease length, `$10` branch count (the
+/// values of `rows::sql`'s `INSERT_TX`, but for the lease, which starts now
+/// by the server's clock), `$11` the `registered` event's
 /// detail; one entry per branch: `$12` its transaction's gid, `$13` index,
 /// `$14` id, `$15` spec; then `$16` the status of a new branch and `$17` the
 /// event's kind. Returns the gids it inserted.
@@ -56,16 +59,19 @@
 /// - The foreign keys of `branches` and `events` are checked at the end of
 ///   the statement, when the new rows are visible.
 /// - A batch holds each gid once (the batcher sees to it).
-pub(super) const CREATE_MANY: &str = "\
+pub(super) const CREATE_MANY: &str = concat!(
+    "\
 WITH tx AS (
     INSERT INTO transactions (gid, mode, status, request_hash, options, created_at_ms,
         updated_at_ms, deadline_at_ms, owner, lease_expires_at_ms, epoch, attention, branch_count)
     SELECT n.gid, n.mode, n.status, n.request_hash, n.options, n.now_ms, n.now_ms,
-        n.deadline_at_ms, n.owner, n.lease_expires_at_ms, 1, NULL, n.branch_count
+        n.deadline_at_ms, n.owner, ",
+    pg_now_ms!(),
+    " + n.lease_ms, 1, NULL, n.branch_count
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
             $7::bigint[], $8::text[], $9::bigint[], $10::bigint[])
         AS n(gid, mode, status, request_hash, options, now_ms, deadline_at_ms, owner,
-            lease_expires_at_ms, branch_count)
+            lease_ms, branch_count)
     ORDER BY n.gid
     ON CONFLICT (gid) DO NOTHING
     RETURNING gid
@@ -80,7 +86,8 @@ WITH tx AS (
     FROM unnest($1::text[], $6::bigint[], $11::text[]) AS r(gid, now_ms, detail)
     WHERE r.gid = ANY (ARRAY(SELECT gid FROM tx))
 )
-SELECT gid FROM tx";
+SELECT gid FROM tx"
+);
 
 /// Fenced writes: for each, the transaction's row, then its branches, then
 /// its new events, all or nothing. Binds, one entry per write (its position
@@ -174,50 +181,79 @@ macro_rules! live {
     };
 }
 
-/// Changes the lease of the live transactions `$1` owns to `$2`, `$extra`
+/// Changes the lease of the live transactions `$1` owns to `$value`, `$extra`
 /// being a further condition; the statements behind
 /// [`Backend::RENEW`](crate::store::rows::backend::Backend::RENEW) and
 /// `RELEASE` on PostgreSQL. They change the same rows as `rows::sql`'s
-/// `RENEW_SQLITE` and `RELEASE`, but lock them first in gid order: a renewal
-/// touches many rows that batches of updates lock too (see the module's lock
-/// order). The UPDATE repeats the conditions, which it re-checks on the
-/// newest version of a row it had to wait for.
+/// `RENEW_SQLITE` and `RELEASE_SQLITE`, but lock them first in gid order: a
+/// renewal touches many rows that batches of updates lock too (see the
+/// module's lock order). The UPDATE repeats the conditions, which it
+/// re-checks on the newest version of a row it had to wait for. Every time
+/// is the server's ([`pg_now_ms`]); returns the gids it changed.
 macro_rules! set_leases {
-    ($extra:literal) => {
+    ($value:expr, $extra:expr) => {
         concat!(
             "WITH locked AS MATERIALIZED (SELECT gid FROM transactions WHERE owner = $1 AND ",
             live!(),
             $extra,
             " ORDER BY gid FOR NO KEY UPDATE) \
-             UPDATE transactions SET lease_expires_at_ms = $2 FROM locked \
-             WHERE transactions.gid = locked.gid AND owner = $1 AND ",
+             UPDATE transactions SET lease_expires_at_ms = ",
+            $value,
+            " FROM locked WHERE transactions.gid = locked.gid AND owner = $1 AND ",
             live!(),
-            $extra
+            $extra,
+            " RETURNING transactions.gid"
         )
     };
 }
 
-/// Extends to `$2` the leases `$1` holds of the gids in the JSON array `$3`.
-pub(super) const RENEW: &str =
-    set_leases!(" AND transactions.gid IN (SELECT jsonb_array_elements_text($3::jsonb))");
+/// Extends to `$2` (a lease length) from now the leases `$1` holds of the
+/// gids in the JSON array `$3`.
+pub(super) const RENEW: &str = set_leases!(
+    concat!(pg_now_ms!(), " + $2"),
+    " AND transactions.gid IN (SELECT jsonb_array_elements_text($3::jsonb))"
+);
 
-/// Ends the leases `$1` holds at `$2`; only shortens: a lease that ran out
+/// Ends now the leases `$1` holds; only shortens: a lease that ran out
 /// already stays as it was.
-pub(super) const RELEASE: &str = set_leases!(" AND lease_expires_at_ms > $2");
+pub(super) const RELEASE: &str = set_leases!(
+    pg_now_ms!(),
+    concat!(" AND lease_expires_at_ms > ", pg_now_ms!())
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::rows::sql;
+    use crate::store::rows::sql::{self, pg_now_ms};
 
     /// The lease statements change what the shared ones change, and spell
     /// "not final" as they do (and so as the partial indexes do).
     #[test]
     fn lease_statements_keep_the_shared_conditions() {
         assert!(sql::RENEW_SQLITE.contains(live!()));
-        assert!(sql::RELEASE.contains(concat!(live!(), " AND lease_expires_at_ms > $2")));
+        assert!(sql::RELEASE_SQLITE.contains(concat!(live!(), " AND lease_expires_at_ms > $2")));
         assert_eq!(RENEW.matches(live!()).count(), 2);
         assert_eq!(RENEW.matches("jsonb_array_elements_text($3").count(), 2);
-        assert_eq!(RELEASE.matches(" AND lease_expires_at_ms > $2").count(), 2);
+        let later_than_now = concat!(" AND lease_expires_at_ms > ", pg_now_ms!());
+        assert_eq!(RELEASE.matches(later_than_now).count(), 2);
+    }
+
+    /// Every lease time PostgreSQL writes or compares is the server's: no
+    /// lease statement takes a time from the caller.
+    #[test]
+    fn lease_statements_read_the_servers_clock_only() {
+        for (statement, params) in [
+            (RENEW, 3),
+            (RELEASE, 1),
+            (CREATE_MANY, 17),
+            (sql::TAKE_OVER_POSTGRES, 3),
+            (sql::CLAIM_EXPIRED_POSTGRES, 3),
+        ] {
+            assert!(statement.contains(pg_now_ms!()), "{statement}");
+            assert!(
+                !statement.contains(&format!("${}", params + 1)),
+                "{statement} takes more than {params} parameters"
+            );
+        }
     }
 }

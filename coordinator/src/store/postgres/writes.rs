@@ -42,7 +42,7 @@ pub(super) async fn create(
         now_ms: new.now_ms,
         deadline_at_ms: new.deadline_at_ms,
         owner: new.owner.clone(),
-        lease_expires_at_ms: new.lease_expires_at_ms,
+        lease_ms: crate::store::lease_ms(new.lease),
         branch_ids: new.branches.iter().map(|b| b.id.clone()).collect(),
         specs: new
             .branches

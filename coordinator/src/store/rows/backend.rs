@@ -5,12 +5,14 @@
 //! Only PostgreSQL is such a backend now (SQLite implements [`Store`] itself
 //! around its writer thread): it runs each rare write in a transaction of
 //! its own, claims expired leases with `FOR UPDATE SKIP LOCKED`, renews and
-//! releases leases with statements that lock rows in gid order, and writes
+//! releases leases with statements that lock rows in gid order, times every
+//! lease by the server's clock, and writes
 //! the two hot operations, `create` and `update`, its own way (batched,
 //! one statement per batch) instead of through [`Ops`].
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use dtx_protocol::BranchSpec;
@@ -19,7 +21,7 @@ use sqlx::{Database, Pool};
 use super::ops::Ops;
 use crate::store::{
     BranchRegistered, Created, Event, Fence, ListQuery, NewTransaction, Page, Store, StoreError,
-    TransactionRecord, Update,
+    TransactionRecord, Update, lease_ms, not_renewed,
 };
 
 /// A boxed, sendable future: what a write operation hands its backend.
@@ -30,18 +32,23 @@ pub(in crate::store) trait Backend: Send + Sync + 'static {
     /// The database.
     type Db: Ops;
 
-    /// The statement that claims expired leases: binds `$1` owner, `$2` now,
-    /// `$3` new lease expiry, `$4` limit; returns `gid, epoch` of each row it
+    /// The statement that takes a live transaction over: binds `$1` gid,
+    /// `$2` owner, `$3` lease length; returns the new epoch and the time of
+    /// the takeover. The backend reads "now" itself.
+    const TAKE_OVER: &'static str;
+
+    /// The statement that claims expired leases: binds `$1` owner, `$2` lease
+    /// length, `$3` limit; returns `gid, epoch, updated_at_ms` of each row it
     /// claimed. Two claimers running it at once must never both claim a row.
     const CLAIM_EXPIRED: &'static str;
 
-    /// The statement that extends leases: binds `$1` owner, `$2` new lease
-    /// expiry, `$3` the gids to renew as a JSON array; changes what
-    /// `rows::sql::RENEW_SQLITE` changes.
+    /// The statement that extends leases: binds `$1` owner, `$2` lease
+    /// length, `$3` the gids to renew as a JSON array; changes what
+    /// `rows::sql::RENEW_SQLITE` changes and returns the gids it renewed.
     const RENEW: &'static str;
 
-    /// The statement that ends leases: binds `$1` owner, `$2` now; changes
-    /// what `rows::sql::RELEASE` changes.
+    /// The statement that ends leases now: binds `$1` owner; changes what
+    /// `rows::sql::RELEASE_SQLITE` changes.
     const RELEASE: &'static str;
 
     /// Runs `op` in a write transaction and commits it when `op` returns `Ok`
@@ -114,6 +121,17 @@ impl<B: Backend> Store for B {
         self.update_tx(update).await
     }
 
+    async fn set_attention(
+        &self,
+        fence: &Fence,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (fence, reason) = (fence.clone(), reason.to_owned());
+        self.write(move |conn| Box::pin(B::Db::set_attention(conn, fence, reason, now_ms)))
+            .await
+    }
+
     async fn get(&self, gid: &str) -> Result<Option<TransactionRecord>, StoreError> {
         let mut conn = self.readers().acquire().await?;
         Ok(B::Db::load(&mut conn, gid)
@@ -135,37 +153,28 @@ impl<B: Backend> Store for B {
         &self,
         gid: &str,
         owner: &str,
-        now_ms: i64,
-        lease_expires_at_ms: i64,
+        lease: Duration,
     ) -> Result<Option<(Fence, TransactionRecord)>, StoreError> {
         let (gid, owner) = (gid.to_owned(), owner.to_owned());
-        self.write(move |conn| {
-            Box::pin(B::Db::take_over(
-                conn,
-                gid,
-                owner,
-                now_ms,
-                lease_expires_at_ms,
-            ))
-        })
-        .await
+        let lease = lease_ms(lease);
+        self.write(move |conn| Box::pin(B::Db::take_over(conn, B::TAKE_OVER, gid, owner, lease)))
+            .await
     }
 
     async fn claim_expired(
         &self,
         owner: &str,
-        now_ms: i64,
-        lease_expires_at_ms: i64,
+        lease: Duration,
         limit: u32,
     ) -> Result<Vec<(Fence, TransactionRecord)>, StoreError> {
         let owner = owner.to_owned();
+        let lease = lease_ms(lease);
         self.write(move |conn| {
             Box::pin(B::Db::claim_expired(
                 conn,
                 B::CLAIM_EXPIRED,
                 owner,
-                now_ms,
-                lease_expires_at_ms,
+                lease,
                 limit,
             ))
         })
@@ -176,25 +185,20 @@ impl<B: Backend> Store for B {
         &self,
         owner: &str,
         gids: &[String],
-        lease_expires_at_ms: i64,
-    ) -> Result<u64, StoreError> {
+        lease: Duration,
+    ) -> Result<Vec<String>, StoreError> {
         let owner = owner.to_owned();
-        let gids = super::gids_json(gids)?;
-        self.write(move |conn| {
-            Box::pin(B::Db::renew(
-                conn,
-                B::RENEW,
-                owner,
-                gids,
-                lease_expires_at_ms,
-            ))
-        })
-        .await
+        let named = super::gids_json(gids)?;
+        let lease = lease_ms(lease);
+        let renewed = self
+            .write(move |conn| Box::pin(B::Db::renew(conn, B::RENEW, owner, named, lease)))
+            .await?;
+        Ok(not_renewed(gids, renewed))
     }
 
-    async fn release_leases(&self, owner: &str, now_ms: i64) -> Result<u64, StoreError> {
+    async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
         let owner = owner.to_owned();
-        self.write(move |conn| Box::pin(B::Db::release(conn, B::RELEASE, owner, now_ms)))
+        self.write(move |conn| Box::pin(B::Db::release(conn, B::RELEASE, owner)))
             .await
     }
 

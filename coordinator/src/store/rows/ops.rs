@@ -43,13 +43,15 @@ pub(in crate::store) trait Ops: Database {
         now_ms: i64,
     ) -> impl Future<Output = Result<BranchRegistered, StoreError>> + Send;
 
-    /// See [`Store::take_over`](crate::store::Store::take_over).
+    /// See [`Store::take_over`](crate::store::Store::take_over); `statement`
+    /// is [`Backend::TAKE_OVER`](super::backend::Backend::TAKE_OVER), `lease_ms`
+    /// the lease length.
     fn take_over(
         conn: &mut Self::Connection,
+        statement: &'static str,
         gid: String,
         owner: String,
-        now_ms: i64,
-        lease_expires_at_ms: i64,
+        lease_ms: i64,
     ) -> impl Future<Output = Result<Option<(Fence, TransactionRecord)>, StoreError>> + Send;
 
     /// See [`Store::claim_expired`](crate::store::Store::claim_expired); `claim` is [`Backend::CLAIM_EXPIRED`](super::backend::Backend::CLAIM_EXPIRED).
@@ -57,30 +59,36 @@ pub(in crate::store) trait Ops: Database {
         conn: &mut Self::Connection,
         claim: &'static str,
         owner: String,
-        now_ms: i64,
-        lease_expires_at_ms: i64,
+        lease_ms: i64,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<(Fence, TransactionRecord)>, StoreError>> + Send;
 
     /// Runs [`Backend::RENEW`](super::backend::Backend::RENEW) for
-    /// `owner`'s `gids` (a JSON array) with the new expiry `at_ms`; returns
-    /// how many rows changed.
+    /// `owner`'s `gids` (a JSON array) with the lease length `lease_ms`;
+    /// returns the gids it renewed.
     fn renew(
         conn: &mut Self::Connection,
         statement: &'static str,
         owner: String,
         gids: String,
-        at_ms: i64,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+        lease_ms: i64,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
     /// Runs [`Backend::RELEASE`](super::backend::Backend::RELEASE) for
-    /// `owner` with time `at_ms`; returns how many rows changed.
+    /// `owner`; returns how many rows changed.
     fn release(
         conn: &mut Self::Connection,
         statement: &'static str,
         owner: String,
-        at_ms: i64,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// See [`Store::set_attention`](crate::store::Store::set_attention).
+    fn set_attention(
+        conn: &mut Self::Connection,
+        fence: Fence,
+        reason: String,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Reads a transaction with its branches and fingerprint.
     fn load(
@@ -195,19 +203,18 @@ where
 
     async fn take_over(
         conn: &mut DB::Connection,
+        statement: &'static str,
         gid: String,
         owner: String,
-        now_ms: i64,
-        lease_expires_at_ms: i64,
+        lease_ms: i64,
     ) -> Result<Option<(Fence, TransactionRecord)>, StoreError> {
-        let taken: Option<(i64,)> = sqlx::query_as(TAKE_OVER)
+        let taken: Option<(i64, i64)> = sqlx::query_as(statement)
             .bind(&*gid)
             .bind(&*owner)
-            .bind(now_ms)
-            .bind(lease_expires_at_ms)
+            .bind(lease_ms)
             .fetch_optional(&mut *conn)
             .await?;
-        let Some((epoch,)) = taken else {
+        let Some((epoch, now_ms)) = taken else {
             // Nothing changed: the transaction is final, or absent.
             let status: Option<(String,)> = sqlx::query_as(STATUS)
                 .bind(&*gid)
@@ -225,21 +232,19 @@ where
         conn: &mut DB::Connection,
         claim: &'static str,
         owner: String,
-        now_ms: i64,
-        lease_expires_at_ms: i64,
+        lease_ms: i64,
         limit: u32,
     ) -> Result<Vec<(Fence, TransactionRecord)>, StoreError> {
-        let mut claimed: Vec<(String, i64)> = sqlx::query_as(claim)
+        let mut claimed: Vec<(String, i64, i64)> = sqlx::query_as(claim)
             .bind(&*owner)
-            .bind(now_ms)
-            .bind(lease_expires_at_ms)
+            .bind(lease_ms)
             .bind(i64::from(limit))
             .fetch_all(&mut *conn)
             .await?;
         // RETURNING promises no order; give callers a stable one.
         claimed.sort();
         let mut out = Vec::with_capacity(claimed.len());
-        for (gid, epoch) in claimed {
+        for (gid, epoch, now_ms) in claimed {
             let detail = details::claimed(&owner, epoch);
             out.push(Self::owned(conn, gid, owner.clone(), epoch, now_ms, detail).await?);
         }
@@ -251,29 +256,62 @@ where
         statement: &'static str,
         owner: String,
         gids: String,
-        at_ms: i64,
-    ) -> Result<u64, StoreError> {
-        let result = sqlx::query(statement)
+        lease_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let renewed: Vec<(String,)> = sqlx::query_as(statement)
             .bind(owner)
-            .bind(at_ms)
+            .bind(lease_ms)
             .bind(gids)
-            .execute(&mut *conn)
+            .fetch_all(&mut *conn)
             .await?;
-        Ok(result.rows())
+        Ok(renewed.into_iter().map(|(gid,)| gid).collect())
     }
 
     async fn release(
         conn: &mut DB::Connection,
         statement: &'static str,
         owner: String,
-        at_ms: i64,
     ) -> Result<u64, StoreError> {
         let result = sqlx::query(statement)
             .bind(owner)
-            .bind(at_ms)
             .execute(&mut *conn)
             .await?;
         Ok(result.rows())
+    }
+
+    async fn set_attention(
+        conn: &mut DB::Connection,
+        fence: Fence,
+        reason: String,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let changed = sqlx::query(SET_ATTENTION)
+            .bind(&*fence.gid)
+            .bind(&*fence.owner)
+            .bind(fence.epoch)
+            .bind(&*reason)
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await?
+            .rows();
+        if changed == 0 {
+            let state: Option<(Option<String>, i64, i64)> = sqlx::query_as(FENCE_STATE)
+                .bind(&*fence.gid)
+                .fetch_optional(&mut *conn)
+                .await?;
+            let Some((owner, epoch, count)) = state else {
+                return Err(StoreError::NotFound);
+            };
+            return Err(details::refusal(
+                &fence,
+                None,
+                owner.as_deref(),
+                epoch,
+                count,
+            ));
+        }
+        let entry = event(now_ms, "attention", None, reason);
+        Self::append(conn, &fence.gid, entry).await
     }
 
     async fn load(conn: &mut DB::Connection, gid: &str) -> Result<Option<Loaded>, StoreError> {

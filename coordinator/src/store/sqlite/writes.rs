@@ -7,6 +7,9 @@
 //! placeholders are bound by name ([`bind`]), because SQLite numbers
 //! parameters in order of first appearance, not by the digits in their names.
 //!
+//! Lease times come from the caller, which reads the process clock (see
+//! `store::sqlite`); SQLite is one machine, so that clock is the only one.
+//!
 //! Writes that must hand back a whole record (a takeover, a claim, a
 //! registration that found the gid taken) return only what identifies it;
 //! the store reads the record on a reader connection once the batch has
@@ -18,7 +21,8 @@ use rusqlite::{Connection, ErrorCode, Statement};
 
 use crate::store::rows::sql::{
     CLAIM_EXPIRED_SQLITE, COUNT_BRANCH, FENCE_STATE, FIND_BRANCH, INSERT_BRANCH, INSERT_EVENT,
-    INSERT_TX, LOCK_OPEN, RELEASE, RENEW_SQLITE, STATUS, TAKE_OVER, UPDATE_BRANCH, UPDATE_TX,
+    INSERT_TX, LOCK_OPEN, RELEASE_SQLITE, RENEW_SQLITE, SET_ATTENTION, STATUS, TAKE_OVER_SQLITE,
+    UPDATE_BRANCH, UPDATE_TX,
 };
 use crate::store::rows::{self, details};
 use crate::store::{BranchRegistered, Event, Fence, NewTransaction, StoreError, Update};
@@ -31,8 +35,13 @@ pub(super) enum Inserted {
     GidTaken,
 }
 
-/// Inserts a new transaction with its branches and its `registered` event.
-pub(super) fn create(conn: &Connection, new: &NewTransaction) -> Result<Inserted, StoreError> {
+/// Inserts a new transaction with its branches and its `registered` event,
+/// its lease running until `lease_expires_at_ms`.
+pub(super) fn create(
+    conn: &Connection,
+    new: &NewTransaction,
+    lease_expires_at_ms: i64,
+) -> Result<Inserted, StoreError> {
     let branch_count = i64::try_from(new.branches.len())
         .map_err(|_| StoreError::Other("too many branches".into()))?;
     let inserted = execute(
@@ -47,7 +56,7 @@ pub(super) fn create(conn: &Connection, new: &NewTransaction) -> Result<Inserted
             &new.now_ms,
             &new.deadline_at_ms,
             &new.owner,
-            &new.lease_expires_at_ms,
+            &lease_expires_at_ms,
             &branch_count,
         ],
     )?;
@@ -150,20 +159,36 @@ pub(super) fn update(conn: &Connection, update: &Update) -> Result<(), StoreErro
     Ok(())
 }
 
-/// Makes `owner` the owner of a transaction that is not final. `Ok(None)`
-/// when it is final; `NotFound` when absent; otherwise the new epoch.
+/// Flags a transaction for an operator, fenced.
+pub(super) fn set_attention(
+    conn: &Connection,
+    fence: &Fence,
+    reason: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let changed = execute(
+        conn,
+        SET_ATTENTION,
+        &[&fence.gid, &fence.owner, &fence.epoch, &reason, &now_ms],
+    )?;
+    if changed == 0 {
+        return Err(refusal(conn, fence, None)?);
+    }
+    append(conn, &fence.gid, now_ms, "attention", None, reason)
+}
+
+/// Makes `owner` the owner of a transaction that is not final, with a lease
+/// of `lease_ms` from `now_ms`. `Ok(None)` when it is final; `NotFound` when
+/// absent; otherwise the new epoch.
 pub(super) fn take_over(
     conn: &Connection,
     gid: &str,
     owner: &str,
+    lease_ms: i64,
     now_ms: i64,
-    lease_expires_at_ms: i64,
 ) -> Result<Option<i64>, StoreError> {
-    let epoch: Option<i64> = query_one(
-        conn,
-        TAKE_OVER,
-        &[&gid, &owner, &now_ms, &lease_expires_at_ms],
-    )?;
+    let epoch: Option<i64> =
+        query_one(conn, TAKE_OVER_SQLITE, &[&gid, &owner, &lease_ms, &now_ms])?;
     let Some(epoch) = epoch else {
         let status: Option<String> = query_one(conn, STATUS, &[&gid])?;
         return status.map(|_| None).ok_or(StoreError::NotFound);
@@ -173,18 +198,19 @@ pub(super) fn take_over(
     Ok(Some(epoch))
 }
 
-/// Claims up to `limit` expired leases; returns each claimed gid with its
-/// new epoch, ordered by gid.
+/// Claims up to `limit` leases expired at `now_ms`, each with a lease of
+/// `lease_ms` from then; returns each claimed gid with its new epoch,
+/// ordered by gid.
 pub(super) fn claim_expired(
     conn: &Connection,
     owner: &str,
-    now_ms: i64,
-    lease_expires_at_ms: i64,
+    lease_ms: i64,
     limit: u32,
+    now_ms: i64,
 ) -> Result<Vec<(String, i64)>, StoreError> {
     let mut claimed: Vec<(String, i64)> = Vec::new();
     {
-        let args: [&dyn ToSql; 4] = [&owner, &now_ms, &lease_expires_at_ms, &i64::from(limit)];
+        let args: [&dyn ToSql; 4] = [&owner, &lease_ms, &i64::from(limit), &now_ms];
         let mut stmt = prepare(conn, CLAIM_EXPIRED_SQLITE, &args)?;
         let mut rows = stmt.raw_query();
         while let Some(row) = rows.next().map_err(error)? {
@@ -200,20 +226,27 @@ pub(super) fn claim_expired(
     Ok(claimed)
 }
 
-/// Extends to `at_ms` the leases `owner` holds of `gids` (a JSON array);
-/// returns the rows changed.
+/// Extends to `lease_ms` from `now_ms` the leases `owner` holds of `gids`
+/// (a JSON array); returns the gids it renewed.
 pub(super) fn renew(
     conn: &Connection,
     owner: &str,
     gids: &str,
-    at_ms: i64,
-) -> Result<u64, StoreError> {
-    execute(conn, RENEW_SQLITE, &[&owner, &at_ms, &gids]).map(|n| n as u64)
+    lease_ms: i64,
+    now_ms: i64,
+) -> Result<Vec<String>, StoreError> {
+    let mut stmt = prepare(conn, RENEW_SQLITE, &[&owner, &lease_ms, &gids, &now_ms])?;
+    let mut rows = stmt.raw_query();
+    let mut renewed = Vec::new();
+    while let Some(row) = rows.next().map_err(error)? {
+        renewed.push(row.get(0).map_err(error)?);
+    }
+    Ok(renewed)
 }
 
 /// Ends the leases `owner` holds at `now_ms`; returns the rows changed.
 pub(super) fn release(conn: &Connection, owner: &str, now_ms: i64) -> Result<u64, StoreError> {
-    execute(conn, RELEASE, &[&owner, &now_ms]).map(|n| n as u64)
+    execute(conn, RELEASE_SQLITE, &[&owner, &now_ms]).map(|n| n as u64)
 }
 
 fn refusal(
