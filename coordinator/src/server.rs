@@ -22,7 +22,7 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             Err(store::StoreError::Unavailable(e)) => {
                 tracing::warn!(
                     db = redact_url(url),
-                    error = e,
+                    error = %e,
                     "database unavailable; retrying"
                 );
                 tokio::time::sleep(backoff).await;

@@ -94,9 +94,9 @@ impl From<EngineError> for ApiError {
             | EngineError::WrongStatus { .. }
             | EngineError::BranchConflict { .. } => ApiError::Conflict(e.to_string()),
             EngineError::BadRequest(m) => ApiError::BadRequest(m),
-            EngineError::Unavailable(m) => ApiError::Unavailable(m),
-            EngineError::Internal(m) => {
-                tracing::error!(error = m, "internal error");
+            EngineError::Unavailable(cause) => ApiError::Unavailable(cause.to_string()),
+            EngineError::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error");
                 ApiError::Internal
             }
         }

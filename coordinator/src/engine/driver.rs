@@ -286,7 +286,7 @@ impl Driver {
                     Err(Stop::Shutdown) => Err(StoreError::Unavailable(
                         "the coordinator is shutting down".into(),
                     )),
-                    Err(Stop::Failed(e)) => Err(StoreError::Other(e.clone())),
+                    Err(Stop::Failed(e)) => Err(StoreError::Other(e.clone().into())),
                 };
                 let _ = done.send(answer);
                 result
@@ -441,7 +441,7 @@ impl Driver {
                     self.shared.metrics.store_retry();
                     tracing::warn!(
                         gid = self.fence.gid,
-                        error = e,
+                        error = %e,
                         "database unavailable; retrying the write"
                     );
                     tokio::select! {

@@ -14,7 +14,7 @@ mod ownership;
 
 use crate::metrics::Metrics;
 use crate::store::{
-    BranchRegistered, Created, NewTransaction, Store, StoreError, TransactionRecord,
+    BranchRegistered, Cause, Created, NewTransaction, Store, StoreError, TransactionRecord,
 };
 use crate::transport::Transport;
 use driver::Mail;
@@ -78,18 +78,19 @@ pub enum EngineError {
     BadRequest(String),
     /// The database is unavailable; try again later.
     #[error("the database is unavailable: {0}")]
-    Unavailable(String),
-    /// Anything else.
+    Unavailable(#[source] Cause),
+    /// Anything else: the store's error (a [`StoreError`] beneath), a task
+    /// that failed.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[source] Cause),
 }
 
 impl From<StoreError> for EngineError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(m) => EngineError::Unavailable(m),
+            StoreError::Unavailable(cause) => EngineError::Unavailable(cause),
             StoreError::InvalidInput(m) => EngineError::BadRequest(m),
-            other => EngineError::Internal(other.to_string()),
+            other => EngineError::Internal(Cause::of(other)),
         }
     }
 }
@@ -229,7 +230,9 @@ impl Engine {
         let engine = self.clone();
         tokio::spawn(async move { engine.register_and_drive(new).await })
             .await
-            .map_err(|e| EngineError::Internal(format!("the registration task failed: {e}")))?
+            .map_err(|e| {
+                EngineError::Internal(Cause::explained("the registration task failed", e))
+            })?
     }
 
     async fn register_and_drive(&self, mut new: NewTransaction) -> Result<Registered, EngineError> {
@@ -309,7 +312,7 @@ impl Engine {
                     tokio::spawn(async move { engine.take_over_and_drive(&owned_gid).await })
                         .await
                         .map_err(|e| {
-                            EngineError::Internal(format!("the takeover task failed: {e}"))
+                            EngineError::Internal(Cause::explained("the takeover task failed", e))
                         })?;
                 match taken {
                     Ok(true) => {}

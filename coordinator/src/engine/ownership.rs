@@ -94,8 +94,12 @@ impl Restarts {
         self.lock().get(gid).is_some_and(|f| f.waiting.is_some())
     }
 
-    fn stop_waiting(&self, gid: &str) {
-        if let Some(failing) = self.lock().get_mut(gid) {
+    /// The restart after the failure at `epoch` is over. A newer failure
+    /// (the restarted driver failed at once) keeps its own wait.
+    fn stop_waiting(&self, gid: &str, epoch: i64) {
+        if let Some(failing) = self.lock().get_mut(gid)
+            && failing.waiting == Some(epoch)
+        {
             failing.waiting = None;
         }
     }
@@ -206,13 +210,13 @@ impl Engine {
             }
             if self.shared.live.mailbox(&gid).is_some() {
                 // A decision or a claim started a driver meanwhile.
-                self.shared.restarts.stop_waiting(&gid);
+                self.shared.restarts.stop_waiting(&gid, fence.epoch);
                 return;
             }
             match self.take_over_and_drive(&gid).await {
                 Ok(true) => {
                     self.shared.metrics.driver_restarted();
-                    self.shared.restarts.stop_waiting(&gid);
+                    self.shared.restarts.stop_waiting(&gid, fence.epoch);
                     return;
                 }
                 // Final, or gone.

@@ -19,43 +19,19 @@
 //! machine, reads this process's clock (`crate::clock::now_ms`). Deadlines
 //! and history times stay the coordinator's (`now_ms` fields).
 
+mod error;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
 pub mod text;
+
+pub use error::{Cause, StoreError};
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use dtx_protocol::{BranchSpec, BranchStatus, Mode, Status, TxOptions};
 use serde::Serialize;
-
-/// Errors of every backend, in terms a caller can act on.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The transaction does not exist.
-    #[error("transaction not found")]
-    NotFound,
-    /// A fenced write named an owner or epoch that no longer holds: another
-    /// coordinator owns the transaction now. The writer must stop driving it.
-    #[error("fenced out: another coordinator owns the transaction now")]
-    Fenced,
-    /// The write's precondition failed (for example, branches were registered
-    /// that the writer did not know of). Reload and try again.
-    #[error("conflict: {0}")]
-    Conflict(String),
-    /// The database cannot be reached or refused the operation for a reason
-    /// that may pass (connection lost, busy, shutting down). Retry later.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// The caller passed something the store cannot use (a listing cursor
-    /// it did not make); the sentence says what.
-    #[error("{0}")]
-    InvalidInput(String),
-    /// Anything else: corrupt rows, a bug. Not worth retrying.
-    #[error("store error: {0}")]
-    Other(String),
-}
 
 /// The right to write a transaction: its owner and the epoch of that
 /// ownership.
@@ -372,9 +348,12 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
             postgres::PostgresStore::open(url).await?,
         ))
     } else {
-        Err(StoreError::Other(format!(
-            "unsupported database URL `{}`: use sqlite:<file> or postgres://...",
-            url.split(':').next().unwrap_or("")
-        )))
+        Err(StoreError::Other(
+            format!(
+                "unsupported database URL `{}`: use sqlite:<file> or postgres://...",
+                url.split(':').next().unwrap_or("")
+            )
+            .into(),
+        ))
     }
 }

@@ -23,7 +23,7 @@ use std::str::FromStr;
 use dtx_protocol::{BranchSpec, BranchStatus, TxOptions};
 use sqlx::error::{DatabaseError, ErrorKind};
 
-use super::{BranchRecord, Event, StoreError, TransactionRecord};
+use super::{BranchRecord, Cause, Event, StoreError, TransactionRecord};
 
 /// Listing pages hold at most this many transactions, whatever was asked.
 pub(super) const MAX_PAGE: u32 = 1000;
@@ -157,19 +157,24 @@ impl EventRow {
 
 /// The JSON text stored for a branch spec.
 pub(super) fn spec_json(spec: &BranchSpec) -> Result<String, StoreError> {
-    serde_json::to_string(spec)
-        .map_err(|e| StoreError::Other(format!("cannot encode branch `{}`: {e}", spec.id)))
+    serde_json::to_string(spec).map_err(|e| {
+        StoreError::Other(Cause::explained(
+            format!("cannot encode branch `{}`", spec.id),
+            e,
+        ))
+    })
 }
 
 /// The JSON text stored for the options.
 pub(super) fn options_json(options: &TxOptions) -> Result<String, StoreError> {
     serde_json::to_string(options)
-        .map_err(|e| StoreError::Other(format!("cannot encode options: {e}")))
+        .map_err(|e| StoreError::Other(Cause::explained("cannot encode options", e)))
 }
 
 /// The JSON array of gids that lease renewal binds as one parameter.
 pub(super) fn gids_json(gids: &[String]) -> Result<String, StoreError> {
-    serde_json::to_string(gids).map_err(|e| StoreError::Other(format!("cannot encode gids: {e}")))
+    serde_json::to_string(gids)
+        .map_err(|e| StoreError::Other(Cause::explained("cannot encode gids", e)))
 }
 
 /// Whether a stored branch spec is the one being registered again.
@@ -180,8 +185,12 @@ pub(super) fn gids_json(gids: &[String]) -> Result<String, StoreError> {
 pub(super) fn same_spec(gid: &str, stored: &str, spec: &BranchSpec) -> Result<bool, StoreError> {
     let stored: serde_json::Value =
         serde_json::from_str(stored).map_err(|e| corrupt(gid, "spec", e))?;
-    let asked = serde_json::to_value(spec)
-        .map_err(|e| StoreError::Other(format!("cannot encode branch `{}`: {e}", spec.id)))?;
+    let asked = serde_json::to_value(spec).map_err(|e| {
+        StoreError::Other(Cause::explained(
+            format!("cannot encode branch `{}`", spec.id),
+            e,
+        ))
+    })?;
     Ok(stored == asked)
 }
 
@@ -230,19 +239,18 @@ pub(super) fn page_size(limit: u32) -> u32 {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         use sqlx::Error as E;
-        match &e {
+        let kind: fn(Cause) -> StoreError = match &e {
             E::Io(_)
             | E::Tls(_)
             | E::PoolTimedOut
             | E::PoolClosed
             | E::WorkerCrashed
-            | E::Protocol(_) => StoreError::Unavailable(e.to_string()),
-            E::Database(db) if is_transient(db.as_ref()) => StoreError::Unavailable(e.to_string()),
-            E::Database(db) if db.kind() == ErrorKind::UniqueViolation => {
-                StoreError::Conflict(e.to_string())
-            }
-            _ => StoreError::Other(e.to_string()),
-        }
+            | E::Protocol(_) => StoreError::Unavailable,
+            E::Database(db) if is_transient(db.as_ref()) => StoreError::Unavailable,
+            E::Database(db) if db.kind() == ErrorKind::UniqueViolation => StoreError::Conflict,
+            _ => StoreError::Other,
+        };
+        kind(Cause::of(e))
     }
 }
 
@@ -250,7 +258,7 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(e: sqlx::migrate::MigrateError) -> Self {
         match e {
             sqlx::migrate::MigrateError::Execute(e) => e.into(),
-            e => StoreError::Other(format!("cannot migrate the database: {e}")),
+            e => StoreError::Other(Cause::explained("cannot migrate the database", e)),
         }
     }
 }
@@ -287,9 +295,7 @@ fn narrow<T: TryFrom<i64>>(gid: &str, column: &str, value: i64) -> Result<T, Sto
 }
 
 fn corrupt(gid: &str, column: &str, why: impl std::fmt::Display) -> StoreError {
-    StoreError::Other(format!(
-        "corrupt row of transaction `{gid}`: column {column}: {why}"
-    ))
+    StoreError::Other(format!("corrupt row of transaction `{gid}`: column {column}: {why}").into())
 }
 
 #[cfg(test)]
@@ -312,6 +318,19 @@ mod tests {
         for bad in ["", "12", "x.00", "12.0", "12.zz", "12.ff"] {
             assert!(decode_cursor(bad).is_err(), "{bad} was accepted");
         }
+    }
+
+    #[test]
+    fn a_database_error_is_classified_and_kept_whole() {
+        let e = StoreError::from(sqlx::Error::PoolTimedOut);
+        let StoreError::Unavailable(cause) = &e else {
+            panic!("{e:?}")
+        };
+        assert!(matches!(
+            cause.error().downcast_ref::<sqlx::Error>(),
+            Some(sqlx::Error::PoolTimedOut)
+        ));
+        assert_eq!(e.to_string(), format!("database unavailable: {cause}"));
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl SqliteStore {
         if url.contains(":memory:") || url.contains("mode=memory") {
             return Err(StoreError::Other(format!(
                 "`{url}` is an in-memory database; the transaction log must be a file: use sqlite:<path>"
-            )));
+            ).into()));
         }
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -91,9 +91,9 @@ impl SqliteStore {
         // vanishes on close: as volatile as memory, and as wrong for a log.
         let path = options.get_filename().to_path_buf();
         if path.as_os_str().is_empty() {
-            return Err(StoreError::Other(format!(
-                "`{url}` names no file: use sqlite:<path>"
-            )));
+            return Err(StoreError::Other(
+                format!("`{url}` names no file: use sqlite:<path>").into(),
+            ));
         }
         let mut conn = SqliteConnection::connect_with(&options).await?;
         sqlx::migrate!("../migrations/sqlite")
@@ -114,9 +114,7 @@ impl SqliteStore {
         let mut conn = self.readers.acquire().await?;
         let loaded = <Sqlite as Ops>::load(&mut conn, gid).await?;
         loaded.map(|l| l.record).ok_or_else(|| {
-            StoreError::Other(format!(
-                "transaction `{gid}` was written but cannot be read"
-            ))
+            StoreError::Other(format!("transaction `{gid}` was written but cannot be read").into())
         })
     }
 }
@@ -139,7 +137,9 @@ impl Store for SqliteStore {
                 let mut conn = self.readers.acquire().await?;
                 let existing = <Sqlite as Ops>::load(&mut conn, &gid).await?;
                 let existing = existing.ok_or_else(|| {
-                    StoreError::Other(format!("transaction `{gid}` conflicted but cannot be read"))
+                    StoreError::Other(
+                        format!("transaction `{gid}` conflicted but cannot be read").into(),
+                    )
                 })?;
                 Ok(Created::Exists {
                     same_request: existing.request_hash == request_hash,

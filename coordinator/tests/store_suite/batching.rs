@@ -232,10 +232,13 @@ pub async fn concurrent_updates_each_get_their_own_outcome(db: TestDb) {
             (Outcome::Applied, Ok(())) => applied += 1,
             (Outcome::StaleEpoch, Err(StoreError::Fenced)) => {}
             (Outcome::UnknownBranch, Err(StoreError::Conflict(why))) => {
-                assert_eq!(why, format!("transaction `{gid}` has no branch at index 5"));
+                assert_eq!(
+                    why.to_string(),
+                    format!("transaction `{gid}` has no branch at index 5")
+                );
             }
             (Outcome::WrongCount, Err(StoreError::Conflict(why))) => {
-                assert!(why.contains("expected 3"), "{why}");
+                assert!(why.to_string().contains("expected 3"), "{why}");
             }
             (Outcome::Missing, Err(StoreError::NotFound)) => {}
             (outcome, result) => panic!("{gid}: expected {outcome:?}, got {result:?}"),

@@ -310,7 +310,7 @@ pub async fn update_naming_an_unknown_branch_changes_nothing_at_all(db: TestDb) 
     };
     match db.store.update(update).await {
         Err(StoreError::Conflict(why)) => {
-            assert_eq!(why, "transaction `g1` has no branch at index 5");
+            assert_eq!(why.to_string(), "transaction `g1` has no branch at index 5");
         }
         other => panic!("expected a conflict, got {other:?}"),
     }

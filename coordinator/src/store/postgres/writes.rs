@@ -69,10 +69,7 @@ pub(super) async fn create(
 /// read after the insert did nothing.
 fn exists(new: &NewTransaction, existing: Option<Loaded>) -> Result<Created, StoreError> {
     let existing = existing.ok_or_else(|| {
-        StoreError::Other(format!(
-            "transaction `{}` conflicted but cannot be read",
-            new.gid
-        ))
+        StoreError::Other(format!("transaction `{}` conflicted but cannot be read", new.gid).into())
     })?;
     Ok(Created::Exists {
         same_request: existing.request_hash == new.request_hash,
@@ -129,9 +126,10 @@ pub(super) async fn update(
         // store always has (and SQLite does).
         Some(index) if fence_holds && count_holds => {
             // The index came from a `u32` of this update.
-            let index = u32::try_from(index)
-                .map_err(|_| StoreError::Other(format!("branch index {index} is out of range")))?;
-            StoreError::Conflict(details::no_such_branch(&fence.gid, index))
+            let index = u32::try_from(index).map_err(|_| {
+                StoreError::Other(format!("branch index {index} is out of range").into())
+            })?;
+            StoreError::Conflict(details::no_such_branch(&fence.gid, index).into())
         }
         _ => details::refusal(&fence, expect_branch_count, owner.as_deref(), epoch, count),
     })

@@ -44,15 +44,17 @@ pub(in crate::store) fn refusal(
         return StoreError::Fenced;
     }
     match expect_branch_count {
-        Some(expected) if i64::from(expected) != count => StoreError::Conflict(format!(
-            "transaction `{}` has {count} branches, the write expected {expected}",
-            fence.gid
-        )),
+        Some(expected) if i64::from(expected) != count => StoreError::Conflict(
+            format!(
+                "transaction `{}` has {count} branches, the write expected {expected}",
+                fence.gid
+            )
+            .into(),
+        ),
         // The row matched every condition when read again: a concurrent
         // writer changed it back in between. Rare; the caller reloads.
-        _ => StoreError::Conflict(format!(
-            "transaction `{}` changed during the write",
-            fence.gid
-        )),
+        _ => StoreError::Conflict(
+            format!("transaction `{}` changed during the write", fence.gid).into(),
+        ),
     }
 }

@@ -174,7 +174,9 @@ where
                 return Err(StoreError::NotFound);
             };
             let status = status.parse().map_err(|_| {
-                StoreError::Other(format!("corrupt status `{status}` of transaction `{gid}`"))
+                StoreError::Other(
+                    format!("corrupt status `{status}` of transaction `{gid}`").into(),
+                )
             })?;
             return Ok(BranchRegistered::NotOpen(status));
         };
@@ -400,9 +402,7 @@ where
     ) -> Result<(Fence, TransactionRecord), StoreError> {
         Self::append(conn, &gid, event(now_ms, "takeover", None, detail)).await?;
         let loaded = Self::load(conn, &gid).await?.ok_or_else(|| {
-            StoreError::Other(format!(
-                "transaction `{gid}` vanished while being taken over"
-            ))
+            StoreError::Other(format!("transaction `{gid}` vanished while being taken over").into())
         })?;
         Ok((Fence { gid, owner, epoch }, loaded.record))
     }
@@ -418,5 +418,6 @@ fn event(at_ms: i64, kind: &str, branch_id: Option<String>, detail: String) -> E
 }
 
 fn index(idx: i64) -> Result<u32, StoreError> {
-    u32::try_from(idx).map_err(|_| StoreError::Other(format!("branch index {idx} is out of range")))
+    u32::try_from(idx)
+        .map_err(|_| StoreError::Other(format!("branch index {idx} is out of range").into()))
 }

@@ -22,7 +22,7 @@ use rusqlite::Connection;
 
 use super::writer::BUSY_TIMEOUT;
 use super::writes::error;
-use crate::store::StoreError;
+use crate::store::{Cause, StoreError};
 
 /// How often the log is checkpointed. Short enough that the log stays a few
 /// megabytes under full load, long enough to cost nothing when idle.
@@ -52,7 +52,9 @@ impl Checkpointer {
         std::thread::Builder::new()
             .name("dtx-sqlite-checkpoint".into())
             .spawn(move || run(conn, stopped))
-            .map_err(|e| StoreError::Other(format!("cannot start the SQLite checkpointer: {e}")))?;
+            .map_err(|e| {
+                StoreError::Other(Cause::explained("cannot start the SQLite checkpointer", e))
+            })?;
         Ok(Checkpointer { _alive: alive })
     }
 }

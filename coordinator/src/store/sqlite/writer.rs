@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::{Checkpointer, WRITER_AUTOCHECKPOINT};
 use super::writes::error;
-use crate::store::StoreError;
+use crate::store::{Cause, StoreError};
 
 /// The most writes committed together. Bounds the time a batch holds the
 /// write lock and the work lost to a batch that fails as a whole.
@@ -79,7 +79,9 @@ impl Writer {
         std::thread::Builder::new()
             .name("dtx-sqlite-writer".into())
             .spawn(move || run(conn, jobs))
-            .map_err(|e| StoreError::Other(format!("cannot start the SQLite writer: {e}")))?;
+            .map_err(|e| {
+                StoreError::Other(Cause::explained("cannot start the SQLite writer", e))
+            })?;
         Ok(Writer {
             queue,
             _checkpoints: checkpoints,
@@ -131,14 +133,14 @@ fn run(conn: Connection, mut jobs: mpsc::Receiver<Box<dyn Job>>) {
             let _ = conn.execute_batch("ROLLBACK");
         }
         for job in batch.drain(..) {
-            job.answer(committed.as_ref().map(|_| ()).map_err(String::as_str));
+            job.answer(committed.as_ref().map(|_| ()));
         }
     }
 }
 
 /// Applies every job of `batch`, each in a savepoint, and commits. An error
 /// means nothing of the batch was committed.
-fn commit_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
+fn commit_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), Cause> {
     // IMMEDIATE takes the write lock now rather than at the first write, so
     // a lock held by another process is waited for (busy timeout) here, and
     // not discovered half-way through the batch.
@@ -156,11 +158,11 @@ fn commit_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), Str
     run_sql(conn, "COMMIT")
 }
 
-fn run_sql(conn: &Connection, sql: &str) -> Result<(), String> {
+fn run_sql(conn: &Connection, sql: &str) -> Result<(), Cause> {
     conn.prepare_cached(sql)
         .and_then(|mut stmt| stmt.raw_execute())
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|e| Cause::explained(format!("`{sql}` failed"), e))
 }
 
 /// A write waiting in the writer's queue, with its typed reply slot hidden
@@ -172,7 +174,7 @@ trait Job: Send {
 
     /// Answers the caller once the batch is over: the write's own result if
     /// the batch committed, otherwise why it did not.
-    fn answer(self: Box<Self>, committed: Result<(), &str>);
+    fn answer(self: Box<Self>, committed: Result<(), &Cause>);
 }
 
 impl std::fmt::Debug for dyn Job {
@@ -202,12 +204,13 @@ where
         ok
     }
 
-    fn answer(self: Box<Self>, committed: Result<(), &str>) {
+    fn answer(self: Box<Self>, committed: Result<(), &Cause>) {
         let reply = match (committed, self.result) {
             (Ok(()), Some(result)) => result,
             (Ok(()), None) => Err(StoreError::Other("the write was never applied".into())),
-            (Err(why), _) => Err(StoreError::Unavailable(format!(
-                "the write was not committed: {why}"
+            (Err(why), _) => Err(StoreError::Unavailable(Cause::explained(
+                "the write was not committed",
+                why.clone(),
             ))),
         };
         // The caller may have given up waiting; nothing to do then.

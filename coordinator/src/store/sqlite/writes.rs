@@ -25,7 +25,7 @@ use crate::store::rows::sql::{
     UPDATE_BRANCH, UPDATE_TX,
 };
 use crate::store::rows::{self, details};
-use crate::store::{BranchRegistered, Event, Fence, NewTransaction, StoreError, Update};
+use crate::store::{BranchRegistered, Cause, Event, Fence, NewTransaction, StoreError, Update};
 
 /// What [`create`] did.
 pub(super) enum Inserted {
@@ -87,7 +87,7 @@ pub(super) fn register_branch(
         let status: Option<String> = query_one(conn, STATUS, &[&gid])?;
         let status = status.ok_or(StoreError::NotFound)?;
         let status = status.parse().map_err(|_| {
-            StoreError::Other(format!("corrupt status `{status}` of transaction `{gid}`"))
+            StoreError::Other(format!("corrupt status `{status}` of transaction `{gid}`").into())
         })?;
         return Ok(BranchRegistered::NotOpen(status));
     };
@@ -147,10 +147,9 @@ pub(super) fn update(conn: &Connection, update: &Update) -> Result<(), StoreErro
             ],
         )?;
         if changed == 0 {
-            return Err(StoreError::Conflict(details::no_such_branch(
-                &fence.gid,
-                branch.index,
-            )));
+            return Err(StoreError::Conflict(
+                details::no_such_branch(&fence.gid, branch.index).into(),
+            ));
         }
     }
     for event in &update.events {
@@ -358,11 +357,14 @@ fn bind(stmt: &mut Statement<'_>, args: &[&dyn ToSql]) -> Result<(), StoreError>
         }
     }
     if stmt.parameter_count() > args.len() {
-        return Err(StoreError::Other(format!(
-            "statement takes {} parameters, {} given",
-            stmt.parameter_count(),
-            args.len()
-        )));
+        return Err(StoreError::Other(
+            format!(
+                "statement takes {} parameters, {} given",
+                stmt.parameter_count(),
+                args.len()
+            )
+            .into(),
+        ));
     }
     Ok(())
 }
@@ -372,13 +374,13 @@ fn bind(stmt: &mut Statement<'_>, args: &[&dyn ToSql]) -> Result<(), StoreError>
 /// full disk, cannot open → `Unavailable`; a uniqueness violation →
 /// `Conflict`; the rest → `Other`.
 pub(super) fn error(e: rusqlite::Error) -> StoreError {
-    match e.sqlite_error() {
+    let kind: fn(Cause) -> StoreError = match e.sqlite_error() {
         Some(failure) => match failure.code {
             ErrorCode::DatabaseBusy
             | ErrorCode::DatabaseLocked
             | ErrorCode::SystemIoFailure
             | ErrorCode::DiskFull
-            | ErrorCode::CannotOpen => StoreError::Unavailable(e.to_string()),
+            | ErrorCode::CannotOpen => StoreError::Unavailable,
             ErrorCode::ConstraintViolation
                 if matches!(
                     failure.extended_code,
@@ -386,14 +388,36 @@ pub(super) fn error(e: rusqlite::Error) -> StoreError {
                         | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
                 ) =>
             {
-                StoreError::Conflict(e.to_string())
+                StoreError::Conflict
             }
-            _ => StoreError::Other(e.to_string()),
+            _ => StoreError::Other,
         },
-        None => StoreError::Other(e.to_string()),
-    }
+        None => StoreError::Other,
+    };
+    kind(Cause::of(e))
 }
 
 fn index(idx: i64) -> Result<u32, StoreError> {
-    u32::try_from(idx).map_err(|_| StoreError::Other(format!("branch index {idx} is out of range")))
+    u32::try_from(idx)
+        .map_err(|_| StoreError::Other(format!("branch index {idx} is out of range").into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_database_is_unavailable_and_its_error_kept_whole() {
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            Some("database is locked".into()),
+        );
+        let e = error(busy);
+        let StoreError::Unavailable(cause) = &e else {
+            panic!("{e:?}")
+        };
+        let kept = cause.error().downcast_ref::<rusqlite::Error>().unwrap();
+        assert_eq!(kept.sqlite_error_code(), Some(ErrorCode::DatabaseBusy));
+        assert_eq!(e.to_string(), "database unavailable: database is locked");
+    }
 }
