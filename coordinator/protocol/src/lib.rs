@@ -23,7 +23,9 @@
 //! - [`machine`]: the state machine, [`Transaction`], with the rules common to
 //!   every mode; the per-mode rules live in `saga`, `tcc`, `two_phase` and
 //!   `three_phase`, one branch's bookkeeping in `branch`.
-//! - [`retry`]: the backoff policy, a pure function of the attempt number.
+//! - [`retry`]: the backoff policy, a pure function of the attempt number;
+//!   `retrying`: what the core does with an answer that asks for another
+//!   attempt (backoff, polling, the failure log, the operator flag).
 //! - `planted`: fixed defects kept as switches only test builds can turn on;
 //!   `sim`: the deterministic simulation that must find each of them.
 //!
@@ -36,6 +38,7 @@ mod branch;
 pub mod machine;
 mod planted;
 pub mod retry;
+mod retrying;
 mod saga;
 #[cfg(test)]
 mod sim;

@@ -11,18 +11,19 @@
 //! retried for days holds one task, not one per attempt), and report back
 //! through the driver's mailbox.
 
+mod records;
+
 use super::{Progress, Shared, now_ms};
-use crate::store::{
-    BranchRecord, BranchUpdate, Event, Fence, StoreError, TransactionRecord, Update,
-};
+use crate::store::{BranchUpdate, Event, Fence, StoreError, TransactionRecord, Update};
 use crate::transport::{CallOutcome, CallRequest};
 use dtx_protocol::spec::saga_graph;
 use dtx_protocol::{
-    Action, AttentionReason, BranchSpec, HistoryRecord, Input, Mode, Now, Op, Reply, Status, Step,
-    Timing, Transaction, Verdict,
+    Action, BranchSpec, HistoryRecord, Input, Mode, Now, Op, Reply, Status, Step, Timing,
+    Transaction, Verdict,
 };
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -106,6 +107,13 @@ pub(crate) struct Driver {
     mail_rx: mpsc::UnboundedReceiver<Mail>,
     /// Participant calls in flight; each reports through the mailbox.
     in_flight: JoinSet<()>,
+    /// Set as soon as the core leaves phase one, before the decision is
+    /// written: a phase-one call queued earlier but not yet sent is then not
+    /// sent at all (it reports an unknown outcome, and the branch is undone
+    /// like any that may have run). Without it a call spawned just before a
+    /// deadline, or held while the lease or the store was away, left after
+    /// `aborting` was logged (found by the engine-level simulation).
+    decided: Arc<AtomicBool>,
     status_tx: watch::Sender<Progress>,
     /// The record the driver starts from, until `drive` loads it.
     initial: Option<TransactionRecord>,
@@ -141,6 +149,7 @@ impl Driver {
             mail_tx: mail.0,
             mail_rx: mail.1,
             in_flight: JoinSet::new(),
+            decided: Arc::new(AtomicBool::new(!record.status.is_phase_one())),
             status_tx,
             base: TransactionRecord {
                 branches: Vec::new(),
@@ -319,6 +328,7 @@ impl Driver {
             if self.tx.status() == Status::Open {
                 return Ok(()); // not due yet (a deadline moved by a reload)
             }
+            self.note_decision();
             match self
                 .persist(&step.history, Some(self.specs.len() as u32))
                 .await
@@ -348,10 +358,18 @@ impl Driver {
     /// Writes the step's history (and whatever else is pending), then makes
     /// its calls.
     async fn carry_out(&mut self, step: Step) -> Result<(), Stop> {
+        self.note_decision();
         if let Err(e) = self.persist(&step.history, None).await {
             return Err(self.stop_for(e));
         }
         self.dispatch(step.actions).await
+    }
+
+    /// Raises `decided` once the core has left phase one.
+    fn note_decision(&self) {
+        if !self.tx.status().is_phase_one() {
+            self.decided.store(true, Ordering::SeqCst);
+        }
     }
 
     fn stop_for(&self, e: StoreError) -> Stop {
@@ -535,6 +553,7 @@ impl Driver {
         let gid = self.fence.gid.clone();
         let mode = self.mode;
         let timeout = self.request_timeout;
+        let decided = (!op.is_phase_two()).then(|| self.decided.clone());
         self.in_flight.spawn(async move {
             let Some(url) = spec.urls.get(&op) else {
                 // Registration checked every URL the mode calls; a stored
@@ -551,112 +570,21 @@ impl Driver {
                 headers: &spec.headers,
                 timeout,
             };
-            let outcome = shared.transport.call(request).await;
+            let outcome = if decided.is_some_and(|d| d.load(Ordering::SeqCst)) {
+                CallOutcome {
+                    reply: Reply::Unknown,
+                    http_status: None,
+                    error: Some("not sent: the transaction was decided first".into()),
+                }
+            } else {
+                shared.transport.call(request).await
+            };
             let _ = mail.send(Mail::Replied {
                 branch,
                 op,
                 outcome,
             });
         });
-    }
-
-    /// The transaction as the store holds it after a write at
-    /// `written_at_ms`: what a read would return, without the read. The
-    /// lease expiry is the one this driver loaded; renewals since then moved
-    /// it in the store, and it means nothing once the transaction is final.
-    fn written_record(&self, written_at_ms: i64) -> TransactionRecord {
-        let branches = self
-            .tx
-            .branch_statuses()
-            .zip(self.tx.failing_since_ms())
-            .zip(&self.specs)
-            .zip(&self.calls)
-            .enumerate()
-            .map(
-                |(index, (((status, failing_since_ms), spec), calls))| BranchRecord {
-                    index: index as u32,
-                    spec: BranchSpec::clone(spec),
-                    status,
-                    attempts: calls.attempts,
-                    last_http_status: calls.last_http_status,
-                    last_error: calls.last_error.clone(),
-                    failing_since_ms,
-                },
-            )
-            .collect();
-        TransactionRecord {
-            status: self.tx.status(),
-            updated_at_ms: written_at_ms,
-            owner: Some(self.fence.owner.clone()),
-            epoch: self.fence.epoch,
-            attention: self.attention.clone(),
-            branches,
-            ..self.base.clone()
-        }
-    }
-
-    fn event(&self, at_ms: i64, kind: &str, branch: Option<usize>, detail: String) -> Event {
-        Event {
-            at_ms,
-            kind: kind.to_owned(),
-            branch_id: branch.map(|b| self.specs[b].id.clone()),
-            detail,
-        }
-    }
-
-    fn history_event(&self, record: &HistoryRecord, at_ms: i64) -> Event {
-        match *record {
-            HistoryRecord::Status { to, reason, cause } => {
-                self.event(at_ms, "status", cause, format!("{to}: {reason}"))
-            }
-            HistoryRecord::Branch { branch, op, to } => {
-                self.event(at_ms, "branch", Some(branch), format!("{op} → {to}"))
-            }
-            HistoryRecord::CallFailed {
-                branch,
-                op,
-                reply,
-                failures,
-                retry_at_ms,
-            } => {
-                let error = self.calls[branch]
-                    .last_error
-                    .as_deref()
-                    .unwrap_or("no detail");
-                let next_in_ms = (retry_at_ms - at_ms).max(0);
-                let detail = match reply {
-                    Reply::StillWorking => {
-                        format!("{op}: still working ({error}); asking again every {next_in_ms} ms")
-                    }
-                    _ => format!(
-                        "{op}: {} ({error}); failure {failures} in a row, next attempt in {next_in_ms} ms",
-                        if reply == Reply::Refused {
-                            "refused"
-                        } else {
-                            "unknown outcome"
-                        }
-                    ),
-                };
-                self.event(at_ms, "call_failed", Some(branch), detail)
-            }
-            HistoryRecord::Attention { branch, op, reason } => {
-                let id = &self.specs[branch].id;
-                let last = self.calls[branch]
-                    .last_error
-                    .as_deref()
-                    .unwrap_or("unknown");
-                let detail = match reason {
-                    AttentionReason::Refused => format!(
-                        "branch `{id}` refused its {op} (HTTP 409); a {op} must succeed, so dtx keeps retrying: fix the participant"
-                    ),
-                    AttentionReason::FailingFor { ms } => format!(
-                        "branch `{id}`: {op} has failed for over {} s (last: {last}); dtx keeps retrying",
-                        ms / 1000
-                    ),
-                };
-                self.event(at_ms, "attention", Some(branch), detail)
-            }
-        }
     }
 }
 
