@@ -104,7 +104,7 @@ impl<DB: ThreePhaseDatabase, B: ThreePhaseBranch<DB>> ThreePhase<DB, B> {
     /// One watchdog pass at time `now`: every branch unchanged in
     /// `voted_yes` since `now - uncertain_timeout`, or in `pre_committed`
     /// since `now - precommit_timeout`, asks the coordinator and does what
-    /// [`timeout_rule`](super::timeout_rule) says (see the [module
+    /// [`timeout_rule`] says (see the [module
     /// documentation](super)). Tests drive the clock through `now`.
     pub async fn tick<S: DecisionSource>(
         &self,
