@@ -3,7 +3,8 @@
 //!
 //! - **Initiator client** ([`Client`]): register a saga, run a TCC
 //!   transaction as a scope (commit when the scope succeeds, abort when it
-//!   fails or panics), read and wait for outcomes, with typed errors
+//!   fails or panics; when the commit's answer is lost, ask the coordinator
+//!   and report what it did), read and wait for outcomes, with typed errors
 //!   ([`ClientError`]).
 //! - **Branch context** ([`BranchContext`]): an axum extractor for the
 //!   `dtx-gid`, `dtx-branch`, `dtx-op` and `dtx-mode` headers of a call, and
@@ -30,7 +31,8 @@
 //!   ([`xa::XaParticipant`]), with in-doubt recovery through the termination
 //!   query ([`Client::decision`], [`client::DecisionSource`]).
 //! - [`three_phase`]: the 3PC participant on SQLite and PostgreSQL
-//!   ([`three_phase::ThreePhase`]) and its timeout-rule watchdog.
+//!   ([`three_phase::ThreePhase`]), its watchdog, and the timeout rule as a
+//!   pure function ([`three_phase::timeout_rule`]).
 //!
 //! # Example
 //! A participant whose `reserve` handler is protected by the barrier, and an

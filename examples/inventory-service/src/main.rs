@@ -30,13 +30,11 @@ struct Args {
     coordinator: String,
     /// 3PC: how long a branch that voted yes, or pre-committed, waits for
     /// the next call before the watchdog asks the coordinator (and, if it
-    /// cannot be reached, aborts or commits by the timeout rule).
-    #[arg(
-        long,
-        env = "INVENTORY_THREE_PHASE_TIMEOUT_MS",
-        default_value_t = 10000
-    )]
-    three_phase_timeout_ms: u64,
+    /// gives no answer at all, aborts or commits by the timeout rule).
+    /// Default: the SDK's (90 s), which outlasts the coordinator's default
+    /// deadline and takeover time; keep any other value longer than those.
+    #[arg(long, env = "INVENTORY_THREE_PHASE_TIMEOUT_MS")]
+    three_phase_timeout_ms: Option<u64>,
     /// 3PC: how often the watchdog looks for branches past that timeout.
     #[arg(long, env = "INVENTORY_THREE_PHASE_CHECK_MS", default_value_t = 1000)]
     three_phase_check_ms: u64,
@@ -60,17 +58,13 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
         .with_writer(std::io::stderr)
         .init();
-    let timeout = Duration::from_millis(args.three_phase_timeout_ms);
     let settings = Settings {
         db: args.db.clone(),
         secret: args
             .callback_secret
             .as_deref()
             .map_or_else(CallbackSecret::disabled, CallbackSecret::new),
-        three_phase: ThreePhaseConfig::default()
-            .uncertain_timeout(timeout)
-            .precommit_timeout(timeout)
-            .check_interval(Duration::from_millis(args.three_phase_check_ms)),
+        three_phase: three_phase_config(&args),
         unsafe_skip_barrier: args.unsafe_skip_barrier,
     };
     let state = AppState::open(settings).await?;
@@ -106,4 +100,14 @@ async fn shutdown_signal() {
         () = term => {}
     }
     tracing::info!("shutting down");
+}
+
+/// The SDK's 3PC settings, with the timeouts given on the command line.
+fn three_phase_config(args: &Args) -> ThreePhaseConfig {
+    let config = ThreePhaseConfig::default()
+        .check_interval(Duration::from_millis(args.three_phase_check_ms));
+    match args.three_phase_timeout_ms.map(Duration::from_millis) {
+        Some(timeout) => config.uncertain_timeout(timeout).precommit_timeout(timeout),
+        None => config,
+    }
 }

@@ -54,10 +54,12 @@ impl DecisionAnswer {
 /// service, a fake in tests.
 ///
 /// An error means the decision could not be learnt. The 3PC timeout rules
-/// apply only when [`ClientError::is_unreachable`] says the coordinator
-/// could not be reached; any other error (a 404 from a coordinator without
-/// this endpoint, a bad URL) is a configuration problem that a person must
-/// fix, so the helpers log it and keep waiting.
+/// apply only when [`ClientError::is_unreachable`] says the coordinator gave
+/// no answer at all; any answer (a 503 while its database is down, a 425, a
+/// 404 from a coordinator without this endpoint) means it is there and has
+/// not decided anything the participant may act on, so the helpers keep
+/// waiting and ask again (see
+/// [`three_phase::timeout_rule`](crate::three_phase::timeout_rule)).
 pub trait DecisionSource: Send + Sync {
     /// The coordinator's decision for `gid`.
     fn decision(
@@ -101,16 +103,22 @@ impl Client {
 }
 
 impl ClientError {
-    /// Whether this error means the coordinator could not be asked at all:
-    /// no connection or no answer in time ([`ClientError::Unreachable`]),
-    /// its database is down ([`ClientError::Unavailable`]), or a server
-    /// error (5xx). This is the "cannot reach the coordinator" of the 3PC
-    /// timeout rules; every other error is a mistake to fix, not a reason to
-    /// decide alone.
+    /// Whether this error means the coordinator gave no answer at all: the
+    /// connection was refused or reset, no answer came in time, the name
+    /// did not resolve, the answer broke off ([`ClientError::Unreachable`],
+    /// except a request that could not even be built from the configuration
+    /// and a redirect loop, which is an answer).
+    ///
+    /// This is the "cannot reach the coordinator" of the 3PC timeout rules,
+    /// so it is deliberately narrow: an HTTP answer of any status, 503 (its
+    /// database is down) and 5xx included, proves the coordinator is there,
+    /// and a participant that read it as "unreachable" could commit by its
+    /// timeout rule while the others abort, without any partition.
     pub fn is_unreachable(&self) -> bool {
         match self {
-            ClientError::Unreachable { .. } | ClientError::Unavailable { .. } => true,
-            ClientError::Unexpected { status, .. } => *status >= 500,
+            ClientError::Unreachable { source, .. } => {
+                !(source.is_builder() || source.is_redirect())
+            }
             _ => false,
         }
     }
@@ -145,19 +153,24 @@ mod tests {
     }
 
     #[test]
-    fn only_transport_and_server_failures_count_as_unreachable() {
-        let unavailable = ClientError::Unavailable {
-            detail: "db down".into(),
-        };
-        assert!(unavailable.is_unreachable());
-        let server = ClientError::Unexpected {
-            status: 502,
-            detail: String::new(),
-        };
-        assert!(server.is_unreachable());
-        let missing = ClientError::NotFound {
-            detail: "no such route".into(),
-        };
-        assert!(!missing.is_unreachable());
+    fn an_answer_of_any_status_is_not_unreachable() {
+        for answered in [
+            ClientError::Unavailable {
+                detail: "db down".into(),
+            },
+            ClientError::Unexpected {
+                status: 502,
+                detail: String::new(),
+            },
+            ClientError::Unexpected {
+                status: 425,
+                detail: String::new(),
+            },
+            ClientError::NotFound {
+                detail: "no such route".into(),
+            },
+        ] {
+            assert!(!answered.is_unreachable(), "{answered:?}");
+        }
     }
 }

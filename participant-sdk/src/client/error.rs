@@ -31,6 +31,34 @@ pub enum ClientError {
         /// The last error.
         detail: String,
     },
+    /// The TCC scope's transaction was aborted, not committed: the
+    /// coordinator aborted it before the commit arrived (its deadline
+    /// passed), or the commit request was lost before it reached the
+    /// coordinator and the scope aborted it. Every Try is cancelled; nothing
+    /// of the business operation stays. Starting it again is safe.
+    #[error("transaction `{gid}` was aborted: {reason}")]
+    Aborted {
+        /// The transaction.
+        gid: String,
+        /// Why: the coordinator's reason, or the scope's.
+        reason: String,
+        /// The branch that caused the abort, if one did.
+        branch: Option<String>,
+    },
+    /// The answer to the TCC commit was lost and the coordinator could not
+    /// be asked what became of it before the scope gave up. The transaction
+    /// may have committed. Do **not** start the business operation again
+    /// under a new gid: ask later with [`Client::wait`](crate::Client::wait)
+    /// (`gid`) and act on what it reports.
+    #[error(
+        "transaction `{gid}`: the commit's answer was lost and its outcome is still unknown: {detail}"
+    )]
+    OutcomeUnknown {
+        /// The transaction.
+        gid: String,
+        /// The last error asking for the outcome.
+        detail: String,
+    },
     /// The transaction was not final when the wait ended. It goes on: the
     /// coordinator finishes it; ask again later with [`Client::wait`](crate::Client::wait).
     #[error("transaction `{gid}` is still {status} after waiting {waited:?}")]
@@ -98,6 +126,18 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Whether the coordinator may or may not have acted on the request
+    /// that failed: no answer arrived ([`Unreachable`](Self::Unreachable)),
+    /// or an answer that does not say (503, another 5xx, a body that is
+    /// not what the API documents). Asking it again is the only way to know.
+    pub(crate) fn leaves_outcome_open(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } | ClientError::Unavailable { .. } => true,
+            ClientError::Unexpected { status, .. } => !(400..500).contains(status),
+            _ => false,
+        }
+    }
+
     /// Maps a coordinator answer that is not a success.
     pub(crate) fn from_answer(status: u16, body: &[u8]) -> ClientError {
         let detail = crate::problem::detail_of(body);

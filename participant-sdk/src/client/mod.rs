@@ -10,6 +10,7 @@ mod error;
 mod phased;
 mod saga;
 mod tcc;
+mod tcc_outcome;
 mod view;
 
 pub use decision::{Decision, DecisionAnswer, DecisionSource};

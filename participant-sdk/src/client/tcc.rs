@@ -1,7 +1,9 @@
 //! TCC as a scope: open the transaction, register and Try each branch inside
 //! the caller's code, commit when that code succeeds, abort when it fails,
-//! panics or is cancelled.
+//! panics or is cancelled. A commit whose answer is lost is settled by
+//! asking the coordinator (`tcc_outcome`).
 
+use super::tcc_outcome::settle_lost_commit;
 use super::{Client, ClientError, Transaction, encode, new_gid};
 use crate::context::{BranchOp, HEADER_TRACEPARENT};
 use dtx_protocol::wire::{HEADER_BRANCH, HEADER_GID, HEADER_MODE, HEADER_OP, HEADER_SIGNATURE};
@@ -71,6 +73,7 @@ pub struct TccBuilder {
     options: TxOptions,
     wait: Duration,
     try_attempts: u32,
+    outcome_patience: Duration,
 }
 
 #[derive(Serialize)]
@@ -88,6 +91,7 @@ impl TccBuilder {
             options: TxOptions::default(),
             wait: Duration::ZERO,
             try_attempts: 3,
+            outcome_patience: Duration::from_secs(60),
         }
     }
 
@@ -126,15 +130,49 @@ impl TccBuilder {
         self
     }
 
+    /// When the commit's answer is lost, how long the scope keeps asking the
+    /// coordinator what became of the commit before it gives up with
+    /// [`ClientError::OutcomeUnknown`] (default 60 s). The questions are
+    /// spaced by the options' `retry` backoff.
+    pub fn outcome_patience(mut self, patience: Duration) -> Self {
+        self.outcome_patience = patience;
+        self
+    }
+
     /// Opens the transaction, runs `body` with a [`TccScope`] to register and
     /// Try branches, then commits if `body` returned `Ok`, and aborts if it
     /// returned `Err`, panicked (the panic continues after the abort) or was
     /// cancelled (the abort is spawned on the current runtime).
     ///
-    /// Returns `body`'s value after a successful commit. Errors of the
-    /// client itself (open, commit) come back through `E::from`. A failed
-    /// abort is only logged: the coordinator aborts the transaction at its
-    /// deadline anyway.
+    /// # Outcomes
+    /// - `Ok(value)`: `body` succeeded and the transaction is committed (the
+    ///   decision is durable; the coordinator delivers the Confirms, and
+    ///   [`wait_for_outcome`](Self::wait_for_outcome) waits for them).
+    /// - `Err(e)`, `body`'s own error: `body` failed; the scope asked for the
+    ///   abort, and the coordinator cancels every Try. A failed abort is only
+    ///   logged: the coordinator aborts the transaction at its deadline.
+    /// - [`ClientError::Aborted`] (through `E::from`): `body` succeeded but
+    ///   the transaction was aborted, not committed: its deadline passed
+    ///   before the commit arrived, or the commit request was lost on its way
+    ///   and the scope, finding the transaction still open, aborted it.
+    ///   Nothing stays; starting again is safe.
+    /// - [`ClientError::OutcomeUnknown`]: the commit's answer was lost and
+    ///   the coordinator could not be asked within
+    ///   [`outcome_patience`](Self::outcome_patience). It may have committed:
+    ///   do not start again under a new gid; ask [`Client::wait`] later.
+    /// - Any other [`ClientError`]: opening failed (nothing was started), or
+    ///   the coordinator answered the question about the outcome with an
+    ///   error that repeating will not fix.
+    ///
+    /// A commit whose answer is lost (connection reset, timeout, 503) may
+    /// have landed, so the scope never reads that as a failure: it asks the
+    /// coordinator for the transaction, retrying with backoff while there
+    /// is no clear answer, and reports what it finds: `committing` or
+    /// `committed` is `Ok`; `aborting` or `aborted` is
+    /// [`ClientError::Aborted`] with the coordinator's reason. Only a
+    /// transaction still `open` (the commit never arrived) is aborted by
+    /// the scope, and if that abort is refused because the commit landed
+    /// meanwhile, it asks again and reports the commit.
     pub async fn run<F, Fut, T, E>(self, body: F) -> Result<T, E>
     where
         F: FnOnce(TccScope) -> Fut,
@@ -177,11 +215,24 @@ impl TccBuilder {
                 match commit {
                     Ok(_) => Ok(value),
                     Err(e) => {
-                        // If the commit did land, this abort is refused
-                        // (409) and changes nothing; if it did not, it ends
-                        // the transaction now instead of at its deadline.
-                        abort_quietly(&self.client, &self.gid).await;
-                        Err(E::from(e))
+                        // The answer may be lost while the commit landed:
+                        // aborting now and reporting a failure would make a
+                        // caller that retries under a new gid do the
+                        // business operation twice. Ask instead.
+                        let settled = settle_lost_commit(
+                            &self.client,
+                            &self.gid,
+                            &self.options.retry,
+                            self.outcome_patience,
+                            e,
+                        )
+                        .await;
+                        if settled.is_ok() && !self.wait.is_zero() {
+                            // Best effort, as `wait_for_outcome` is on the
+                            // first try: the commit is durable either way.
+                            let _ = self.client.wait(&self.gid, self.wait).await;
+                        }
+                        settled.map(|()| value).map_err(E::from)
                     }
                 }
             }

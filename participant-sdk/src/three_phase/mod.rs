@@ -31,28 +31,54 @@
 //! by [`ThreePhase::spawn_watchdog`]) finds rows unchanged in `voted_yes`
 //! for [`uncertain_timeout`](ThreePhaseConfig::uncertain_timeout) and in
 //! `pre_committed` for [`precommit_timeout`](ThreePhaseConfig::precommit_timeout),
-//! and asks the coordinator (the termination query):
+//! asks the coordinator (the termination query), and does what the pure
+//! function [`timeout_rule`] says:
 //!
 //! - `commit` → commit (from `voted_yes`, the pre-commit hook runs first);
-//!   `abort` → abort; `pending` → keep waiting.
-//! - The coordinator cannot be reached ([`ClientError::is_unreachable`](crate::ClientError::is_unreachable)):
+//!   `abort` → abort.
+//! - The coordinator answered without a decision: `pending`, 503 (its
+//!   database is down), 425, any other status → keep waiting and ask again
+//!   on the next pass. An answer proves the coordinator is there; deciding
+//!   alone then is how one participant commits while another aborts with no
+//!   partition at all.
+//! - No answer at all (connection refused, timeout, DNS failure:
+//!   [`ClientError::is_unreachable`](crate::ClientError::is_unreachable)):
 //!   `voted_yes` → **abort** (nobody can have committed: the coordinator
 //!   commits only after every pre-commit ack); `pre_committed` → **commit**
 //!   (everyone voted yes), or keep waiting with [`OnUnreachable::Wait`].
-//! - Any other error (a misconfigured coordinator URL) → keep waiting, and
-//!   log it: deciding alone needs a reason.
 //!
 //! Every decision is logged and stored in the row's `decided_by`
 //! (`coordinator` or `timeout_rule`). The commit-on-unreachable rule is
 //! what makes 3PC non-blocking, and what makes it diverge under a network
 //! partition (`docs/two-and-three-phase.md`): `decided_by = 'timeout_rule'`
 //! is how a checker finds those branches.
+//!
+//! # Choosing the timeouts
+//! Both timeouts must be longer than the time the coordinator may take to
+//! log its own decision: the transaction's `deadline_ms` (which bounds the
+//! votes *and* the pre-commit acks; past it the coordinator aborts), plus,
+//! if that coordinator crashed, the time another one needs to take its
+//! transactions over (the coordinator's `--lease-ms` plus
+//! `--claim-interval-ms`). A shorter timeout lets a pre-committed branch
+//! commit by its rule during a coordinator's restart while the coordinator
+//! then aborts at the deadline. [`CoordinatorTimings`] holds those three
+//! settings and [`ThreePhaseConfig::follows_rule`] checks a configuration
+//! against them.
+//!
+//! The defaults (90 s each) assume the coordinator's defaults: `deadline_ms`
+//! 60 000, `--lease-ms` 10 000 and `--claim-interval-ms` 2 000, i.e. more
+//! than 72 s, with margin for the clocks of the participant and the
+//! coordinator to differ. Raise them if you raise any of those.
 
 mod router;
+mod rule;
 mod store;
+mod timings;
 mod transition;
 mod watchdog;
 
+pub use rule::{CoordinatorReply, TimeoutVerdict, WaitReason, timeout_rule};
+pub use timings::CoordinatorTimings;
 pub use watchdog::{Watchdog, WatchdogAction, WatchdogOutcome};
 
 use crate::barrier::{BarrierDatabase, BarrierError};
@@ -154,11 +180,15 @@ pub enum OnUnreachable {
 #[non_exhaustive]
 pub struct ThreePhaseConfig {
     /// How long a `voted_yes` branch waits for `pre_commit` or `abort`
-    /// before it asks the coordinator (default 30 s). Choose it longer than
-    /// the coordinator's `deadline_ms`.
+    /// before it asks the coordinator, and then aborts if the coordinator
+    /// does not answer (default 90 s). Choose it longer than the
+    /// coordinator's `deadline_ms` plus its takeover time; see [Choosing
+    /// the timeouts](self#choosing-the-timeouts).
     pub uncertain_timeout: Duration,
     /// How long a `pre_committed` branch waits for `do_commit` or `abort`
-    /// before it asks the coordinator (default 30 s).
+    /// before it asks the coordinator, and then commits if the coordinator
+    /// does not answer (default 90 s). The same rule as
+    /// `uncertain_timeout`.
     pub precommit_timeout: Duration,
     /// What a pre-committed branch does when the coordinator cannot be
     /// reached (default [`OnUnreachable::Commit`]).
@@ -170,8 +200,11 @@ pub struct ThreePhaseConfig {
 impl Default for ThreePhaseConfig {
     fn default() -> Self {
         ThreePhaseConfig {
-            uncertain_timeout: Duration::from_secs(30),
-            precommit_timeout: Duration::from_secs(30),
+            // Longer than the coordinator's defaults allow it to take to
+            // decide (60 s deadline + 10 s lease + 2 s claim interval); see
+            // `CoordinatorTimings::default` and the module docs.
+            uncertain_timeout: Duration::from_secs(90),
+            precommit_timeout: Duration::from_secs(90),
             on_unreachable: OnUnreachable::Commit,
             check_interval: Duration::from_secs(5),
         }
@@ -205,6 +238,15 @@ impl ThreePhaseConfig {
     pub fn check_interval(mut self, interval: Duration) -> Self {
         self.check_interval = interval;
         self
+    }
+
+    /// Whether both timeouts are longer than a coordinator with these
+    /// settings may take to log its decision
+    /// ([`CoordinatorTimings::longest_decision_delay`]); see [Choosing the
+    /// timeouts](self#choosing-the-timeouts).
+    pub fn follows_rule(&self, coordinator: &CoordinatorTimings) -> bool {
+        let longest = coordinator.longest_decision_delay();
+        self.uncertain_timeout > longest && self.precommit_timeout > longest
     }
 }
 
@@ -249,8 +291,8 @@ impl BranchState {
 pub enum DecidedBy {
     /// The coordinator: by a call, or by its answer to the termination query.
     Coordinator,
-    /// The watchdog's timeout rule, because the coordinator could not be
-    /// reached.
+    /// The watchdog's timeout rule, because the coordinator gave no answer
+    /// at all.
     TimeoutRule,
     /// This participant: it refused `can_commit` or `pre_commit`.
     Participant,

@@ -37,7 +37,7 @@ const UPDATE: &str = "UPDATE dtx_three_phase SET state = $3, decided_by = $4, \
      payload = COALESCE(payload, $5), detail = $6, updated_at_ms = $7 \
      WHERE gid = $1 AND branch_id = $2";
 
-const STUCK: &str = "SELECT gid, branch_id FROM dtx_three_phase \
+const STUCK: &str = "SELECT gid, branch_id, updated_at_ms FROM dtx_three_phase \
      WHERE state = $1 AND updated_at_ms <= $2 ORDER BY updated_at_ms LIMIT $3";
 
 const SELECT: &str = "SELECT state, decided_by, payload, detail, updated_at_ms \
@@ -83,13 +83,14 @@ pub trait Store: Database {
         sql: &'static str,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
 
-    /// Up to `limit` (gid, branch) in `state` unchanged since `before_ms`.
+    /// Up to `limit` (gid, branch, updated_at_ms) in `state` unchanged since
+    /// `before_ms`, the longest waiting first.
     fn stuck<'a>(
         pool: &'a Pool<Self>,
         state: &'a str,
         before_ms: i64,
         limit: i64,
-    ) -> impl Future<Output = Result<Vec<(String, String)>, sqlx::Error>> + Send + 'a;
+    ) -> impl Future<Output = Result<Vec<(String, String, i64)>, sqlx::Error>> + Send + 'a;
 }
 
 macro_rules! store {
@@ -188,7 +189,8 @@ macro_rules! store {
                 state: &'a str,
                 before_ms: i64,
                 limit: i64,
-            ) -> impl Future<Output = Result<Vec<(String, String)>, sqlx::Error>> + Send + 'a {
+            ) -> impl Future<Output = Result<Vec<(String, String, i64)>, sqlx::Error>> + Send + 'a
+            {
                 async move {
                     sqlx::query_as(STUCK)
                         .bind(state)

@@ -1,16 +1,17 @@
 //! The 3PC watchdog: one pass ([`ThreePhase::tick`]) finds the branches
-//! that waited too long, asks the coordinator and applies its decision or
-//! the timeout rule; [`ThreePhase::spawn_watchdog`] runs passes on a timer.
+//! that waited too long, asks the coordinator and carries out what the pure
+//! [`timeout_rule`](super::timeout_rule) says; [`ThreePhase::spawn_watchdog`]
+//! runs passes on a timer.
 
+use super::rule::{CoordinatorReply, TimeoutVerdict, WaitReason, timeout_rule};
 use super::transition::{Step, ms_of};
 use super::{
-    BranchState, DecidedBy, OnUnreachable, ThreePhase, ThreePhaseBranch, ThreePhaseDatabase,
-    ThreePhaseError,
+    BranchState, DecidedBy, ThreePhase, ThreePhaseBranch, ThreePhaseDatabase, ThreePhaseError,
 };
 use crate::answer::BranchAnswer;
-use crate::client::{Decision, DecisionSource};
+use crate::client::{ClientError, DecisionSource};
 use crate::context::{BranchContext, BranchOp};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -102,15 +103,16 @@ impl<DB: ThreePhaseDatabase, B: ThreePhaseBranch<DB>> ThreePhase<DB, B> {
 
     /// One watchdog pass at time `now`: every branch unchanged in
     /// `voted_yes` since `now - uncertain_timeout`, or in `pre_committed`
-    /// since `now - precommit_timeout`, gets the coordinator's decision or
-    /// the timeout rule (see the [module documentation](super)). Tests
-    /// drive the clock through `now`.
+    /// since `now - precommit_timeout`, asks the coordinator and does what
+    /// [`timeout_rule`] says (see the [module
+    /// documentation](super)). Tests drive the clock through `now`.
     pub async fn tick<S: DecisionSource>(
         &self,
         source: &S,
         now: SystemTime,
     ) -> Result<Vec<WatchdogAction>, ThreePhaseError> {
         let config = &self.inner.config;
+        let now_ms = ms_of(now);
         let mut actions = Vec::new();
         for (state, timeout) in [
             (BranchState::VotedYes, config.uncertain_timeout),
@@ -118,8 +120,10 @@ impl<DB: ThreePhaseDatabase, B: ThreePhaseBranch<DB>> ThreePhase<DB, B> {
         ] {
             let before = ms_of(now.checked_sub(timeout).unwrap_or(SystemTime::UNIX_EPOCH));
             let stuck = DB::stuck(&self.inner.pool, state.as_str(), before, BATCH).await?;
-            for (gid, branch_id) in stuck {
-                let outcome = self.resolve(source, &gid, &branch_id, state).await;
+            for (gid, branch_id, updated_at_ms) in stuck {
+                let waited =
+                    Duration::from_millis(u64::try_from(now_ms - updated_at_ms).unwrap_or(0));
+                let outcome = self.resolve(source, &gid, &branch_id, state, waited).await;
                 actions.push(WatchdogAction {
                     gid,
                     branch_id,
@@ -137,29 +141,40 @@ impl<DB: ThreePhaseDatabase, B: ThreePhaseBranch<DB>> ThreePhase<DB, B> {
         gid: &str,
         branch_id: &str,
         from: BranchState,
+        waited: Duration,
     ) -> WatchdogOutcome {
-        let rule = self.inner.config.on_unreachable;
-        let (step, by) = match source.decision(gid).await {
-            Ok(answer) => match answer.decision {
-                Decision::Commit => (Step::ResolveCommit, DecidedBy::Coordinator),
-                Decision::Abort => (Step::Abort, DecidedBy::Coordinator),
-                Decision::Pending => {
-                    return WatchdogOutcome::Waiting("the coordinator has not decided".into());
-                }
-            },
-            Err(error) if error.is_unreachable() => match (from, rule) {
-                (BranchState::VotedYes, _) => (Step::Abort, DecidedBy::TimeoutRule),
-                (_, OnUnreachable::Commit) => (Step::ResolveCommit, DecidedBy::TimeoutRule),
-                (_, OnUnreachable::Wait) => {
-                    tracing::warn!(gid, branch = branch_id, %error,
-                        "3PC branch pre-committed and the coordinator is unreachable; waiting");
-                    return WatchdogOutcome::Waiting(format!("coordinator unreachable: {error}"));
-                }
-            },
-            Err(error) => {
-                tracing::error!(gid, branch = branch_id, %error,
-                    "3PC watchdog cannot ask the coordinator (not a network failure); waiting");
-                return WatchdogOutcome::Waiting(format!("cannot ask the coordinator: {error}"));
+        let answer = source.decision(gid).await;
+        let reply = CoordinatorReply::of(&answer);
+        let (step, by) = match timeout_rule(from, waited, &self.inner.config, reply) {
+            TimeoutVerdict::Commit(by) => (Step::ResolveCommit, by),
+            TimeoutVerdict::Abort(by) => (Step::Abort, by),
+            TimeoutVerdict::Wait(reason) => {
+                let why = match (&answer, reason) {
+                    (Ok(_), _) => "the coordinator has not decided".to_owned(),
+                    (Err(error), WaitReason::WaitRuleWhenUnreachable) => {
+                        tracing::warn!(gid, branch = branch_id, %error,
+                            "3PC branch pre-committed and the coordinator is unreachable; waiting");
+                        format!("coordinator unreachable: {error}")
+                    }
+                    (Err(error), WaitReason::CoordinatorUndecided) => {
+                        // 503 (its database is down), 425, 5xx: it is there
+                        // and will decide; anything else (404, a bad URL)
+                        // needs a person, so say it louder.
+                        if matches!(
+                            error,
+                            ClientError::Unavailable { .. } | ClientError::Unexpected { .. }
+                        ) {
+                            tracing::info!(gid, branch = branch_id, %error,
+                                "3PC branch in doubt: the coordinator answered without a decision; asking again later");
+                        } else {
+                            tracing::error!(gid, branch = branch_id, %error,
+                                "3PC watchdog cannot get a decision from the coordinator (not a network failure); waiting");
+                        }
+                        format!("the coordinator answered without a decision: {error}")
+                    }
+                    (Err(error), _) => format!("coordinator unreachable: {error}"),
+                };
+                return WatchdogOutcome::Waiting(why);
             }
         };
         let op = if step == Step::Abort {

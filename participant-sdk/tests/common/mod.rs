@@ -1,4 +1,5 @@
-//! A real `dtx serve` process for the client's end-to-end tests.
+//! A real `dtx serve` process for the client's end-to-end tests, and a
+//! proxy that loses requests on their way to it (`lossy_proxy`).
 //!
 //! `CARGO_BIN_EXE_dtx` exists only inside the coordinator's own package, and
 //! a dev-dependency on it would not build its binary. So the tests build it
@@ -7,6 +8,8 @@
 //! fresh, as it is after `cargo nextest run --workspace`), and start it from
 //! there.
 #![allow(dead_code)] // each test file uses its own subset
+
+pub mod lossy_proxy;
 
 use dtx_tests::process::DtxProcess;
 use std::path::PathBuf;
