@@ -33,6 +33,10 @@ pub struct FaultRates {
     pub redirect_3xx: f64,
     /// The coordinator's decision endpoint answers 503.
     pub decision_503: f64,
+    /// A driver's write fails as `Unavailable` (the engine retries it).
+    pub store_unavailable: f64,
+    /// A driver's write fails for good (the engine restarts the driver).
+    pub store_error: f64,
 }
 
 /// Where a node crashes.
@@ -161,6 +165,8 @@ impl Plan {
             still_working_425: rate(0.3),
             redirect_3xx: rate(0.2),
             decision_503: rate(1.0),
+            store_unavailable: rate(0.2),
+            store_error: rate(0.05),
         };
         let count = rng.random_range(1..=4);
         let txs = (0..count).map(|i| draw_tx(rng, i, heal_at)).collect();
@@ -172,7 +178,8 @@ impl Plan {
                     after: rng.random_bool(0.5),
                 }
             } else {
-                CrashTrigger::AtTime(ms(rng, 0..=heal_at.as_millis() as u64))
+                // While the transactions run (they start in the first 5 s).
+                CrashTrigger::AtTime(ms(rng, 0..=8_000))
             },
             restart: rng
                 .random_bool(0.7)
@@ -180,7 +187,7 @@ impl Plan {
         });
         let pause = (nodes == 2 && rng.random_bool(0.4)).then(|| PausePlan {
             node: rng.random_range(0..nodes),
-            at: ms(rng, 0..=heal_at.as_millis() as u64 / 2),
+            at: ms(rng, 0..=6_000),
             length: lease.mul_f64(rng.random_range(1.2..3.0)),
         });
         Plan {

@@ -20,6 +20,7 @@ use dtx_coordinator::store::{
     TransactionRecord, Update,
 };
 use dtx_protocol::{BranchSpec, Status};
+use rand::Rng;
 
 use super::invariants::Kind;
 use super::nodes::{NodeLife, WriteFate};
@@ -121,9 +122,15 @@ impl NodeStore {
     /// Runs one write: through the gate, then the crash point the plan drew
     /// for this node (before or after its k-th write), then the write.
     ///
-    /// The trace gets `what` and `summary` of the answer, never a whole
-    /// record: records carry Unix timestamps, which differ between runs.
-    async fn write<T, F, Fut>(&self, what: String, call: F, summary: impl FnOnce(&T) -> String) -> T
+    /// The trace gets `what` and `summary` of the answer (nothing when it
+    /// says `None`), never a whole record: records carry Unix timestamps,
+    /// which differ between runs.
+    async fn write<T, F, Fut>(
+        &self,
+        what: String,
+        call: F,
+        summary: impl FnOnce(&T) -> Option<String>,
+    ) -> T
     where
         T: Send + 'static,
         F: FnOnce(SqliteStore) -> Fut + Send + 'static,
@@ -135,11 +142,10 @@ impl NodeStore {
             self.crash(&format!("before its write {what}")).await;
         }
         let out = self.sim.store.run(call);
-        self.sim.trace(format!(
-            "{} write {what} -> {}",
-            self.life.name(),
-            summary(&out)
-        ));
+        if let Some(summary) = summary(&out) {
+            self.sim
+                .trace(format!("{} write {what} -> {summary}", self.life.name()));
+        }
         if fate == WriteFate::CrashAfter {
             self.crash(&format!("after its write {what}")).await;
         }
@@ -162,6 +168,28 @@ impl NodeStore {
         self.life.kill();
         std::future::pending::<()>().await;
         unreachable!("a dead node's store never answers")
+    }
+
+    /// A write error drawn at the seed's rates (before heal only); the
+    /// write is not applied.
+    fn injected_error(&self) -> Option<StoreError> {
+        if !self.sim.faults_on() {
+            return None;
+        }
+        let rates = &self.sim.rates;
+        let (unavailable, failed) = self.sim.draw(|rng| {
+            (
+                rng.random_bool(rates.store_unavailable),
+                rng.random_bool(rates.store_error),
+            )
+        });
+        if unavailable {
+            Some(StoreError::Unavailable("injected: connection lost".into()))
+        } else if failed {
+            Some(StoreError::Other("injected: the write failed".into()))
+        } else {
+            None
+        }
     }
 
     /// After an accepted update: a status only moves forward (a final one
@@ -202,15 +230,15 @@ impl Store for NodeStore {
         self.write(
             what,
             move |s| async move { s.create(new).await },
-            |out| match out {
-                Ok(Created::Inserted(fence)) => format!("inserted@{}", fence.epoch),
-                Ok(Created::Exists {
-                    same_request,
-                    existing,
-                }) => {
-                    format!("exists same_request={same_request} {}", existing.status)
-                }
-                Err(e) => format!("error: {e}"),
+            |out| {
+                Some(match out {
+                    Ok(Created::Inserted(fence)) => format!("inserted@{}", fence.epoch),
+                    Ok(Created::Exists {
+                        same_request,
+                        existing,
+                    }) => format!("exists same_request={same_request} {}", existing.status),
+                    Err(e) => format!("error: {e}"),
+                })
             },
         )
         .await
@@ -227,12 +255,22 @@ impl Store for NodeStore {
         self.write(
             what,
             move |s| async move { s.register_branch(&gid, spec, now_ms).await },
-            |out| format!("{out:?}"),
+            |out| Some(format!("{out:?}")),
         )
         .await
     }
 
     async fn update(&self, mut update: Update) -> Result<(), StoreError> {
+        self.life.gate().await;
+        if let Some(error) = self.injected_error() {
+            self.sim.trace(format!(
+                "{} write update {}@{} -> injected {error}",
+                self.life.name(),
+                update.fence.gid,
+                update.fence.epoch
+            ));
+            return Err(error);
+        }
         if self.sim.planted == Some(Planted::LostHistory) && update.status.is_some() {
             // The planted bug: the log drops the history of a status change.
             update.events.retain(|e| e.kind != "status");
@@ -253,7 +291,7 @@ impl Store for NodeStore {
             .write(
                 what,
                 move |s| async move { s.update(update).await },
-                |out| format!("{out:?}"),
+                |out| Some(format!("{out:?}")),
             )
             .await;
         if let (Ok(()), Some(to)) = (&out, status) {
@@ -289,10 +327,14 @@ impl Store for NodeStore {
         self.write(
             what,
             move |s| async move { s.take_over(&gid, &owner, now_ms, lease_expires_at_ms).await },
-            |out| match out {
-                Ok(Some((fence, record))) => format!("taken@{} {}", fence.epoch, record.status),
-                Ok(None) => "final already".into(),
-                Err(e) => format!("error: {e}"),
+            |out| {
+                Some(match out {
+                    Ok(Some((fence, record))) => {
+                        format!("taken@{} {}", fence.epoch, record.status)
+                    }
+                    Ok(None) => "final already".into(),
+                    Err(e) => format!("error: {e}"),
+                })
             },
         )
         .await
@@ -306,35 +348,27 @@ impl Store for NodeStore {
         limit: u32,
     ) -> Result<Vec<(Fence, TransactionRecord)>, StoreError> {
         let owner = owner.to_owned();
-        self.life.gate().await;
-        let fate = self.life.count_write();
-        if fate == WriteFate::CrashBefore {
-            self.crash("before its write claim_expired").await;
-        }
-        let out = self.sim.store.run(move |s| async move {
-            s.claim_expired(&owner, now_ms, lease_expires_at_ms, limit)
-                .await
-        });
-        // Claims run every interval and mostly find nothing: trace only
-        // what they took.
-        match &out {
-            Ok(claimed) if claimed.is_empty() => {}
-            Ok(claimed) => self.sim.trace(format!(
-                "{} write claim_expired -> {:?}",
-                self.life.name(),
-                claimed
-                    .iter()
-                    .map(|(f, r)| format!("{}@{} {}", f.gid, f.epoch, r.status))
-                    .collect::<Vec<_>>()
-            )),
-            Err(e) => self
-                .sim
-                .trace(format!("{} write claim_expired -> {e}", self.life.name())),
-        }
-        if fate == WriteFate::CrashAfter {
-            self.crash("after its write claim_expired").await;
-        }
-        out
+        self.write(
+            "claim_expired".into(),
+            move |s| async move {
+                s.claim_expired(&owner, now_ms, lease_expires_at_ms, limit)
+                    .await
+            },
+            // Claims run every interval and mostly find nothing: trace
+            // only what they took.
+            |out| match out {
+                Ok(claimed) if claimed.is_empty() => None,
+                Ok(claimed) => Some(format!(
+                    "{:?}",
+                    claimed
+                        .iter()
+                        .map(|(f, r)| format!("{}@{} {}", f.gid, f.epoch, r.status))
+                        .collect::<Vec<_>>()
+                )),
+                Err(e) => Some(format!("error: {e}")),
+            },
+        )
+        .await
     }
 
     async fn renew_leases(
@@ -352,7 +386,7 @@ impl Store for NodeStore {
         self.write(
             what,
             move |s| async move { s.renew_leases(&owner, &sorted, lease_expires_at_ms).await },
-            |out| format!("{out:?}"),
+            |out| Some(format!("{out:?}")),
         )
         .await
     }
@@ -362,7 +396,7 @@ impl Store for NodeStore {
         self.write(
             "release_leases".into(),
             move |s| async move { s.release_leases(&owner, now_ms).await },
-            |out| format!("{out:?}"),
+            |out| Some(format!("{out:?}")),
         )
         .await
     }
