@@ -23,8 +23,10 @@ use super::store::BlockingStore;
 use super::trace::Trace;
 
 /// Bugs planted on purpose, to prove the simulation finds what it claims
-/// to. The protocol core's own planted bugs are switches of `dtx-protocol`;
-/// these are the simulated world's.
+/// to. These are the simulated world's (its participants, network, store
+/// wrapper). A planted bug of the protocol core or the engine (a test-only
+/// switch there) gets a variant here too, which `run_seed` turns on for the
+/// run, and a `planted_<name>_is_found` test in `simulation.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Planted {
     /// The transport follows a 3xx as if it were a 2xx (defect 2's effect).
