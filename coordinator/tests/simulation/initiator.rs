@@ -47,7 +47,7 @@ pub async fn run(sim: Arc<Sim>, cluster: Arc<Cluster>, tx: TxPlan) {
         },
         owner: String::new(),
         now_ms: 0,
-        lease_expires_at_ms: 0,
+        lease: std::time::Duration::ZERO,
         deadline_at_ms: 0,
     };
     let registered = ask(&sim, &cluster, &tx.gid, "register", |engine: Engine| {
@@ -119,7 +119,12 @@ async fn tcc(sim: &Arc<Sim>, cluster: &Arc<Cluster>, tx: &TxPlan) {
     ask(sim, cluster, gid, "decide", |engine: Engine| {
         let gid = gid.clone();
         async move {
-            let status = engine.decide(&gid, commit).await?;
+            let verdict = if commit {
+                dtx_coordinator::engine::Verdict::Commit
+            } else {
+                dtx_coordinator::engine::Verdict::Abort
+            };
+            let status = engine.decide(&gid, verdict).await?;
             Ok(format!("commit={commit} -> {status}"))
         }
     })

@@ -264,6 +264,7 @@ fn draw_tx(rng: &mut StdRng, index: usize, heal_at: Duration) -> TxPlan {
                 max_ms: initial_ms * rng.random_range(2..=20),
                 multiplier: 2.0,
             },
+            poll_interval_ms: rng.random_range(100..=2_000),
             attention_after_ms: 60_000,
         },
         branches,

@@ -21,6 +21,7 @@ use dtx_coordinator::store::{
 };
 use dtx_protocol::{BranchSpec, Status};
 use rand::Rng;
+use std::time::Duration;
 
 use super::invariants::Kind;
 use super::nodes::{NodeLife, WriteFate};
@@ -73,8 +74,14 @@ impl BlockingStore {
         Fut: Future<Output = T>,
     {
         let (answer_tx, answer) = mpsc::channel();
+        // The store reads the coordinator's clock for leases; on its own
+        // thread that clock must read the simulation's instant, not the
+        // store runtime's.
+        let now_ms = dtx_coordinator::clock::now_ms();
         let job: Job = Box::new(move |runtime, store| {
-            let out = runtime.block_on(call(store.clone()));
+            let out = dtx_coordinator::clock::reading_as_of(now_ms, || {
+                runtime.block_on(call(store.clone()))
+            });
             let _ = answer_tx.send(out);
         });
         self.jobs
@@ -300,6 +307,22 @@ impl Store for NodeStore {
         out
     }
 
+    async fn set_attention(
+        &self,
+        fence: &Fence,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let what = format!("set_attention {}@{}", fence.gid, fence.epoch);
+        let (fence, reason) = (fence.clone(), reason.to_owned());
+        self.write(
+            what,
+            move |s| async move { s.set_attention(&fence, &reason, now_ms).await },
+            |out| Some(format!("{out:?}")),
+        )
+        .await
+    }
+
     async fn get(&self, gid: &str) -> Result<Option<TransactionRecord>, StoreError> {
         let gid = gid.to_owned();
         self.read(move |s| async move { s.get(&gid).await }).await
@@ -319,14 +342,13 @@ impl Store for NodeStore {
         &self,
         gid: &str,
         owner: &str,
-        now_ms: i64,
-        lease_expires_at_ms: i64,
+        lease: Duration,
     ) -> Result<Option<(Fence, TransactionRecord)>, StoreError> {
         let what = format!("take_over {gid}");
         let (gid, owner) = (gid.to_owned(), owner.to_owned());
         self.write(
             what,
-            move |s| async move { s.take_over(&gid, &owner, now_ms, lease_expires_at_ms).await },
+            move |s| async move { s.take_over(&gid, &owner, lease).await },
             |out| {
                 Some(match out {
                     Ok(Some((fence, record))) => {
@@ -343,17 +365,13 @@ impl Store for NodeStore {
     async fn claim_expired(
         &self,
         owner: &str,
-        now_ms: i64,
-        lease_expires_at_ms: i64,
+        lease: Duration,
         limit: u32,
     ) -> Result<Vec<(Fence, TransactionRecord)>, StoreError> {
         let owner = owner.to_owned();
         self.write(
             "claim_expired".into(),
-            move |s| async move {
-                s.claim_expired(&owner, now_ms, lease_expires_at_ms, limit)
-                    .await
-            },
+            move |s| async move { s.claim_expired(&owner, lease, limit).await },
             // Claims run every interval and mostly find nothing: trace
             // only what they took.
             |out| match out {
@@ -375,8 +393,8 @@ impl Store for NodeStore {
         &self,
         owner: &str,
         gids: &[String],
-        lease_expires_at_ms: i64,
-    ) -> Result<u64, StoreError> {
+        lease: Duration,
+    ) -> Result<Vec<String>, StoreError> {
         // The engine lists the gids it drives from a HashMap; sorted, the
         // trace does not depend on its iteration order.
         let mut sorted = gids.to_vec();
@@ -385,17 +403,17 @@ impl Store for NodeStore {
         let owner = owner.to_owned();
         self.write(
             what,
-            move |s| async move { s.renew_leases(&owner, &sorted, lease_expires_at_ms).await },
+            move |s| async move { s.renew_leases(&owner, &sorted, lease).await },
             |out| Some(format!("{out:?}")),
         )
         .await
     }
 
-    async fn release_leases(&self, owner: &str, now_ms: i64) -> Result<u64, StoreError> {
+    async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
         let owner = owner.to_owned();
         self.write(
             "release_leases".into(),
-            move |s| async move { s.release_leases(&owner, now_ms).await },
+            move |s| async move { s.release_leases(&owner).await },
             |out| Some(format!("{out:?}")),
         )
         .await
