@@ -5,6 +5,7 @@
 use super::*;
 use crate::state::BranchStatus as B;
 use crate::state::Status as S;
+use crate::step::AttentionReason;
 use crate::test_support::*;
 use crate::timing::Timing;
 use crate::wire::Op::{Abort, Action as Act, CanCommit, Compensate as Comp, Confirm, PreCommit};

@@ -17,6 +17,7 @@
 //! ```
 
 mod checks;
+mod events;
 mod explore;
 mod participants;
 mod rng;

@@ -8,11 +8,12 @@
 //! `checks` watch every step.
 
 use super::checks::Checks;
+use super::events::{Ev, Faults, Log, ReplyOrd};
 use super::participants::Participant;
 use super::rng::Rng;
 use crate::machine::Transaction;
 use crate::planted::Planted;
-use crate::state::{BranchStatus, Decision, Status};
+use crate::state::Decision;
 use crate::step::{Action, HistoryRecord, Input, Step, Verdict};
 use crate::timing::{Now, Timing};
 use crate::wire::{Mode, Op, Reply};
@@ -28,91 +29,6 @@ const LEASE_MS: i64 = 3_000;
 const PARTICIPANT_TIMEOUT_MS: i64 = 30_000;
 /// How long after healing every transaction must be final.
 const QUIESCENCE_BOUND_MS: i64 = 600_000;
-
-/// What may go wrong in one run, drawn from the seed.
-#[derive(Debug, Clone)]
-struct Faults {
-    lose_request: f64,
-    lose_reply: f64,
-    duplicate: f64,
-    unknown: f64,
-    still_working: f64,
-    slow: f64,
-    crash_at_step: f64,
-    /// 3PC: (participant, from, to) cut off from the coordinator.
-    partition: Option<(usize, i64, i64)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Ev {
-    /// A call reaches its participant; its answer comes back at `reply_at`
-    /// (or is lost).
-    Deliver {
-        branch: usize,
-        op: Op,
-        incarnation: u32,
-        reply_at: Option<i64>,
-    },
-    /// A call's outcome reaches the coordinator.
-    Outcome {
-        branch: usize,
-        op: Op,
-        reply: ReplyOrd,
-        incarnation: u32,
-    },
-    /// The coordinator asked to be woken.
-    Wake { incarnation: u32 },
-    /// The coordinator restarts from its log.
-    Recover,
-    /// A 3PC participant's timer.
-    ParticipantTimer { branch: usize },
-    /// The TCC initiator's Try reaches a participant; answered in time or not.
-    TryDelivered { branch: usize, answered: bool },
-    /// The TCC initiator has every Try answer it will get.
-    InitiatorDecides,
-    /// Faults stop.
-    Heal,
-}
-
-/// [`Reply`] with an order, for the event queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum ReplyOrd {
-    Success,
-    ReadOnly,
-    Refused,
-    StillWorking,
-    Unknown,
-}
-
-impl ReplyOrd {
-    fn of(r: Reply) -> ReplyOrd {
-        match r {
-            Reply::Success => ReplyOrd::Success,
-            Reply::ReadOnly => ReplyOrd::ReadOnly,
-            Reply::Refused => ReplyOrd::Refused,
-            Reply::StillWorking => ReplyOrd::StillWorking,
-            Reply::Unknown => ReplyOrd::Unknown,
-        }
-    }
-    fn reply(self) -> Reply {
-        match self {
-            ReplyOrd::Success => Reply::Success,
-            ReplyOrd::ReadOnly => Reply::ReadOnly,
-            ReplyOrd::Refused => Reply::Refused,
-            ReplyOrd::StillWorking => Reply::StillWorking,
-            ReplyOrd::Unknown => Reply::Unknown,
-        }
-    }
-}
-
-/// What the log holds: what the driver wrote, nothing more.
-#[derive(Debug, Clone)]
-pub(super) struct Log {
-    pub(super) status: Status,
-    pub(super) statuses: Vec<BranchStatus>,
-    pub(super) failing_since: Vec<Option<i64>>,
-    pub(super) flagged: bool,
-}
 
 /// The coordinator while it runs.
 struct Coordinator {

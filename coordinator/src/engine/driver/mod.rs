@@ -11,15 +11,14 @@
 //! retried for days holds one task, not one per attempt), and report back
 //! through the driver's mailbox.
 
-mod records;
+mod writes;
 
 use super::{Progress, Shared, now_ms};
-use crate::store::{BranchUpdate, Event, Fence, StoreError, TransactionRecord, Update};
+use crate::store::{Fence, StoreError, TransactionRecord};
 use crate::transport::{CallOutcome, CallRequest};
 use dtx_protocol::spec::saga_graph;
 use dtx_protocol::{
-    Action, BranchSpec, HistoryRecord, Input, Mode, Now, Op, Reply, Status, Step, Timing,
-    Transaction, Verdict,
+    Action, BranchSpec, Input, Mode, Now, Op, Reply, Status, Step, Timing, Transaction, Verdict,
 };
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -381,107 +380,6 @@ impl Driver {
             StoreError::Unavailable(_) => Stop::Shutdown,
             other => Stop::Failed(other.to_string()),
         }
-    }
-
-    /// Writes history, dirty branches and the flag in one fenced update,
-    /// retrying while the database is unavailable. Branch rows changed by an
-    /// answer that the core did not log (a retry in a failure run) wait for
-    /// the next write: they are for people, not for recovery.
-    async fn persist(
-        &mut self,
-        history: &[HistoryRecord],
-        expect_branch_count: Option<u32>,
-    ) -> Result<(), StoreError> {
-        if history.is_empty() {
-            return Ok(());
-        }
-        let written_at_ms = now_ms();
-        let events: Vec<Event> = history
-            .iter()
-            .map(|record| self.history_event(record, written_at_ms))
-            .collect();
-        for record in history {
-            match record {
-                HistoryRecord::Branch { branch, .. } | HistoryRecord::CallFailed { branch, .. } => {
-                    self.dirty.insert(*branch);
-                }
-                HistoryRecord::Attention { .. } => {
-                    let sentence = events
-                        .iter()
-                        .find(|e| e.kind == "attention")
-                        .map(|e| e.detail.clone());
-                    if self.attention.is_none() {
-                        tracing::warn!(
-                            gid = self.fence.gid,
-                            reason = sentence,
-                            "transaction needs an operator"
-                        );
-                        self.shared.metrics.flagged();
-                        self.attention = sentence;
-                    }
-                }
-                HistoryRecord::Status { .. } => {}
-            }
-        }
-        let flag_pending = self.attention.is_some() && !self.flag_written;
-        let statuses: Vec<_> = self.tx.branch_statuses().collect();
-        let failing_since: Vec<_> = self.tx.failing_since_ms().collect();
-        let branches = std::mem::take(&mut self.dirty)
-            .into_iter()
-            .map(|i| BranchUpdate {
-                index: i as u32,
-                status: statuses[i],
-                attempts: self.calls[i].attempts,
-                last_http_status: self.calls[i].last_http_status,
-                last_error: self.calls[i].last_error.clone(),
-                failing_since_ms: failing_since[i],
-            })
-            .collect();
-        let status = self.tx.status();
-        let update = Update {
-            fence: self.fence.clone(),
-            now_ms: written_at_ms,
-            status: (status != self.persisted_status).then_some(status),
-            expect_branch_count,
-            attention: if flag_pending {
-                self.attention.clone()
-            } else {
-                None
-            },
-            branches,
-            events,
-        };
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.shared.store.update(update.clone()).await {
-                Ok(()) => break,
-                Err(StoreError::Unavailable(e)) => {
-                    self.shared.metrics.store_retry();
-                    tracing::warn!(
-                        gid = self.fence.gid,
-                        error = %e,
-                        "database unavailable; retrying the write"
-                    );
-                    tokio::select! {
-                        biased;
-                        _ = self.shared.shutdown.cancelled() => return Err(StoreError::Unavailable(e)),
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        self.persisted_status = status;
-        self.flag_written |= flag_pending;
-        let finished = status
-            .is_final()
-            .then(|| Arc::new(self.written_record(written_at_ms)));
-        self.status_tx.send_replace(Progress { status, finished });
-        if status.is_final() {
-            self.shared.metrics.finished(self.mode, status);
-        }
-        Ok(())
     }
 
     /// Runs a read against the store, retrying while it is unavailable.
