@@ -415,3 +415,36 @@ async fn two_identical_registrations_racing_leave_one_driver_that_renewal_names(
     assert_eq!(record.status, Status::Committed, "{record:?}");
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_saga_whose_stored_graph_cannot_be_read_is_never_driven_and_is_flagged() {
+    // Registration validates the graph; a stored one that no longer forms a
+    // graph is corruption. The driver once read it as "no dependencies" and
+    // ran every action at once, `b` before the `a` it depends on.
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(FaultyStore::open(&dir, 0, 0).await, NEVER_EXPIRES);
+    let p = FakeParticipant::start().await;
+    let mut corrupt = saga("cyclic", &p);
+    corrupt.branches[0].depends_on = Some(vec!["b".into()]);
+    corrupt.branches[1].depends_on = Some(vec!["a".into()]);
+    engine.register(corrupt).await.unwrap();
+    // The driver stops loudly, its restarts back off, and after a few the
+    // transaction is flagged with the reason.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let record = loop {
+        let record = engine.store().get("cyclic").await.unwrap().unwrap();
+        if record.attention.is_some() || tokio::time::Instant::now() > deadline {
+            break record;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let reason = record.attention.as_deref().unwrap_or_default();
+    assert!(reason.contains("cannot be driven"), "{record:?}");
+    assert_eq!(record.status, Status::Running);
+    assert_eq!(
+        p.count("/a/action") + p.count("/b/action"),
+        0,
+        "no action ran"
+    );
+    engine.shutdown().await;
+}
