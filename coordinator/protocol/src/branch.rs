@@ -44,18 +44,16 @@ pub(crate) struct BranchState {
 }
 
 impl BranchState {
-    pub(crate) fn new(
-        status: BranchStatus,
-        depends_on: Vec<usize>,
-        failing_since_ms: Option<i64>,
-    ) -> BranchState {
+    /// A branch with no call under way and no failure run; a recovered
+    /// failure window is restored by `Transaction::with_attention_state`.
+    pub(crate) fn new(status: BranchStatus, depends_on: Vec<usize>) -> BranchState {
         BranchState {
             status,
             depends_on,
             call: CallState::Idle,
             counted_op: None,
             failures: 0,
-            failing_since_ms,
+            failing_since_ms: None,
             polling: false,
         }
     }

@@ -119,7 +119,7 @@ impl Transaction {
         let branches = statuses
             .into_iter()
             .zip(depends_on)
-            .map(|(status, depends_on)| BranchState::new(status, depends_on, None))
+            .map(|(status, depends_on)| BranchState::new(status, depends_on))
             .collect();
         Transaction {
             mode,
@@ -189,7 +189,7 @@ impl Transaction {
     pub fn add_branch(&mut self) -> Option<usize> {
         (self.mode == Mode::Tcc && self.status == Status::Open).then(|| {
             self.branches
-                .push(BranchState::new(BranchStatus::Pending, vec![], None));
+                .push(BranchState::new(BranchStatus::Pending, vec![]));
             self.branches.len() - 1
         })
     }

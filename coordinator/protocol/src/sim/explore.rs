@@ -103,16 +103,14 @@ impl Config {
 
     fn recovered(&self, s: &State) -> Transaction {
         let statuses = s.log_statuses.clone();
-        let mut tx = Transaction::recover_planted(
+        Transaction::recover_planted(
             self.mode,
             s.log_status,
             statuses,
             self.deps.clone(),
             self.planted.clone(),
         )
-        .with_timing(Config::timing());
-        tx.planted = self.planted.clone();
-        tx
+        .with_timing(Config::timing())
     }
 }
 

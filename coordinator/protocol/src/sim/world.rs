@@ -223,7 +223,7 @@ impl World {
 
     /// The transaction rebuilt from the log, as recovery builds it.
     pub(super) fn recovered(&self) -> Transaction {
-        let mut tx = Transaction::recover_planted(
+        Transaction::recover_planted(
             self.mode,
             self.log.status,
             self.log.statuses.clone(),
@@ -231,9 +231,7 @@ impl World {
             self.planted.clone(),
         )
         .with_timing(self.timing.clone())
-        .with_attention_state(self.log.flagged, &self.log.failing_since);
-        tx.planted = self.planted.clone();
-        tx
+        .with_attention_state(self.log.flagged, &self.log.failing_since)
     }
 
     fn schedule(&mut self, at: i64, ev: Ev) {
