@@ -1,6 +1,9 @@
 //! The fault-injection harness on real containers: each scenario of the CI
 //! selection (one per fault kind, every mode the samples offer) runs once
-//! with a fixed seed and must keep every rule.
+//! with a fixed seed and must keep every rule; each planted defect
+//! (`harness::plants`) must make the checker report exactly the rules it
+//! breaks; targeted runs kill a coordinator at named protocol points and
+//! reproduce 3PC's partition failure.
 //!
 //! A failing scenario is replayed with
 //! `cargo run -p dtx-tests --bin dtx-harness -- --scenarios NAME --seed SEED`.
@@ -9,7 +12,10 @@ use std::sync::OnceLock;
 
 use dtx_tests::harness::MODES;
 use dtx_tests::harness::binaries::Binaries;
+use std::collections::BTreeSet;
+
 use dtx_tests::harness::checker::ViolationKind;
+use dtx_tests::harness::plants::{self, Plant};
 use dtx_tests::harness::scenario::{self, ScenarioReport, Settings};
 use dtx_tests::harness::targeted;
 
@@ -34,7 +40,8 @@ async fn run(name: &str, seed: u64) -> ScenarioReport {
     report
 }
 
-/// Asserts a scenario kept every rule, did real work, and faulted.
+/// Asserts a scenario kept every rule, reached quiescence, faulted, and
+/// recovered: every mode had orders confirmed after the last fault ended.
 fn assert_kept_every_rule(report: &ScenarioReport) {
     assert!(
         report.violations.is_empty(),
@@ -53,17 +60,12 @@ fn assert_kept_every_rule(report: &ScenarioReport) {
         report.faults
     );
     assert!(!report.faults.is_empty(), "no fault was injected");
+    assert!(report.passed(), "the verdict disagrees with the checks above");
     for mode in MODES {
-        let committed = report
-            .transactions_by_mode
-            .get(*mode)
-            .and_then(|by_status| by_status.get("committed"))
-            .copied()
-            .unwrap_or(0);
         assert!(
-            committed > 0,
-            "no {mode} transaction committed: {:?}",
-            report.transactions_by_mode
+            report.confirmed_after_faults.get(*mode).copied().unwrap_or(0) > 0,
+            "no {mode} order was confirmed after the last fault ended: {:?}",
+            report.confirmed_after_faults
         );
     }
 }
@@ -87,21 +89,56 @@ scenario_tests! {
     slow_participant_keeps_every_rule => "slow-participant", 17;
 }
 
+/// Runs the services with `plant` and asserts the checker reported
+/// exactly the rules the plant breaks.
+async fn assert_reports_exactly(plant: Plant) {
+    let found = plants::run(binaries(), plant)
+        .await
+        .unwrap_or_else(|e| panic!("{plant:?}: {e:?}"));
+    let reported: BTreeSet<ViolationKind> = found.violations.iter().map(|v| v.kind).collect();
+    let expected: BTreeSet<ViolationKind> = plant.expects().iter().copied().collect();
+    assert_eq!(
+        reported, expected,
+        "{plant:?} (orders {:?}): {:#?}",
+        found.gids, found.violations
+    );
+    assert_eq!(found.quiescent, plant.quiesces(), "{plant:?}: quiescence");
+}
+
+macro_rules! plant_tests {
+    ($($test:ident => $plant:ident;)*) => {$(
+        #[tokio::test]
+        async fn $test() {
+            assert_reports_exactly(Plant::$plant).await;
+        }
+    )*};
+}
+
+plant_tests! {
+    checker_catches_a_participant_without_the_barrier => SkipBarrier;
+    checker_catches_a_sale_missing_from_the_ledger => UnrecordedSale;
+    checker_catches_a_compensation_without_its_action => CompensateWithoutAction;
+    checker_catches_a_confirm_without_its_try => ConfirmWithoutTry;
+    checker_catches_a_cancel_that_keeps_the_hold => CancelKeepsHold;
+    checker_catches_a_refused_confirm_and_the_missing_quiescence => RefuseConfirm;
+    checker_catches_a_2pc_rollback_that_commits => CommitAborted2pc;
+    checker_catches_a_2pc_branch_left_prepared => RollbackLeavesPrepared;
+    checker_catches_a_3pc_abort_that_sells_without_calling_it_the_partition_finding => AbortSells3pc;
+    checker_catches_an_answer_given_before_the_outcome => AnswerBeforeOutcome;
+    checker_catches_an_order_placed_under_another_gid => PlaceUnderNewGid;
+    checker_catches_orders_nobody_asked_for => DoubleInsert;
+    checker_catches_an_order_kept_after_its_saga_aborted => CompensationKeepsOrder;
+}
+
 #[tokio::test]
-async fn checker_catches_a_participant_without_the_barrier() {
-    let found = targeted::unprotected_participant(binaries())
+async fn checker_catches_reads_of_a_state_still_changing() {
+    let found = plants::unstable_reads(binaries())
         .await
         .expect("the run completes");
-    for gid in &found.gids {
-        assert!(
-            found
-                .violations
-                .iter()
-                .any(|v| v.kind == ViolationKind::AppliedTwice && v.gid.as_ref() == Some(gid)),
-            "order {gid}'s double application was not reported: {:#?}",
-            found.violations
-        );
-    }
+    assert_eq!(
+        found.map(|v| v.kind),
+        Some(ViolationKind::UnstableObservation)
+    );
 }
 
 #[tokio::test]
@@ -137,6 +174,7 @@ async fn assert_survives_coordinator_kill_at(point: targeted::ProtocolPoint) {
         found.gids,
         found.violations
     );
+    assert!(found.quiescent, "{point:?}: not quiescent");
 }
 
 #[tokio::test]

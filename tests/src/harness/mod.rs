@@ -14,7 +14,9 @@
 //! - [`checker`]: the rules every run must keep, over what was read back.
 //! - [`scenario`]: the named scenarios and the run of one.
 //! - [`targeted`]: deterministic runs at named protocol points (the 3PC
-//!   partition divergence, a participant without the barrier).
+//!   partition divergence, a coordinator killed mid-protocol).
+//! - [`plants`]: runs against services with a planted defect, one per
+//!   checker rule, proving that each rule fires on real data.
 //! - [`report`]: `report.json` and `report.html`.
 //!
 //! `src/bin/dtx-harness.rs` is the command line; `tests/tests/harness.rs`
@@ -28,6 +30,7 @@ pub mod checker;
 pub mod cluster;
 pub mod nemesis;
 pub mod observe;
+pub mod plants;
 pub mod report;
 pub mod scenario;
 pub mod targeted;

@@ -51,11 +51,13 @@ impl FaultKind {
     /// The nodes this kind can hit.
     fn targets(self) -> &'static [Node] {
         match self {
-            FaultKind::KillCoordinator | FaultKind::PartitionCoordinator => {
-                &[Node::Coordinator1, Node::Coordinator2]
-            }
-            // The order service talks to c1: pausing c1 hits live work.
-            FaultKind::PauseCoordinator => &[Node::Coordinator1],
+            // The clients (the order service, the inventory's recovery)
+            // know c1 only: a fault on c2 would hit only the work c2 took
+            // over and say little. Until clients know several coordinators,
+            // coordinator faults strike c1.
+            FaultKind::KillCoordinator
+            | FaultKind::PartitionCoordinator
+            | FaultKind::PauseCoordinator => &[Node::Coordinator1],
             FaultKind::KillParticipant | FaultKind::PartitionParticipant => {
                 &[Node::Inventory, Node::Orders]
             }
@@ -226,13 +228,19 @@ async fn slow_down(
     ];
     for path in paths {
         let body = serde_json::json!({"path": path, "kind": "slow", "count": 3, "delay_ms": DELAY.as_millis() as u64});
-        cluster
+        let answer = cluster
             .http()
             .post(format!("{}/faults", cluster.url(node)))
             .json(&body)
             .send()
             .await
             .map_err(|e| format!("arm a slow fault on {node}{path}: {e}"))?;
+        if !answer.status().is_success() {
+            return Err(format!(
+                "arm a slow fault on {node}{path}: HTTP {}",
+                answer.status()
+            ));
+        }
     }
     tokio::time::sleep(hold).await;
     Ok(Some(format!(

@@ -1,7 +1,11 @@
-//! Reading the truth back from a cluster for the checker: the inventory's
-//! products and ledger, the order service's orders, and every transaction in
-//! the coordinators' log (through their HTTP APIs), and waiting until
-//! nothing is left to settle.
+//! Reading the truth back from a cluster for the checker, passively: the
+//! inventory's products and ledger and the order service's orders through
+//! their read-only `GET` views, every transaction in the coordinators' log
+//! through its API, and what only the inventory's database shows (prepared
+//! transactions, 3PC branch records) through SELECTs. Nothing here changes
+//! anything, so the harness cannot repair what it observes; the final state
+//! is read twice, apart, and the checker compares the reads. Also: waiting
+//! until nothing is left to settle.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -9,8 +13,13 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::checker::{LedgerRow, Observed, OrderRow, Product, TransactionRow};
+use sqlx::{Connection, PgConnection};
+
+use super::checker::{
+    LedgerRow, Observed, OrderRow, PreparedBranch, Product, ThreePhaseRecord, TransactionRow,
+};
 use super::cluster::{Cluster, Node};
+use super::workload::Attempt;
 use crate::error::TestSupportError;
 
 /// GETs `path` of `node` and parses the JSON answer.
@@ -60,6 +69,7 @@ pub async fn transactions(
                 gid: t["gid"].as_str().unwrap_or_default().to_owned(),
                 mode: t["mode"].as_str().unwrap_or_default().to_owned(),
                 status: t["status"].as_str().unwrap_or_default().to_owned(),
+                attention: t["attention"].as_str().map(str::to_owned),
                 branches: BTreeMap::new(),
             });
         }
@@ -88,20 +98,107 @@ pub async fn transactions(
     Ok(rows)
 }
 
-/// Reads everything the checker needs. `seeded` is what the scenario put
-/// into the inventory before it began.
-pub async fn observe(
+/// What only the inventory's database shows: the transactions PostgreSQL
+/// holds prepared (mapped to their branches through the XA helper's table)
+/// and the 3PC helper's branch records. Read with SELECTs on a connection
+/// of the harness's own.
+async fn inventory_records(
     cluster: &Cluster,
-    seeded: BTreeMap<String, i64>,
+) -> Result<(Vec<PreparedBranch>, Vec<ThreePhaseRecord>), TestSupportError> {
+    let failed = |what: &str, e: sqlx::Error| {
+        TestSupportError::database(format!("read {what} from the inventory's database"), e)
+    };
+    let mut db = PgConnection::connect(&cluster.postgres_url("inventory"))
+        .await
+        .map_err(|e| failed("a connection", e))?;
+    let prepared: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT p.gid, b.gid, b.branch_id FROM pg_prepared_xacts p \
+         LEFT JOIN dtx_xa_branch b ON b.xid = p.gid \
+         WHERE p.database = current_database() ORDER BY p.gid",
+    )
+    .fetch_all(&mut db)
+    .await
+    .map_err(|e| failed("prepared transactions", e))?;
+    let three_phase: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT gid, branch_id, state, decided_by FROM dtx_three_phase ORDER BY gid, branch_id",
+    )
+    .fetch_all(&mut db)
+    .await
+    .map_err(|e| failed("3PC records", e))?;
+    let _ = db.close().await;
+    Ok((
+        prepared
+            .into_iter()
+            .map(|(xid, gid, branch)| PreparedBranch { xid, gid, branch })
+            .collect(),
+        three_phase
+            .into_iter()
+            .map(|(gid, branch, state, decided_by)| ThreePhaseRecord {
+                gid,
+                branch,
+                state,
+                decided_by,
+            })
+            .collect(),
+    ))
+}
+
+/// The first coordinator that answers: a run may end with either one down
+/// (a targeted run that killed it, say); both read the same log.
+async fn any_coordinator(cluster: &Cluster) -> Node {
+    for node in [Node::Coordinator1, Node::Coordinator2] {
+        if get::<Value>(cluster, node, "/readyz").await.is_ok() {
+            return node;
+        }
+    }
+    Node::Coordinator1
+}
+
+/// Reads everything the checker needs once. `seeded` is what the scenario
+/// put into the inventory before it began; `attempts` what its clients were
+/// told; `quiescent` whether the run reached quiescence.
+pub async fn observe_once(
+    cluster: &Cluster,
+    seeded: &BTreeMap<String, i64>,
+    attempts: &[Attempt],
+    quiescent: bool,
 ) -> Result<Observed, TestSupportError> {
+    let coordinator = any_coordinator(cluster).await;
+    // Orders and transactions first, the inventory after: whatever the
+    // order service settled is then already visible on the inventory.
+    let orders = get::<Vec<OrderRow>>(cluster, Node::Orders, "/orders").await?;
+    let transactions = transactions(cluster, coordinator, true).await?;
+    let (prepared, three_phase) = inventory_records(cluster).await?;
     Ok(Observed {
-        seeded,
+        seeded: seeded.clone(),
+        quiescent,
+        attempts: attempts.to_vec(),
         products: get::<Vec<Product>>(cluster, Node::Inventory, "/products").await?,
         ledger: get::<Vec<LedgerRow>>(cluster, Node::Inventory, "/ledger").await?,
-        // GET /orders also asks the coordinator about unsettled orders.
-        orders: get::<Vec<OrderRow>>(cluster, Node::Orders, "/orders").await?,
-        transactions: transactions(cluster, Node::Coordinator1, true).await?,
+        orders,
+        transactions,
+        prepared,
+        three_phase,
     })
+}
+
+/// How far apart the two final reads are.
+pub const READ_GAP: Duration = Duration::from_secs(2);
+
+/// Reads the final state twice, [`READ_GAP`] apart; answers both reads.
+/// The checker judges the second and compares it with the first: only a
+/// state that holds still is a verdict about the system rather than about
+/// the moment it was read.
+pub async fn observe(
+    cluster: &Cluster,
+    seeded: &BTreeMap<String, i64>,
+    attempts: &[Attempt],
+    quiescent: bool,
+) -> Result<(Observed, Observed), TestSupportError> {
+    let first = observe_once(cluster, seeded, attempts, quiescent).await?;
+    tokio::time::sleep(READ_GAP).await;
+    let second = observe_once(cluster, seeded, attempts, quiescent).await?;
+    Ok((first, second))
 }
 
 /// Waits until every transaction is final and every order settled, or
@@ -111,7 +208,7 @@ pub async fn wait_for_quiescence(cluster: &Cluster, bound: Duration) -> Option<D
     let started = Instant::now();
     while started.elapsed() < bound {
         let settled = async {
-            let txs = transactions(cluster, Node::Coordinator1, false)
+            let txs = transactions(cluster, any_coordinator(cluster).await, false)
                 .await
                 .ok()?;
             let orders: Vec<OrderRow> = get(cluster, Node::Orders, "/orders").await.ok()?;

@@ -1,7 +1,10 @@
 //! Scenarios: which faults hit a fresh cluster while the workload runs, and
 //! the run of one from start to verdict: start the cluster, seed stock,
-//! run workload and nemesis together, stop the workload, heal, wait for
-//! quiescence within a bound, read everything back and check it.
+//! run workload and nemesis together (the workload goes on for a while
+//! after the last fault ends, so that recovery shows as progress), stop the
+//! workload, heal, wait for quiescence within a bound, read everything back
+//! twice and check it. A run passes only if it kept every rule, reached
+//! quiescence, and carried out every fault.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -14,7 +17,7 @@ use super::checker::{self, Violation, ViolationKind};
 use super::cluster::{Cluster, ClusterOptions, Node};
 use super::nemesis::{self, AppliedFault, FaultKind};
 use super::observe;
-use super::workload::{self, Attempt, WorkloadConfig};
+use super::workload::{self, Attempt, Told, WorkloadConfig};
 use crate::error::TestSupportError;
 
 /// A named set of faults.
@@ -83,14 +86,18 @@ pub fn find(name: &str) -> Option<Scenario> {
 pub struct Settings {
     /// The workload.
     pub workload: WorkloadConfig,
-    /// How long the workload runs (faults fall in its first 60%).
+    /// How long the workload runs at least (faults fall in its first 60%).
     pub window: Duration,
+    /// How long the workload goes on after the last fault ended, at least.
+    pub tail: Duration,
     /// How many times each fault kind of the scenario strikes.
     pub per_kind: usize,
     /// How long after heal every transaction must be final.
     pub quiescence_bound: Duration,
-    /// Units of the product seeded before the run.
+    /// Units of the plentiful product seeded before the run.
     pub stock: i64,
+    /// Units of the scarce product seeded before the run.
+    pub scarce_stock: i64,
 }
 
 impl Settings {
@@ -101,16 +108,24 @@ impl Settings {
                 clients: 4,
                 modes: modes.iter().map(|m| (*m).to_owned()).collect(),
                 sku: "widget".into(),
+                scarce_every: 5,
+                scarce_sku: "gadget".into(),
                 max_qty: 3,
                 request_timeout: Duration::from_secs(15),
             },
             window: Duration::from_secs(20),
-            per_kind: 1,
+            tail: Duration::from_secs(5),
+            // Twice: a fault that strikes once may hit a quiet moment, and
+            // the second strike hits a system recovering from the first.
+            per_kind: 2,
             quiescence_bound: Duration::from_secs(90),
-            // About 500 orders of 2 units on average are placed in 20 s:
-            // most are confirmed, and the last ones are refused for stock,
-            // which exercises compensation and cancel too.
-            stock: 800,
+            // About 600 orders of 2 units on average are placed in a run:
+            // widgets never run out, so orders succeed until the end;
+            // gadgets (one order in five) run out within seconds, and the
+            // orders refused for them exercise compensation, cancel and
+            // rollback in every mode.
+            stock: 100_000,
+            scarce_stock: 40,
         }
     }
 }
@@ -128,6 +143,9 @@ pub struct ScenarioReport {
     pub faults: Vec<AppliedFault>,
     /// Order attempts per mode and what the client was told.
     pub attempts_by_mode: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Per mode, orders confirmed to their clients after the last fault
+    /// ended: the system recovered, not just survived.
+    pub confirmed_after_faults: BTreeMap<String, usize>,
     /// Transactions per mode and final status, from the coordinators' log.
     pub transactions_by_mode: BTreeMap<String, BTreeMap<String, usize>>,
     /// Broken rules the scenario did not expect.
@@ -150,9 +168,12 @@ pub struct ScenarioReport {
 }
 
 impl ScenarioReport {
-    /// Whether the run kept every rule it had to keep.
+    /// Whether the run kept every rule it had to keep, reached quiescence,
+    /// and carried out every fault it planned.
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
+            && self.quiescence_ms.is_some()
+            && self.faults.iter().all(|f| f.error.is_none())
     }
 }
 
@@ -172,8 +193,13 @@ pub async fn run(
         &ClusterOptions::default(),
     )
     .await?;
-    let sku = settings.workload.sku.clone();
-    observe::seed(&cluster, &sku, settings.stock).await?;
+    let seeded = BTreeMap::from([
+        (settings.workload.sku.clone(), settings.stock),
+        (settings.workload.scarce_sku.clone(), settings.scarce_stock),
+    ]);
+    for (sku, units) in &seeded {
+        observe::seed(&cluster, sku, *units).await?;
+    }
     let plan = nemesis::schedule(seed, scenario.faults, settings.per_kind, settings.window);
     progress("workload and faults");
     let started = Instant::now();
@@ -187,7 +213,13 @@ pub async fn run(
         stop_rx,
     ));
     let (faults, ()) = tokio::join!(
-        nemesis::run(&cluster, plan, started),
+        async {
+            let faults = nemesis::run(&cluster, plan, started).await;
+            // Recovery must show as progress: keep the clients going a
+            // while after the last fault ended.
+            tokio::time::sleep(settings.tail).await;
+            faults
+        },
         tokio::time::sleep(settings.window)
     );
     let _ = stop_tx.send(true);
@@ -196,15 +228,25 @@ pub async fn run(
     nemesis::heal(&cluster).await;
     let quiescence = observe::wait_for_quiescence(&cluster, settings.quiescence_bound).await;
     progress("checking");
-    let observed = observe::observe(&cluster, BTreeMap::from([(sku, settings.stock)])).await?;
+    let (first, observed) =
+        observe::observe(&cluster, &seeded, &attempts, quiescence.is_some()).await?;
     let (findings, violations): (Vec<Violation>, Vec<Violation>) = checker::check(&observed)
         .into_iter()
+        .chain(checker::compare_reads(&first, &observed))
         .partition(|v| scenario.expects.contains(&v.kind));
-    let (evidence, logs) = if violations.is_empty() {
+    let (evidence, logs) = if violations.is_empty() && quiescence.is_some() {
         Default::default()
     } else {
         gather_evidence(&cluster, &violations).await
     };
+    let last_fault_end = faults.iter().map(|f| f.ended_ms).max().unwrap_or(0);
+    let confirmed_after_faults = attempts
+        .iter()
+        .filter(|a| a.at_ms > last_fault_end && a.told == Told::Settled("confirmed".into()))
+        .fold(BTreeMap::new(), |mut by_mode, a| {
+            *by_mode.entry(a.mode.clone()).or_insert(0) += 1;
+            by_mode
+        });
     Ok(ScenarioReport {
         scenario: scenario.name.to_owned(),
         seed,
@@ -221,6 +263,7 @@ pub async fn run(
                 .iter()
                 .map(|t| (t.mode.clone(), t.status.clone())),
         ),
+        confirmed_after_faults,
         violations,
         findings,
         quiescence_ms: quiescence.map(|d| d.as_millis() as u64),

@@ -1,23 +1,25 @@
 //! Targeted runs: instead of faults drawn from a seed, one fault placed at a
-//! named protocol point, deterministically.
+//! named protocol point, deterministically. Each run records what its
+//! client was told, waits for quiescence within a bound, reads the final
+//! state twice and checks it, like a scenario.
 //!
 //! - [`three_pc_partition`]: the inventory pre-commits a 3PC branch, its
 //!   acknowledgement never arrives, and it is cut off the coordinators
-//!   (but not its database); the
-//!   coordinator reaches the deadline and aborts, while the inventory's
-//!   timeout rule, unable to ask the coordinator, commits. The checker must
-//!   report `three_pc_partition_divergence` for that gid.
-//! - [`unprotected_participant`]: the inventory runs without the SDK
-//!   barrier (`--unsafe-skip-barrier`) and loses its first answers after
-//!   doing the work, so the retries apply the work again. The checker must
-//!   report `applied_twice`. A check that could not fail would pass here.
+//!   (but not its database); the coordinator reaches the deadline and
+//!   aborts, while the inventory's timeout rule, unable to ask the
+//!   coordinator, commits. The checker must report
+//!   `three_pc_partition_divergence` for that gid, on the evidence of the
+//!   inventory's own record that its timeout rule decided.
 //! - [`coordinator_killed_at`]: kill -9 of the coordinator the order service
 //!   uses at a named [`ProtocolPoint`] (after the 2PC decision and before
 //!   phase two, between a TCC Try and its Confirm, during a saga's
 //!   compensation), while the inventory holds that point open with a slow
 //!   answer. The other coordinator takes over; nothing may be violated.
+//!
+//! Runs against deliberately broken services are in [`super::plants`].
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -26,6 +28,7 @@ use super::binaries::Binaries;
 use super::checker::{self, Violation};
 use super::cluster::{Cluster, ClusterOptions, Node};
 use super::observe;
+use super::workload::{self, Attempt};
 use crate::error::TestSupportError;
 
 /// What a targeted run found.
@@ -33,62 +36,164 @@ use crate::error::TestSupportError;
 pub struct Targeted {
     /// The orders (= gids) it placed.
     pub gids: Vec<String>,
-    /// Every violation the checker reported.
+    /// Every violation the checker reported, the comparison of the two
+    /// final reads included.
     pub violations: Vec<Violation>,
+    /// Whether everything was final within the run's bound.
+    pub quiescent: bool,
 }
 
-const SKU: &str = "widget";
-const STOCK: i64 = 100;
+/// The product targeted runs order.
+pub const SKU: &str = "widget";
+/// Units of it seeded.
+pub const STOCK: i64 = 100;
 
-/// `POST /faults` on the inventory: the next `count` calls of `path` fail
-/// as `kind` says (`fail`, `fail_after`, `slow`).
-async fn arm(
-    cluster: &Cluster,
-    path: &str,
-    kind: &str,
-    count: u32,
-) -> Result<(), TestSupportError> {
-    let body = json!({"path": path, "kind": kind, "count": count});
-    let url = format!("{}/faults", cluster.url(Node::Inventory));
-    match cluster.http().post(url).json(&body).send().await {
-        Ok(r) if r.status().is_success() => Ok(()),
-        other => Err(TestSupportError::Service {
-            what: format!("arm {kind} on the inventory's {path}"),
-            why: format!("{other:?}"),
-        }),
+/// A cluster for one targeted run, with the record of every order attempt
+/// and what its client was told (the checker's closed world needs it).
+pub struct TargetedRun {
+    /// The cluster.
+    pub cluster: Cluster,
+    attempts: Arc<Mutex<Vec<Attempt>>>,
+    started: Instant,
+}
+
+impl TargetedRun {
+    /// Starts a cluster with `options` and seeds [`STOCK`] units of [`SKU`].
+    pub async fn start(
+        binaries: &Binaries,
+        name: &str,
+        options: &ClusterOptions,
+    ) -> Result<TargetedRun, TestSupportError> {
+        let cluster = Cluster::start(binaries, name, options).await?;
+        observe::seed(&cluster, SKU, STOCK).await?;
+        Ok(TargetedRun {
+            cluster,
+            attempts: Arc::default(),
+            started: Instant::now(),
+        })
     }
-}
 
-/// Places one order and answers its id (the order service answers once the
-/// order settles, or with 202 when it does not in time).
-async fn place(cluster: &Cluster, mode: &str, qty: i64) -> Result<String, TestSupportError> {
-    let url = format!("{}/orders", cluster.url(Node::Orders));
-    let failed = |why: String| TestSupportError::Service {
-        what: format!("POST /orders ({mode})"),
-        why,
-    };
-    let response = cluster
-        .http()
-        .post(url)
-        .timeout(Duration::from_secs(60))
-        .json(&json!({"sku": SKU, "qty": qty, "mode": mode}))
-        .send()
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    let body: Value = response.json().await.map_err(|e| failed(e.to_string()))?;
-    body["id"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| failed(format!("no order id in {body}")))
-}
+    /// `POST /faults` on the inventory: the next `count` calls of `path`
+    /// fail as `kind` says (`fail`, `fail_after`, `slow` with `delay_ms`).
+    /// The inventory must accept it.
+    pub async fn arm(
+        &self,
+        path: &str,
+        kind: &str,
+        count: u32,
+        delay_ms: u64,
+    ) -> Result<(), TestSupportError> {
+        let body = json!({"path": path, "kind": kind, "count": count, "delay_ms": delay_ms});
+        let url = format!("{}/faults", self.cluster.url(Node::Inventory));
+        match self.cluster.http().post(url).json(&body).send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            other => Err(TestSupportError::Service {
+                what: format!("arm {kind} on the inventory's {path}"),
+                why: format!("{other:?}"),
+            }),
+        }
+    }
 
-/// Reads everything back and checks it.
-async fn verdict(cluster: &Cluster, gids: Vec<String>) -> Result<Targeted, TestSupportError> {
-    let observed = observe::observe(cluster, BTreeMap::from([(SKU.to_owned(), STOCK)])).await?;
-    Ok(Targeted {
-        gids,
-        violations: checker::check(&observed),
-    })
+    /// Places one order in the background and records what its client is
+    /// told; the task answers the order id, when the answer carried one.
+    pub fn place_in_background(
+        &self,
+        mode: &str,
+        qty: i64,
+    ) -> tokio::task::JoinHandle<Option<String>> {
+        let (http, url) = (self.cluster.http().clone(), self.cluster.url(Node::Orders));
+        let (attempts, started, mode) = (self.attempts.clone(), self.started, mode.to_owned());
+        tokio::spawn(async move {
+            let answer = http
+                .post(format!("{url}/orders"))
+                .timeout(Duration::from_secs(60))
+                .json(&json!({"sku": SKU, "qty": qty, "mode": mode}))
+                .send()
+                .await;
+            let (told, order) = workload::read_answer(answer).await;
+            attempts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Attempt {
+                    at_ms: started.elapsed().as_millis() as u64,
+                    mode,
+                    order: order.clone(),
+                    told,
+                });
+            order
+        })
+    }
+
+    /// Places one order, waits for the answer and answers its id; an
+    /// answer without one is an error.
+    pub async fn place(&self, mode: &str, qty: i64) -> Result<String, TestSupportError> {
+        let order = self.place_in_background(mode, qty).await.ok().flatten();
+        order.ok_or_else(|| TestSupportError::Service {
+            what: format!("POST /orders ({mode}, {qty} unit(s))"),
+            why: format!("no order id in the answer: {:?}", self.attempts().last()),
+        })
+    }
+
+    /// What clients were told so far.
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.attempts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits for quiescence within `bound`, reads everything back twice and
+    /// checks it.
+    pub async fn verdict(
+        &self,
+        gids: Vec<String>,
+        bound: Duration,
+    ) -> Result<Targeted, TestSupportError> {
+        let quiescent = observe::wait_for_quiescence(&self.cluster, bound)
+            .await
+            .is_some();
+        let seeded = BTreeMap::from([(SKU.to_owned(), STOCK)]);
+        let (first, second) =
+            observe::observe(&self.cluster, &seeded, &self.attempts(), quiescent).await?;
+        Ok(Targeted {
+            gids,
+            violations: checker::check(&second)
+                .into_iter()
+                .chain(checker::compare_reads(&first, &second))
+                .collect(),
+            quiescent,
+        })
+    }
+
+    /// Polls `probe` every 50 ms until it answers `Some`, for at most
+    /// `bound`; `what` names the awaited condition in the error.
+    pub async fn until<T, F: Future<Output = Option<T>>>(
+        &self,
+        what: &str,
+        bound: Duration,
+        mut probe: impl FnMut() -> F,
+    ) -> Result<T, TestSupportError> {
+        let started = Instant::now();
+        loop {
+            if let Some(found) = probe().await {
+                return Ok(found);
+            }
+            if started.elapsed() > bound {
+                return Err(TestSupportError::Service {
+                    what: what.to_owned(),
+                    why: format!("not within {bound:?}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The transaction `gid` as `coordinator` shows it.
+    pub async fn transaction(&self, coordinator: Node, gid: &str) -> Option<Value> {
+        let url = format!("{}/v1/transactions/{gid}", self.cluster.url(coordinator));
+        let answer = self.cluster.http().get(url).send().await.ok()?;
+        answer.json().await.ok()
+    }
 }
 
 /// What the SDK's 3PC watchdog logs when it decides a branch alone.
@@ -102,101 +207,55 @@ pub async fn three_pc_partition(binaries: &Binaries) -> Result<Targeted, TestSup
         orders_args: vec!["--deadline-ms".into(), "5000".into()],
         ..ClusterOptions::default()
     };
-    let cluster = Cluster::start(binaries, "3pc-partition", &options).await?;
-    observe::seed(&cluster, SKU, STOCK).await?;
+    let run = TargetedRun::start(binaries, "3pc-partition", &options).await?;
     // The inventory pre-commits, but every answer to PreCommit is lost.
-    arm(&cluster, "/3pc/pre_commit", "fail_after", 1000).await?;
-    let placing = {
-        let (http, url) = (cluster.http().clone(), cluster.url(Node::Orders));
-        tokio::spawn(async move {
-            http.post(format!("{url}/orders"))
-                .timeout(Duration::from_secs(60))
-                .json(&json!({"sku": SKU, "qty": 2, "mode": "3pc"}))
+    run.arm("/3pc/pre_commit", "fail_after", 1000, 0).await?;
+    let placing = run.place_in_background("3pc", 2);
+    // Wait for the inventory's pre-commit, then cut it off at once.
+    let gid = run
+        .until("the inventory's pre-commit", Duration::from_secs(30), || async {
+            let ledger: Vec<checker::LedgerRow> = run
+                .cluster
+                .http()
+                .get(format!("{}/ledger", run.cluster.url(Node::Inventory)))
                 .send()
                 .await
                 .ok()?
-                .json::<Value>()
+                .json()
                 .await
-                .ok()
+                .ok()?;
+            ledger
+                .into_iter()
+                .find(|r| r.op == "pre_commit")
+                .map(|r| r.gid)
         })
-    };
-    // Wait for the inventory's pre-commit, then cut it off at once.
-    let started = Instant::now();
-    let gid = loop {
-        let ledger: Vec<checker::LedgerRow> = cluster
-            .http()
-            .get(format!("{}/ledger", cluster.url(Node::Inventory)))
-            .send()
-            .await
-            .map_err(|e| TestSupportError::Service {
-                what: "GET /ledger".into(),
-                why: e.to_string(),
-            })?
-            .json()
-            .await
-            .unwrap_or_default();
-        if let Some(row) = ledger.iter().find(|r| r.op == "pre_commit") {
-            break row.gid.clone();
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            return Err(TestSupportError::Service {
-                what: "3PC order".into(),
-                why: "the inventory never pre-committed".into(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        .await?;
     // A partition between the inventory and the coordinators alone: the
     // inventory keeps its database, without which its watchdog could not
     // even read its own state.
     const COORDINATORS: [Node; 2] = [Node::Coordinator1, Node::Coordinator2];
-    cluster.cut_off(Node::Inventory, &COORDINATORS).await?;
+    run.cluster.cut_off(Node::Inventory, &COORDINATORS).await?;
     // The coordinator aborts at the deadline; the order service answers.
     let _ = placing.await;
     // The inventory's timeout rule fires (it cannot reach the coordinator)
     // and commits. Rejoined before that, it would ask the coordinator and
     // abort, and the divergence would not happen; so wait for the rule's
     // log line.
-    let waiting = Instant::now();
-    loop {
-        let logs = cluster.logs(Node::Inventory).await;
-        if logs
-            .lines()
-            .any(|line| line.contains(TIMEOUT_RULE_FIRED) && line.contains(&gid))
-        {
-            break;
-        }
-        if waiting.elapsed() > PARTICIPANT_TIMEOUT + Duration::from_secs(60) {
-            return Err(TestSupportError::Service {
-                what: "3PC partition".into(),
-                why: format!(
-                    "the inventory's timeout rule did not fire for {gid} in a minute; its log:\n{logs}"
-                ),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    cluster.rejoin(Node::Inventory, &COORDINATORS).await?;
-    verdict(&cluster, vec![gid]).await
-}
-
-/// A participant without the barrier, caught; see the module docs.
-pub async fn unprotected_participant(binaries: &Binaries) -> Result<Targeted, TestSupportError> {
-    let options = ClusterOptions {
-        inventory_args: vec!["--unsafe-skip-barrier".into()],
-        ..ClusterOptions::default()
-    };
-    let cluster = Cluster::start(binaries, "no-barrier", &options).await?;
-    observe::seed(&cluster, SKU, STOCK).await?;
-    // The work is done, the answer lost: the retry does it again.
-    arm(&cluster, "/saga/reserve", "fail_after", 1).await?;
-    arm(&cluster, "/tcc/try", "fail_after", 1).await?;
-    let gids = vec![
-        place(&cluster, "saga", 2).await?,
-        place(&cluster, "tcc", 3).await?,
-    ];
-    observe::wait_for_quiescence(&cluster, Duration::from_secs(60)).await;
-    verdict(&cluster, gids).await
+    run.until(
+        "the inventory's timeout rule",
+        PARTICIPANT_TIMEOUT + Duration::from_secs(60),
+        || async {
+            let logs = run.cluster.logs(Node::Inventory).await;
+            logs.lines()
+                .any(|line| line.contains(TIMEOUT_RULE_FIRED) && line.contains(&gid))
+                .then_some(())
+        },
+    )
+    .await?;
+    run.cluster.rejoin(Node::Inventory, &COORDINATORS).await?;
+    // The transaction cannot finish (the participant refuses an abort
+    // after its own commit): a short bound.
+    run.verdict(vec![gid], Duration::from_secs(5)).await
 }
 
 /// A point in a protocol where the coordinator is killed.
@@ -243,55 +302,47 @@ pub async fn coordinator_killed_at(
         orders_args: vec!["--deadline-ms".into(), "8000".into()],
         ..ClusterOptions::default()
     };
-    let cluster = Cluster::start(binaries, &format!("{point:?}"), &options).await?;
-    observe::seed(&cluster, SKU, STOCK).await?;
-    let slow = json!({"path": held_route, "kind": "slow", "count": 1, "delay_ms": 6000});
-    cluster
-        .http()
-        .post(format!("{}/faults", cluster.url(Node::Inventory)))
-        .json(&slow)
-        .send()
-        .await
-        .map_err(|e| TestSupportError::Service {
-            what: "arm a slow fault".into(),
-            why: e.to_string(),
-        })?;
-    let placing = {
-        let (http, url) = (cluster.http().clone(), cluster.url(Node::Orders));
-        tokio::spawn(async move {
-            let body = json!({"sku": SKU, "qty": qty, "mode": mode});
-            let answer = http
-                .post(format!("{url}/orders"))
-                .json(&body)
-                .send()
-                .await
-                .ok()?;
-            answer.json::<Value>().await.ok()
-        })
-    };
+    let run = TargetedRun::start(binaries, &format!("{point:?}"), &options).await?;
+    run.arm(held_route, "slow", 1, 6000).await?;
+    let placing = run.place_in_background(mode, qty);
     // Watch through the other coordinator until the point is reached.
-    let started = Instant::now();
-    let gid = loop {
-        let txs = observe::transactions(&cluster, Node::Coordinator2, false)
-            .await
-            .unwrap_or_default();
-        if let Some(tx) = txs.iter().find(|t| t.mode == mode && t.status == reached) {
-            break tx.gid.clone();
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            return Err(TestSupportError::Service {
-                what: format!("{point:?}"),
-                why: format!("no {mode} transaction reached `{reached}` within 30 s"),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    // The inventory's answer is held for 6 s: the call is in flight.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    cluster.kill(Node::Coordinator1).await?;
-    tokio::time::sleep(Duration::from_millis(super::cluster::LEASE_MS + 2000)).await;
-    cluster.start_again(Node::Coordinator1).await?;
+    let gid = run
+        .until(
+            &format!("a {mode} transaction `{reached}`"),
+            Duration::from_secs(30),
+            || async {
+                let txs = observe::transactions(&run.cluster, Node::Coordinator2, false)
+                    .await
+                    .ok()?;
+                txs.into_iter()
+                    .find(|t| t.mode == mode && t.status == reached)
+                    .map(|t| t.gid)
+            },
+        )
+        .await?;
+    // The call is in flight once the inventory holds it: its fault
+    // middleware logs the injected delay with the gid.
+    run.until(
+        &format!("the held call of {held_route}"),
+        Duration::from_secs(30),
+        || async {
+            let logs = run.cluster.logs(Node::Inventory).await;
+            logs.lines()
+                .any(|line| line.contains("injected delay") && line.contains(&gid))
+                .then_some(())
+        },
+    )
+    .await?;
+    run.cluster.kill(Node::Coordinator1).await?;
+    // Started again only once the other coordinator owns the transaction
+    // (or finished it): the takeover is what this run is about.
+    run.until("the takeover by c2", Duration::from_secs(60), || async {
+        let tx = run.transaction(Node::Coordinator2, &gid).await?;
+        let finished = matches!(tx["status"].as_str(), Some("committed" | "aborted"));
+        (tx["owner"].as_str() == Some("c2") || finished).then_some(())
+    })
+    .await?;
+    run.cluster.start_again(Node::Coordinator1).await?;
     let _ = placing.await;
-    observe::wait_for_quiescence(&cluster, Duration::from_secs(60)).await;
-    verdict(&cluster, vec![gid]).await
+    run.verdict(vec![gid], Duration::from_secs(60)).await
 }

@@ -21,8 +21,15 @@ pub struct WorkloadConfig {
     pub clients: usize,
     /// The modes orders are placed in, taken in turn.
     pub modes: Vec<String>,
-    /// The product every order buys.
+    /// The product orders buy: seeded plentifully, so that orders keep
+    /// succeeding for the whole run (progress after every fault is checked).
     pub sku: String,
+    /// Every `scarce_every`-th order of a client buys this product instead:
+    /// seeded scarcely, so that it runs out and later orders for it are
+    /// refused, which exercises compensation, cancel and rollback. 0: never.
+    pub scarce_every: usize,
+    /// See `scarce_every`.
+    pub scarce_sku: String,
     /// Each order buys 1 to this many units.
     pub max_qty: i64,
     /// How long one `POST /orders` may take before the client gives up on it.
@@ -44,7 +51,7 @@ pub enum Told {
 }
 
 /// One order attempt.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Attempt {
     /// Milliseconds from the start of the scenario when the answer came.
     pub at_ms: u64,
@@ -83,7 +90,12 @@ pub async fn run(
                 let mode = config.modes[turn % config.modes.len()].clone();
                 turn += 1;
                 let qty = rng.random_range(1..=config.max_qty);
-                let body = json!({"sku": config.sku, "qty": qty, "mode": mode});
+                let sku = if config.scarce_every > 0 && turn % config.scarce_every == 0 {
+                    &config.scarce_sku
+                } else {
+                    &config.sku
+                };
+                let body = json!({"sku": sku, "qty": qty, "mode": mode});
                 let request = http
                     .post(format!("{url}/orders"))
                     .timeout(config.request_timeout)
@@ -115,7 +127,10 @@ pub async fn run(
     all
 }
 
-async fn read_answer(answer: Result<reqwest::Response, reqwest::Error>) -> (Told, Option<String>) {
+/// What a client makes of the order service's answer to `POST /orders`.
+pub async fn read_answer(
+    answer: Result<reqwest::Response, reqwest::Error>,
+) -> (Told, Option<String>) {
     let Ok(response) = answer else {
         return (Told::NoAnswer, None);
     };
