@@ -6,7 +6,8 @@
 //! cargo run -p dtx-tests --bin dtx-harness -- --scenarios mixed --seed 42 --window-s 300 --per-kind 5 --release   # a soak
 //! ```
 //!
-//! Exits 1 when any scenario broke a rule it had to keep.
+//! Exits 1 when any scenario broke a rule it had to keep, did not reach
+//! quiescence within its bound, or could not carry out a fault.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,7 +32,7 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     window_s: u64,
     /// How many times each fault kind strikes per scenario.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 2)]
     per_kind: usize,
     /// Concurrent clients.
     #[arg(long, default_value_t = 4)]
@@ -82,10 +83,11 @@ async fn main() -> anyhow::Result<()> {
         let report = scenario::run(&binaries, *scenario, seed, &settings, &progress).await?;
         // suspend + eprintln: the bar hides println when stderr is no terminal.
         bar.suspend(|| eprintln!(
-            "{:<24} seed {seed:<20} {} ({} violation(s), {} finding(s), {} fault(s), {} order attempt(s))",
+            "{:<24} seed {seed:<20} {} ({} violation(s), {}, {} finding(s), {} fault(s), {} order attempt(s))",
             scenario.name,
             if report.passed() { "passed" } else { "FAILED" },
             report.violations.len(),
+            if report.quiescence_ms.is_some() { "quiescent" } else { "NOT quiescent" },
             report.findings.len(),
             report.faults.len(),
             report.attempts.len()
@@ -102,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|r| format!("{} (seed {})", r.scenario, r.seed))
         .collect();
     if !failed.is_empty() {
-        bail!("rules broken in: {}", failed.join(", "));
+        bail!("failed: {}", failed.join(", "));
     }
     Ok(())
 }
