@@ -33,8 +33,14 @@
 //! The binary is a thin wrapper; tests start the service in-process with
 //! [`AppState::open`], [`AppState::recover`], [`AppState::spawn_watchdog`]
 //! and [`run`].
+//!
+//! For the fault-injection harness only, the service can be started with
+//! one deliberate defect ([`Settings::plant`], `--unsafe-plant <NAME>`): the
+//! [`plants`] module lists them, what each does wrong and which checker rule
+//! it must trip. Without one (the default) everything above holds.
 
 pub mod faults;
+pub mod plants;
 pub mod store;
 pub mod three_phase;
 pub mod two_phase;
@@ -49,6 +55,7 @@ use dtx_sdk::three_phase::{ThreePhaseConfig, Watchdog};
 use dtx_sdk::xa::RecoverySummary;
 use dtx_sdk::{BranchAnswer, BranchContext, BranchOp, CallbackSecret, Client, Mode, SignedJson};
 use faults::Faults;
+use plants::Plant;
 use serde::Deserialize;
 use serde_json::Value;
 use std::future::Future;
@@ -66,10 +73,10 @@ pub struct Settings {
     pub secret: CallbackSecret,
     /// The 3PC watchdog's timeouts.
     pub three_phase: ThreePhaseConfig,
-    /// Saga and TCC calls skip the SDK barrier: a deliberately broken
-    /// participant, so that the fault-injection harness can prove its
-    /// checker catches what the barrier prevents. Never set it otherwise.
-    pub unsafe_skip_barrier: bool,
+    /// A deliberate defect ([`plants`]), so that the fault-injection
+    /// harness can prove its checker catches it. `None` (the default) in
+    /// anything real.
+    pub plant: Option<Plant>,
 }
 
 impl Settings {
@@ -79,7 +86,7 @@ impl Settings {
             db: db.into(),
             secret: CallbackSecret::disabled(),
             three_phase: ThreePhaseConfig::default(),
-            unsafe_skip_barrier: false,
+            plant: None,
         }
     }
 }
@@ -98,8 +105,8 @@ pub struct AppState {
     pub two_phase: TwoPhase,
     /// The 3PC participant.
     pub three_phase: StockThreePhase,
-    /// See [`Settings::unsafe_skip_barrier`].
-    pub unsafe_skip_barrier: bool,
+    /// See [`Settings::plant`].
+    pub plant: Option<Plant>,
 }
 
 impl AppState {
@@ -112,15 +119,27 @@ impl AppState {
     /// Connects with `settings` and applies the schema and the SDK's
     /// migrations (barrier, XA on PostgreSQL, 3PC state).
     pub async fn open(settings: Settings) -> anyhow::Result<AppState> {
+        if let Some(plant) = settings.plant {
+            tracing::warn!(
+                %plant,
+                "PLANTED DEFECT ACTIVE: this inventory is deliberately broken \
+                 (--unsafe-plant {plant}) for the fault-injection harness; never run it for real"
+            );
+        }
         let db = Db::connect(&settings.db).await?;
         Ok(AppState {
             two_phase: TwoPhase::for_db(&db).await?,
-            three_phase: StockThreePhase::new(&db, settings.three_phase, settings.secret.clone())
-                .await?,
+            three_phase: StockThreePhase::new(
+                &db,
+                settings.three_phase,
+                settings.secret.clone(),
+                settings.plant,
+            )
+            .await?,
             db,
             secret: settings.secret,
             faults: Faults::default(),
-            unsafe_skip_barrier: settings.unsafe_skip_barrier,
+            plant: settings.plant,
         })
     }
 
@@ -205,7 +224,8 @@ fn branch(expected: BranchOp) -> MethodRouter<AppState> {
     )
 }
 
-/// Checks the call, then applies the movement behind the barrier.
+/// Checks the call, then applies the movement behind the barrier (or, when
+/// a planted defect concerns the call, the wrong one: [`plants`]).
 async fn handle(
     expected: BranchOp,
     State(state): State<AppState>,
@@ -219,18 +239,13 @@ async fn handle(
     if req.qty <= 0 {
         return (StatusCode::BAD_REQUEST, "qty must be positive").into_response();
     }
+    if let Some(plant) = state.plant
+        && let Some(planted) = plants::intercept(plant, &state, &ctx, &req.sku, req.qty).await
+    {
+        return planted;
+    }
     if expected.mode() == Mode::TwoPhase {
         return two_phase::call(&state, &ctx, &req.sku, req.qty).await;
-    }
-    if state.unsafe_skip_barrier {
-        return match state
-            .db
-            .apply_without_barrier(&ctx, &req.sku, req.qty)
-            .await
-        {
-            Ok(answer) => answer.into_response(),
-            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-        };
     }
     let answer: Result<BranchAnswer, BarrierError> = state.db.apply(&ctx, &req.sku, req.qty).await;
     answer.into_response()

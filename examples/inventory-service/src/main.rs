@@ -7,6 +7,7 @@
 use clap::Parser;
 use dtx_sdk::three_phase::ThreePhaseConfig;
 use dtx_sdk::{CallbackSecret, Client};
+use inventory_service::plants::Plant;
 use inventory_service::{AppState, Settings, run};
 use std::time::Duration;
 
@@ -39,10 +40,10 @@ struct Args {
     #[arg(long, env = "INVENTORY_THREE_PHASE_CHECK_MS", default_value_t = 1000)]
     three_phase_check_ms: u64,
     /// A deliberately broken participant for the fault-injection harness:
-    /// saga and TCC calls skip the barrier, so a retried call moves stock
-    /// twice. Never set it in anything real.
-    #[arg(long, env = "INVENTORY_UNSAFE_SKIP_BARRIER", hide = true)]
-    unsafe_skip_barrier: bool,
+    /// one planted defect by name (see the library's `plants` module). Never
+    /// set it in anything real.
+    #[arg(long, env = "INVENTORY_UNSAFE_PLANT", value_name = "NAME", hide = true)]
+    unsafe_plant: Option<Plant>,
     /// Check the coordinator's signature on branch calls with this secret.
     #[arg(long, env = "INVENTORY_CALLBACK_SECRET")]
     callback_secret: Option<String>,
@@ -65,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
             .as_deref()
             .map_or_else(CallbackSecret::disabled, CallbackSecret::new),
         three_phase: three_phase_config(&args),
-        unsafe_skip_barrier: args.unsafe_skip_barrier,
+        plant: args.unsafe_plant,
     };
     let state = AppState::open(settings).await?;
     let coordinator = Client::new(&args.coordinator)?;
@@ -109,5 +110,45 @@ fn three_phase_config(args: &Args) -> ThreePhaseConfig {
     match args.three_phase_timeout_ms.map(Duration::from_millis) {
         Some(timeout) => config.uncertain_timeout(timeout).precommit_timeout(timeout),
         None => config,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    #[test]
+    fn a_plant_is_chosen_by_its_kebab_case_name() {
+        let args = Args::try_parse_from(["inventory-service", "--unsafe-plant", "abort-sells-3pc"])
+            .expect("a known plant");
+        assert_eq!(args.unsafe_plant, Some(Plant::AbortSells3pc));
+    }
+
+    #[test]
+    fn an_unknown_plant_or_a_second_one_is_rejected() {
+        let unknown = Args::try_parse_from(["inventory-service", "--unsafe-plant", "skip_barrier"]);
+        let unknown = unknown.expect_err("snake_case is not a plant name");
+        assert_eq!(unknown.kind(), ErrorKind::InvalidValue);
+        let twice = Args::try_parse_from([
+            "inventory-service",
+            "--unsafe-plant",
+            "skip-barrier",
+            "--unsafe-plant",
+            "refuse-confirm",
+        ]);
+        let twice = twice.expect_err("at most one plant");
+        assert_eq!(twice.kind(), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn the_plant_flag_is_hidden_from_help() {
+        let help = Args::command().render_long_help().to_string();
+        assert!(
+            help.contains("--coordinator"),
+            "the help lists the other flags"
+        );
+        assert!(!help.contains("unsafe"), "{help}");
     }
 }

@@ -8,7 +8,7 @@
 //! record commit together or not at all: a retried or duplicated call cannot
 //! move stock twice. [`StockConn`] holds the statements every path shares.
 
-use dtx_sdk::barrier::{Barrier, BarrierError, Entry};
+use dtx_sdk::barrier::{BarrierError, Entry};
 use dtx_sdk::{BranchAnswer, BranchContext, BranchOp};
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -108,7 +108,7 @@ impl Movement {
     /// The source and destination columns, and the statement. Placeholders
     /// appear in ascending order: SQLite numbers `$N` parameters by first
     /// appearance.
-    fn sql(self) -> (&'static str, &'static str, &'static str) {
+    pub(crate) fn sql(self) -> (&'static str, &'static str, &'static str) {
         match self {
             Movement::Sell => (
                 "available",
@@ -266,23 +266,25 @@ pub enum Db {
 macro_rules! on_db {
     ($db:expr, |$pool:ident| $body:expr) => {
         match $db {
-            Db::Sqlite($pool) => $body,
-            Db::Postgres($pool) => $body,
+            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Postgres($pool) => $body,
         }
     };
     ($db:expr, |$pool:ident, $barrier:ident| $body:expr) => {
         match $db {
-            Db::Sqlite($pool) => {
-                let $barrier = Barrier::sqlite();
+            $crate::store::Db::Sqlite($pool) => {
+                let $barrier = ::dtx_sdk::barrier::Barrier::sqlite();
                 $body
             }
-            Db::Postgres($pool) => {
-                let $barrier = Barrier::postgres();
+            $crate::store::Db::Postgres($pool) => {
+                let $barrier = ::dtx_sdk::barrier::Barrier::postgres();
                 $body
             }
         }
     };
 }
+// The planted defects (`crate::plants`) run their own statements per backend.
+pub(crate) use on_db;
 
 impl Db {
     /// Connects to `url` (`sqlite:<file>` or `postgres://...`), creating an
@@ -377,29 +379,6 @@ impl Db {
                     .await;
             }
             work.succeed().await
-        })
-    }
-}
-
-impl Db {
-    /// The same movement as [`Db::apply`] with **no barrier**: a deliberately
-    /// broken participant, for the fault-injection harness's planted
-    /// violation only (a retried call moves stock again). Never use it.
-    pub async fn apply_without_barrier(
-        &self,
-        ctx: &BranchContext,
-        sku: &str,
-        qty: i64,
-    ) -> Result<BranchAnswer, sqlx::Error> {
-        let movement = Movement::of(ctx.op());
-        let (gid, branch, op) = (ctx.gid(), ctx.branch_id(), ctx.op().as_str());
-        on_db!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            if !tx.move_stock(gid, branch, op, movement, sku, qty).await? {
-                return Ok(BranchAnswer::refused(format!("not enough {sku}")));
-            }
-            tx.commit().await?;
-            Ok(BranchAnswer::success())
         })
     }
 }

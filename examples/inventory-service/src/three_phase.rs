@@ -11,7 +11,11 @@
 //! | `pre_commit` | available → reserved; refuses if they are gone meanwhile | `pre_commit` |
 //! | `do_commit` | reserved → sold | `do_commit` |
 //! | `abort` | reserved → available (the helper calls it only for a pre-committed branch: a branch that only voted holds nothing) | `abort` |
+//!
+//! With the planted defect `abort-sells-3pc` ([`crate::plants`]) the abort
+//! hook sells reserved → sold instead.
 
+use crate::plants::Plant;
 use crate::store::{Db, Movement, StockConn, StockRequest};
 use dtx_sdk::three_phase::{
     HookError, ThreePhase, ThreePhaseBranch, ThreePhaseConfig, ThreePhaseError, Watchdog,
@@ -22,7 +26,21 @@ use sqlx::{Postgres, Sqlite};
 
 /// The stock hooks of the 3PC branch; the payload is `{"sku", "qty"}`.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct StockHooks;
+pub struct StockHooks {
+    /// The planted defect, if any (only `abort-sells-3pc` concerns 3PC).
+    plant: Option<Plant>,
+}
+
+impl StockHooks {
+    /// What the abort hook moves: it releases the hold, unless the planted
+    /// defect `abort-sells-3pc` makes it sell.
+    fn abort_movement(self) -> Movement {
+        match self.plant {
+            Some(Plant::AbortSells3pc) => Movement::Apply,
+            _ => Movement::Release,
+        }
+    }
+}
 
 /// The payload, or a refusal (a malformed payload can never commit).
 fn request(payload: &Value) -> Result<StockRequest, HookError> {
@@ -105,7 +123,7 @@ macro_rules! hooks {
                 ctx: &BranchContext,
                 payload: &Value,
             ) -> Result<(), HookError> {
-                step(conn, ctx, Movement::Release, payload).await
+                step(conn, ctx, self.abort_movement(), payload).await
             }
         }
     };
@@ -125,22 +143,25 @@ pub enum StockThreePhase {
 
 impl StockThreePhase {
     /// The participant on `db`'s pool, its state table migrated; calls are
-    /// checked against `secret`, the watchdog runs with `config`.
+    /// checked against `secret`, the watchdog runs with `config`; `plant`
+    /// is the planted defect, if any ([`crate::plants`]).
     pub async fn new(
         db: &Db,
         config: ThreePhaseConfig,
         secret: CallbackSecret,
+        plant: Option<Plant>,
     ) -> Result<StockThreePhase, ThreePhaseError> {
+        let hooks = StockHooks { plant };
         let participant = match db {
             Db::Sqlite(pool) => StockThreePhase::Sqlite(ThreePhase::with_config(
                 pool.clone(),
-                StockHooks,
+                hooks,
                 config,
                 secret,
             )),
             Db::Postgres(pool) => StockThreePhase::Postgres(ThreePhase::with_config(
                 pool.clone(),
-                StockHooks,
+                hooks,
                 config,
                 secret,
             )),
