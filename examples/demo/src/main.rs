@@ -5,9 +5,11 @@
 //! every mode (saga, TCC, 2PC, 3PC): some succeed, some are refused (out of
 //! stock), and some meet an inventory that fails once, answers slowly, or
 //! loses its answer after doing the work. It prints what happened to each order and the final
-//! stock, and exits non-zero unless the stock adds up: for every product,
-//! available + reserved + sold = initial, nothing is left reserved, and sold
-//! = the units of its confirmed orders.
+//! stock, and exits non-zero unless, once every order is settled (the order
+//! service's reads are passive: the demo polls `GET /orders` while the
+//! service's reconciler settles any order left unsettled), the stock adds
+//! up: for every product, available + reserved + sold = initial, nothing is
+//! left reserved, and sold = the units of its confirmed orders.
 
 mod procs;
 
@@ -15,6 +17,10 @@ use anyhow::{Context, bail};
 use procs::Proc;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How long the demo waits for every order to be settled at the end.
+const SETTLE_WITHIN: Duration = Duration::from_secs(30);
 
 /// Initial stock.
 const STOCK: [(&str, i64); 3] = [("apple", 10), ("pear", 5), ("plum", 10)];
@@ -186,7 +192,6 @@ async fn run(coordinator: &str, inventory: &str, orders: &str) -> anyhow::Result
         "{:<3} {:<40} {:<5} {:<9} {:<10} {:<22} inventory calls (op: statuses)",
         "#", "scenario", "mode", "order", "outcome", "coordinator attempts"
     );
-    let mut confirmed: BTreeMap<&str, i64> = BTreeMap::new();
     for (n, s) in scenarios().iter().enumerate() {
         if let Some((path, kind, count, delay_ms)) = s.fault {
             let fault = json!({"path": path, "kind": kind, "count": count, "delay_ms": delay_ms});
@@ -196,9 +201,6 @@ async fn run(coordinator: &str, inventory: &str, orders: &str) -> anyhow::Result
         let order = post(&http, &format!("{orders}/orders"), &body).await?;
         let id = order["id"].as_str().context("order id")?.to_owned();
         let status = order["status"].as_str().unwrap_or("?").to_owned();
-        if status == "confirmed" {
-            *confirmed.entry(s.sku).or_default() += s.qty;
-        }
         let tx = get(&http, &format!("{coordinator}/v1/transactions/{id}")).await?;
         let attempts: Vec<String> = tx["branches"]
             .as_array()
@@ -229,7 +231,7 @@ async fn run(coordinator: &str, inventory: &str, orders: &str) -> anyhow::Result
     println!("\n(coordinator attempts: calls it made per branch, every phase counted; TCC Trys");
     println!(" are made by the order service itself. A call cut off by the timeout never");
     println!(" reaches the inventory's log. 2PC/3PC votes go to both branches at once.)\n");
-    check(&http, inventory, orders, &confirmed).await
+    check(&http, inventory, orders).await
 }
 
 /// `try: 500,200 confirm: 200`: the inventory's call log for one order.
@@ -261,20 +263,36 @@ async fn inventory_calls(
         .join("  "))
 }
 
+/// Whether an order (as `GET /orders` shows it) will not change any more.
+fn is_settled(order: &Value) -> bool {
+    matches!(order["status"].as_str(), Some("confirmed" | "cancelled"))
+}
+
+/// `GET /orders`, polled until every order is settled or [`SETTLE_WITHIN`]
+/// passed (then as it stands).
+async fn settled_orders(http: &reqwest::Client, orders: &str) -> anyhow::Result<Vec<Value>> {
+    let deadline = tokio::time::Instant::now() + SETTLE_WITHIN;
+    loop {
+        let all = get(http, &format!("{orders}/orders")).await?;
+        let all = all.as_array().cloned().unwrap_or_default();
+        if all.iter().all(is_settled) || tokio::time::Instant::now() >= deadline {
+            return Ok(all);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Prints the final stock and fails unless it adds up.
-async fn check(
-    http: &reqwest::Client,
-    inventory: &str,
-    orders: &str,
-    confirmed: &BTreeMap<&str, i64>,
-) -> anyhow::Result<()> {
-    let all = get(http, &format!("{orders}/orders")).await?;
-    let unsettled = all
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|o| !matches!(o["status"].as_str(), Some("confirmed" | "cancelled")))
-        .count();
+async fn check(http: &reqwest::Client, inventory: &str, orders: &str) -> anyhow::Result<()> {
+    let all = settled_orders(http, orders).await?;
+    let unsettled = all.iter().filter(|o| !is_settled(o)).count();
+    // Units of the confirmed orders per product, as the order service
+    // finally holds them.
+    let mut confirmed: BTreeMap<&str, i64> = BTreeMap::new();
+    for order in all.iter().filter(|o| o["status"] == "confirmed") {
+        let sku = order["sku"].as_str().unwrap_or("?");
+        *confirmed.entry(sku).or_default() += order["qty"].as_i64().unwrap_or(0);
+    }
     println!(
         "{:<8} {:>7} {:>9} {:>8} {:>4}   {:>14}  check",
         "product", "initial", "available", "reserved", "sold", "confirmed qty"

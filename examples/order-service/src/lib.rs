@@ -6,7 +6,7 @@
 //! | route | what |
 //! |---|---|
 //! | `POST /orders {sku, qty, mode}` | create and place an order (`mode`: `saga`, `tcc`, `2pc` or `3pc`), wait for the outcome, answer the order |
-//! | `GET /orders`, `GET /orders/{id}` | orders; an unsettled one is refreshed from the coordinator |
+//! | `GET /orders`, `GET /orders/{id}` | the orders as the database holds them; read-only: a read asks no one and changes nothing |
 //! | `POST /saga/confirm-order`, `/saga/cancel-order` | the order branch of a saga (action, compensation) |
 //! | `POST /tcc/try-order`, `/tcc/confirm-order`, `/tcc/cancel-order` | the order branch of TCC |
 //! | `POST /2pc/prepare-order`, `/2pc/commit-order`, `/2pc/rollback-order` | the order branch of 2PC: `new` → `pending` → `confirmed` or `cancelled` |
@@ -14,11 +14,17 @@
 //!
 //! `POST /orders` answers 201 once the order is settled (`confirmed` or
 //! `cancelled`, with a `reason`), 202 while its transaction is still going.
+//! An order left unsettled (202, a registration that never landed, a
+//! restart) is settled in the background by the [reconciler](reconcile),
+//! which asks the coordinator how its transaction ended, or places it again
+//! when the coordinator never heard of it.
 //!
 //! The binary is a thin wrapper; tests start the service in-process with
-//! [`AppState`], [`app`] and [`run`].
+//! [`AppState`], [`app`], [`run`] and [`reconcile::spawn`].
 
 pub mod place;
+pub mod plants;
+pub mod reconcile;
 pub mod store;
 
 use axum::extract::{FromRef, Path, State};
@@ -28,6 +34,7 @@ use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use dtx_sdk::{BranchContext, BranchOp, CallbackSecret, Client, SignedJson, TxOptions};
 use place::Placed;
+use plants::Plant;
 use serde::Deserialize;
 use std::future::Future;
 use std::time::Duration;
@@ -53,6 +60,8 @@ pub struct AppState {
     pub secret: CallbackSecret,
     /// The orders this process is placing right now.
     pub placing: place::InFlight,
+    /// The planted defect in force, if any (test-only; [`plants`]).
+    pub plant: Option<Plant>,
 }
 
 impl FromRef<AppState> for CallbackSecret {
@@ -116,12 +125,18 @@ async fn create(State(state): State<AppState>, Json(req): Json<NewOrder>) -> Res
         )
             .into_response();
     }
-    // The order id is the gid: a UUIDv7, so orders sort by creation time.
-    let id = format!("order-{}", uuid::Uuid::now_v7());
+    // The order id is the gid.
+    let id = new_order_id();
+    // In flight from before its row exists: the reconciler never places an
+    // order this request is about to place.
+    let placing = state.placing.begin(&id);
     let order = match state.db.insert(&id, &req.sku, req.qty, &req.mode).await {
         Ok(order) => order,
         Err(e) => return internal(e),
     };
+    if let Some(answer) = planted_before_placing(&state, &order).await {
+        return answer;
+    }
     tracing::info!(
         order = id,
         sku = req.sku,
@@ -129,7 +144,9 @@ async fn create(State(state): State<AppState>, Json(req): Json<NewOrder>) -> Res
         mode = req.mode,
         "placing order"
     );
-    match place::place(&state, &order).await {
+    let placed = place::place(&state, &order).await;
+    drop(placing);
+    match placed {
         Ok(Placed::Settled(order)) => {
             tracing::info!(order = id, status = order.status, "order settled");
             (StatusCode::CREATED, Json(order)).into_response()
@@ -142,28 +159,64 @@ async fn create(State(state): State<AppState>, Json(req): Json<NewOrder>) -> Res
     }
 }
 
+/// What the planted defects that act on `POST /orders` do once the order
+/// row exists ([`plants`]): the answer to send at once, if any. Without
+/// such a plant, nothing.
+async fn planted_before_placing(state: &AppState, order: &store::Order) -> Option<Response> {
+    match state.plant? {
+        Plant::AnswerBeforeOutcome => {
+            tracing::warn!(
+                order = order.id,
+                "planted defect: answering confirmed before the outcome"
+            );
+            tokio::spawn(place::in_background(state, order.clone()));
+            let told = store::Order {
+                status: "confirmed".to_owned(),
+                ..order.clone()
+            };
+            Some((StatusCode::CREATED, Json(told)).into_response())
+        }
+        Plant::DoubleInsert => {
+            let twin_id = new_order_id();
+            let _twin_placing = state.placing.begin(&twin_id);
+            let inserted = state
+                .db
+                .insert(&twin_id, &order.sku, order.qty, &order.mode)
+                .await;
+            match inserted {
+                Ok(twin) => {
+                    tracing::warn!(
+                        order = order.id,
+                        twin = twin_id,
+                        "planted defect: a second order for the same request"
+                    );
+                    tokio::spawn(place::in_background(state, twin));
+                    None
+                }
+                Err(e) => Some(internal(e)),
+            }
+        }
+        Plant::PlaceUnderNewGid | Plant::CompensationKeepsOrder => None,
+    }
+}
+
+/// A new order id: a UUIDv7, so orders sort by creation time.
+fn new_order_id() -> String {
+    format!("order-{}", uuid::Uuid::now_v7())
+}
+
+/// Every order, as stored: a read only reads (the reconciler settles).
 async fn list(State(state): State<AppState>) -> Response {
     match state.db.list().await {
-        Ok(orders) => {
-            let mut out = Vec::with_capacity(orders.len());
-            for order in orders {
-                match place::refresh(&state, order).await {
-                    Ok(order) => out.push(order),
-                    Err(e) => return internal(e),
-                }
-            }
-            Json(out).into_response()
-        }
+        Ok(orders) => Json(orders).into_response(),
         Err(e) => internal(e),
     }
 }
 
+/// One order, as stored.
 async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match state.db.get(&id).await {
-        Ok(Some(order)) => match place::refresh(&state, order).await {
-            Ok(order) => Json(order).into_response(),
-            Err(e) => internal(e),
-        },
+        Ok(Some(order)) => Json(order).into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, format!("no order `{id}`")).into_response(),
         Err(e) => internal(e),
     }
@@ -199,6 +252,9 @@ async fn handle(
     if ctx.op() != expected {
         let detail = format!("this route carries out `{expected}`, not `{}`", ctx.op());
         return (StatusCode::BAD_REQUEST, detail).into_response();
+    }
+    if expected == BranchOp::Compensate && state.plant == Some(Plant::CompensationKeepsOrder) {
+        return state.db.succeed_without_change(&ctx).await.into_response();
     }
     state.db.apply(&ctx, &req.order_id).await.into_response()
 }

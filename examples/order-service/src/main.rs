@@ -1,10 +1,12 @@
 //! `order-service`: the sample order service as a process. Prints
-//! `orders: listening on http://ADDR` once it accepts requests, and stops
-//! cleanly on SIGTERM or Ctrl-C.
+//! `orders: listening on http://ADDR` once it accepts requests, runs the
+//! background reconciler (which settles unsettled orders) while it serves,
+//! and stops cleanly on SIGTERM or Ctrl-C.
 
 use clap::Parser;
 use dtx_sdk::{CallbackSecret, Client, RetryPolicy, TxOptions};
-use order_service::{AppState, run, store::Db};
+use order_service::plants::Plant;
+use order_service::{AppState, reconcile, run, store::Db};
 use std::time::Duration;
 
 /// The sample order service for dtx.
@@ -49,6 +51,16 @@ struct Args {
     /// Sign Try calls, and check the coordinator's signature, with this secret.
     #[arg(long, env = "ORDERS_CALLBACK_SECRET")]
     callback_secret: Option<String>,
+    /// How often the background reconciler looks for unsettled orders
+    /// (asks the coordinator how their transactions ended, places again an
+    /// order the coordinator never heard of).
+    #[arg(long, env = "ORDERS_RECONCILE_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    reconcile_interval_ms: u64,
+    /// Test-only: run with this planted defect (see `order_service::plants`),
+    /// so a checker can prove it catches it. Never in production.
+    #[arg(long, env = "ORDERS_UNSAFE_PLANT", value_enum, hide = true)]
+    unsafe_plant: Option<Plant>,
     /// Log filter.
     #[arg(long, env = "ORDERS_LOG", default_value = "info")]
     log: String,
@@ -61,6 +73,12 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
         .with_writer(std::io::stderr)
         .init();
+    if let Some(plant) = args.unsafe_plant {
+        tracing::warn!(
+            plant = plant.name(),
+            "UNSAFE: planted defect active; this service is deliberately wrong (test-only)"
+        );
+    }
     let secret = args
         .callback_secret
         .as_deref()
@@ -93,7 +111,16 @@ async fn main() -> anyhow::Result<()> {
         wait: Duration::from_millis(args.wait_ms),
         secret,
         placing: Default::default(),
+        plant: args.unsafe_plant,
     };
+    // Runs until main returns (dropping it stops it).
+    let _reconciler = reconcile::spawn(
+        state.clone(),
+        reconcile::Settings {
+            interval: Duration::from_millis(args.reconcile_interval_ms),
+            ..reconcile::Settings::default()
+        },
+    );
     // The one line on stdout: scripts and the demo read the address from it.
     println!("orders: listening on http://{addr}");
     run(listener, state, shutdown_signal()).await?;
@@ -119,4 +146,47 @@ async fn shutdown_signal() {
         () = term => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("order-service").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn no_plant_and_a_one_second_reconciler_by_default() {
+        let args = parse(&[]).expect("defaults parse");
+        assert_eq!(args.unsafe_plant, None);
+        assert_eq!(args.reconcile_interval_ms, 1000);
+    }
+
+    #[test]
+    fn the_plant_flag_takes_one_kebab_case_name() {
+        let args = parse(&["--unsafe-plant", "compensation-keeps-order"]).expect("parses");
+        assert_eq!(args.unsafe_plant, Some(Plant::CompensationKeepsOrder));
+        assert!(parse(&["--unsafe-plant", "no-such-plant"]).is_err());
+        let twice = [
+            "--unsafe-plant",
+            "double-insert",
+            "--unsafe-plant",
+            "answer-before-outcome",
+        ];
+        assert!(parse(&twice).is_err(), "at most one plant");
+    }
+
+    #[test]
+    fn the_plant_flag_is_hidden_from_help() {
+        use clap::CommandFactory;
+        let help = Args::command().render_long_help().to_string();
+        assert!(!help.contains("unsafe"), "{help}");
+        assert!(help.contains("--reconcile-interval-ms"), "{help}");
+    }
+
+    #[test]
+    fn a_zero_reconcile_interval_is_refused() {
+        assert!(parse(&["--reconcile-interval-ms", "0"]).is_err());
+    }
 }

@@ -1,28 +1,31 @@
 //! Placing an order through the coordinator with the SDK client: one order
 //! is one global transaction whose gid is the order id, in the order's mode
 //! (saga, TCC, 2PC or 3PC), with two branches, the inventory's stock and the
-//! order service's own order row.
+//! order service's own order row. (Only the `place-under-new-gid` planted
+//! defect, [`crate::plants`], registers it under another gid.)
 
 use crate::AppState;
+use crate::plants::transaction_gid;
 use crate::store::Order;
 use dtx_sdk::client::{Branch, PhasedBranch, TccBranch, Transaction};
 use dtx_sdk::{ClientError, Status};
 use serde_json::json;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 /// The orders this process is placing right now, each with how many
-/// placements of it are running. A refresh places an order again only when
-/// none is: an order whose transaction the coordinator does not know yet is
-/// usually one whose `POST /orders` has not registered it yet, and placing
-/// it again then would only make the refresh wait for an outcome the first
-/// placement is already waiting for.
+/// placements of it are running. The reconciler places an order again only
+/// when none is: an order whose transaction the coordinator does not know
+/// yet is usually one whose `POST /orders` has not registered it yet, and
+/// placing it again then would only wait for an outcome the first placement
+/// is already waiting for.
 #[derive(Debug, Clone, Default)]
 pub struct InFlight(Arc<Mutex<HashMap<String, usize>>>);
 
 impl InFlight {
     /// Marks `id` as being placed until the answer is dropped.
-    fn begin(&self, id: &str) -> Placing {
+    pub fn begin(&self, id: &str) -> Placing {
         *self.lock().entry(id.to_owned()).or_default() += 1;
         Placing {
             in_flight: self.clone(),
@@ -31,7 +34,7 @@ impl InFlight {
     }
 
     /// Whether a placement of `id` is running in this process.
-    fn contains(&self, id: &str) -> bool {
+    pub fn contains(&self, id: &str) -> bool {
         self.lock().contains_key(id)
     }
 
@@ -43,7 +46,9 @@ impl InFlight {
 }
 
 /// One running placement; see [`InFlight`].
-struct Placing {
+#[derive(Debug)]
+#[must_use = "the order is in flight only while this is held"]
+pub struct Placing {
     in_flight: InFlight,
     id: String,
 }
@@ -66,7 +71,8 @@ pub enum Placed {
     /// The transaction is final (committed or aborted); the order is settled.
     Settled(Order),
     /// The transaction is not final yet (slow participants) or its outcome
-    /// could not be read; the order settles later ([`refresh`]).
+    /// could not be read; the order settles later (the
+    /// [reconciler](crate::reconcile)).
     Unsettled(Order, String),
 }
 
@@ -74,11 +80,12 @@ pub enum Placed {
 /// (at most the configured wait), then records it on the order.
 pub async fn place(state: &AppState, order: &Order) -> anyhow::Result<Placed> {
     let _placing = state.placing.begin(&order.id);
+    let gid = transaction_gid(state.plant, order);
     let result = match order.mode.as_str() {
-        "saga" => saga(state, order).await,
-        "2pc" => two_phase(state, order).await,
-        "3pc" => three_phase(state, order).await,
-        _ => tcc(state, order).await,
+        "saga" => saga(state, order, &gid).await,
+        "2pc" => two_phase(state, order, &gid).await,
+        "3pc" => three_phase(state, order, &gid).await,
+        _ => tcc(state, order, &gid).await,
     };
     match result {
         Ok(tx) => settle(state, &order.id, &tx, None).await,
@@ -89,8 +96,8 @@ pub async fn place(state: &AppState, order: &Order) -> anyhow::Result<Placed> {
             // their way; after a timeout there is nothing more to wait for.
             let reason = e.to_string();
             let outcome = match e {
-                ClientError::TimedOut { .. } => state.client.get(&order.id).await,
-                _ => state.client.wait(&order.id, state.wait).await,
+                ClientError::TimedOut { .. } => state.client.get(&gid).await,
+                _ => state.client.wait(&gid, state.wait).await,
             };
             match outcome {
                 Ok(tx) if tx.is_final() => settle(state, &order.id, &tx, Some(&reason)).await,
@@ -103,35 +110,23 @@ pub async fn place(state: &AppState, order: &Order) -> anyhow::Result<Placed> {
     }
 }
 
-/// For an order not settled yet, asks the coordinator how its transaction
-/// ended and records it.
-pub async fn refresh(state: &AppState, order: Order) -> anyhow::Result<Order> {
-    if order.is_settled() {
-        return Ok(order);
-    }
-    match state.client.get(&order.id).await {
-        Ok(tx) if tx.is_final() => match settle(state, &order.id, &tx, None).await? {
-            Placed::Settled(order) | Placed::Unsettled(order, _) => Ok(order),
-        },
-        // The coordinator has no record of the order's transaction, and no
-        // placement of it is running here: its registration never landed
-        // (the coordinator answered 503, or this service stopped before it
-        // registered). Registration is idempotent by gid, so place the order
-        // again: the same request either creates the transaction now or
-        // finds the one a late original created. Left alone, the order
-        // would stay `new` for ever.
-        Err(ClientError::NotFound { .. })
-            if order.status == "new" && !state.placing.contains(&order.id) =>
-        {
-            tracing::info!(
-                order = order.id,
-                "no transaction for this order yet; placing it again"
-            );
-            match place(state, &order).await? {
-                Placed::Settled(order) | Placed::Unsettled(order, _) => Ok(order),
+/// A placement of `order` to run in the background (spawn it): the order
+/// counts as in flight from this call on, before the task first runs, so
+/// nothing places it a second time meanwhile. Logs where it ended.
+pub fn in_background(state: &AppState, order: Order) -> impl Future<Output = ()> + Send + 'static {
+    let placing = state.placing.begin(&order.id);
+    let state = state.clone();
+    async move {
+        let _placing = placing;
+        match place(&state, &order).await {
+            Ok(Placed::Settled(order)) => {
+                tracing::info!(order = order.id, status = order.status, "order settled");
             }
+            Ok(Placed::Unsettled(order, why)) => {
+                tracing::warn!(order = order.id, why, "order not settled yet");
+            }
+            Err(e) => tracing::warn!(order = order.id, error = %e, "placing the order failed"),
         }
-        _ => Ok(order),
     }
 }
 
@@ -139,13 +134,13 @@ pub async fn refresh(state: &AppState, order: Order) -> anyhow::Result<Order> {
 /// refuses, the coordinator compensates both (the order is cancelled by its
 /// own compensation). The order's branch comes first so that a refusal has
 /// something real to compensate.
-async fn saga(state: &AppState, order: &Order) -> Result<Transaction, ClientError> {
+async fn saga(state: &AppState, order: &Order, gid: &str) -> Result<Transaction, ClientError> {
     let inventory = &state.inventory_url;
     let me = &state.public_url;
     state
         .client
         .saga()
-        .with_gid(&order.id)
+        .with_gid(gid)
         .options(state.options.clone())
         .branch(
             Branch::new(
@@ -169,14 +164,14 @@ async fn saga(state: &AppState, order: &Order) -> Result<Transaction, ClientErro
 
 /// TCC: hold the order, hold the stock, commit; the coordinator confirms
 /// both, or cancels whatever was tried.
-async fn tcc(state: &AppState, order: &Order) -> Result<Transaction, ClientError> {
+async fn tcc(state: &AppState, order: &Order, gid: &str) -> Result<Transaction, ClientError> {
     let inventory = state.inventory_url.clone();
     let me = state.public_url.clone();
     let (sku, qty, id) = (order.sku.clone(), order.qty, order.id.clone());
     state
         .client
         .tcc()
-        .with_gid(&order.id)
+        .with_gid(gid)
         .options(state.options.clone())
         .wait_for_outcome(state.wait)
         .run(|scope| async move {
@@ -206,17 +201,17 @@ async fn tcc(state: &AppState, order: &Order) -> Result<Transaction, ClientError
         })
         .await?;
     // The scope committed; the Confirms are delivered (or being delivered).
-    state.client.wait(&order.id, state.wait).await
+    state.client.wait(gid, state.wait).await
 }
 
 /// 2PC: the coordinator asks both branches to prepare (hold the order, hold
 /// the stock) at once, then commits both, or rolls back both on a no.
-async fn two_phase(state: &AppState, order: &Order) -> Result<Transaction, ClientError> {
+async fn two_phase(state: &AppState, order: &Order, gid: &str) -> Result<Transaction, ClientError> {
     let (inventory, me) = (&state.inventory_url, &state.public_url);
     state
         .client
         .two_phase()
-        .with_gid(&order.id)
+        .with_gid(gid)
         .options(state.options.clone())
         .branch(
             PhasedBranch::two_phase(
@@ -242,12 +237,16 @@ async fn two_phase(state: &AppState, order: &Order) -> Result<Transaction, Clien
 
 /// 3PC: both branches vote (nothing held), then pre-commit (hold), then
 /// commit; a no or a missing ack aborts both.
-async fn three_phase(state: &AppState, order: &Order) -> Result<Transaction, ClientError> {
+async fn three_phase(
+    state: &AppState,
+    order: &Order,
+    gid: &str,
+) -> Result<Transaction, ClientError> {
     let (inventory, me) = (&state.inventory_url, &state.public_url);
     state
         .client
         .three_phase()
-        .with_gid(&order.id)
+        .with_gid(gid)
         .options(state.options.clone())
         .branch(
             PhasedBranch::three_phase(
@@ -274,7 +273,7 @@ async fn three_phase(state: &AppState, order: &Order) -> Result<Transaction, Cli
 }
 
 /// Records a transaction's outcome on its order.
-async fn settle(
+pub(crate) async fn settle(
     state: &AppState,
     id: &str,
     tx: &Transaction,

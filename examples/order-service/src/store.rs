@@ -166,6 +166,21 @@ impl Db {
         on_db!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await)
     }
 
+    /// At most `limit` unsettled orders (neither `confirmed` nor
+    /// `cancelled`) whose id sorts after `after` (`""`: from the first), in
+    /// id order: the reconciler walks them a page at a time, so that orders
+    /// it cannot settle yet do not starve the others.
+    pub async fn unsettled_after(&self, after: &str, limit: u32) -> sqlx::Result<Vec<Order>> {
+        const SQL: &str = "SELECT id, sku, qty, mode, status, reason, created_at, updated_at \
+             FROM orders WHERE status NOT IN ('confirmed', 'cancelled') AND id > $1 \
+             ORDER BY id LIMIT $2";
+        on_db!(self, |pool| sqlx::query_as(SQL)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await)
+    }
+
     /// Records the outcome of the order's transaction: `reason` (if any) and,
     /// once it is aborted, `cancelled` for an order whose own branch never
     /// ran (a branch that ran was cancelled or compensated by its own call).
@@ -212,6 +227,24 @@ impl Db {
             }
             tracing::info!(gid = ctx.gid(), op = %ctx.op(), order = id, "order {from} -> {to}");
             work.succeed().await
+        })
+    }
+
+    /// Passes a branch call through the barrier and answers success without
+    /// touching the order: only the `compensation-keeps-order` planted
+    /// defect ([`crate::plants`]) uses it, for the saga compensation.
+    pub async fn succeed_without_change(
+        &self,
+        ctx: &BranchContext,
+    ) -> Result<BranchAnswer, BarrierError> {
+        on_db!(self, |pool, barrier| {
+            match barrier.begin(pool, ctx).await? {
+                Entry::Proceed(work) => {
+                    tracing::warn!(gid = ctx.gid(), op = %ctx.op(), "planted defect: the order is left as it is");
+                    work.succeed().await
+                }
+                Entry::Skip(skipped) => Ok(skipped.answer()),
+            }
         })
     }
 }

@@ -1,8 +1,11 @@
 //! The end-to-end world: a real `dtx serve` process, and the inventory and
 //! order services started in-process (from their libraries) on SQLite files
-//! in a temporary directory (or PostgreSQL), all talking over HTTP; the
-//! inventory can be stopped and started again on the same address; plus the
-//! invariant check every test ends with.
+//! in a temporary directory (or PostgreSQL), all talking over HTTP, the
+//! order service with its background reconciler as its binary runs it
+//! (unless a test asks for none); the inventory can be stopped and started
+//! again on the same address; plus the invariant check every test ends
+//! with. Reads of the order service (`GET /orders`) are passive: whatever
+//! waits for an order to settle polls them.
 
 // Shared by several test binaries, each using part of it.
 #![allow(dead_code)]
@@ -13,6 +16,8 @@ use dtx_sdk::{Client, RetryPolicy, TxOptions};
 use dtx_tests::process::DtxProcess;
 use inventory_service::store::{LedgerEntry, Product};
 use inventory_service::two_phase::TwoPhase;
+use order_service::plants::Plant;
+use order_service::reconcile::{self, Reconciler};
 use order_service::store::{Db, Order};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -25,6 +30,29 @@ use tokio::task::JoinHandle;
 pub const SKU: &str = "apple";
 pub const INITIAL: i64 = 10;
 
+/// How the world's order service runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Whether its reconciler runs from the start.
+    pub reconciler: bool,
+    /// Its planted defect, if any.
+    pub plant: Option<Plant>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            reconciler: true,
+            plant: None,
+        }
+    }
+}
+
+/// How long whatever waits on the services polls before giving up: up to a
+/// minute, since a loaded CI machine stretches retries and restarts.
+const POLLS: u32 = 1200;
+const POLL_EVERY: Duration = Duration::from_millis(50);
+
 /// One test's world; everything stops when it is dropped.
 pub struct World {
     pub coordinator: String,
@@ -36,6 +64,9 @@ pub struct World {
     /// Whether the inventory prepares 2PC with PostgreSQL prepared
     /// transactions: its `prepare` ledger rows then mean units sold.
     pub xa: bool,
+    /// The order service's state (its database, its coordinator client).
+    pub state: order_service::AppState,
+    reconciler: Option<Reconciler>,
     inventory_server: Option<Server>,
     _coordinator: DtxProcess,
     _stop: Vec<oneshot::Sender<()>>,
@@ -52,7 +83,12 @@ struct Server {
 impl World {
     /// Starts everything on SQLite and seeds [`INITIAL`] units of [`SKU`].
     pub async fn start() -> World {
-        World::start_on(None).await
+        World::start_on(None, Options::default()).await
+    }
+
+    /// Like [`World::start`], with these options.
+    pub async fn start_with(options: Options) -> World {
+        World::start_on(None, options).await
     }
 
     /// Like [`World::start`], with both services on fresh PostgreSQL
@@ -64,10 +100,10 @@ impl World {
         let orders = dtx_tests::postgres::fresh_database()
             .await
             .expect("a PostgreSQL database");
-        World::start_on(Some((inventory, orders))).await
+        World::start_on(Some((inventory, orders)), Options::default()).await
     }
 
-    async fn start_on(postgres: Option<(String, String)>) -> World {
+    async fn start_on(postgres: Option<(String, String)>, options: Options) -> World {
         let dir = tempfile::tempdir().expect("temp dir");
         let sqlite = |name: &str| format!("sqlite:{}", dir.path().join(name).display());
         let (inventory_db, orders_db) =
@@ -108,20 +144,23 @@ impl World {
             wait: Duration::from_secs(20),
             secret: dtx_sdk::CallbackSecret::disabled(),
             placing: Default::default(),
+            plant: options.plant,
         };
         let (tx, rx) = oneshot::channel();
         stop.push(tx);
-        tokio::spawn(order_service::run(listener, state, async {
+        tokio::spawn(order_service::run(listener, state.clone(), async {
             let _ = rx.await;
         }));
 
-        let world = World {
+        let mut world = World {
             coordinator: coordinator.base_url(),
             inventory,
             orders,
             http: reqwest::Client::new(),
             inventory_db,
             xa,
+            state,
+            reconciler: None,
             inventory_server: Some(server),
             _coordinator: coordinator,
             _stop: stop,
@@ -135,7 +174,20 @@ impl World {
             )
             .await;
         assert_eq!(seeded.0, 200, "{seeded:?}");
+        if options.reconciler {
+            world.start_reconciler();
+        }
         world
+    }
+
+    /// Starts the order service's reconciler, as its binary does (a shorter
+    /// interval than the binary's 1 s keeps the tests quick).
+    pub fn start_reconciler(&mut self) {
+        let settings = reconcile::Settings {
+            interval: Duration::from_millis(200),
+            ..reconcile::Settings::default()
+        };
+        self.reconciler = Some(reconcile::spawn(self.state.clone(), settings));
     }
 
     /// POSTs JSON; the status and the body (JSON, or a string).
@@ -152,15 +204,59 @@ impl World {
 
     /// GETs JSON.
     pub async fn get(&self, base: &str, path: &str) -> Value {
+        let (status, body) = self.get_any(base, path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// GETs; the status and the body, whatever the status.
+    pub async fn get_any(&self, base: &str, path: &str) -> (u16, Value) {
         let response = self
             .http
             .get(format!("{base}{path}"))
             .send()
             .await
             .expect("GET");
-        let (status, body) = read(response).await;
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
+        read(response).await
+    }
+
+    /// The order as the order service shows it now.
+    pub async fn shown(&self, id: &str) -> Order {
+        let order = self.get(&self.orders, &format!("/orders/{id}")).await;
+        serde_json::from_value(order).expect("an order")
+    }
+
+    /// Every order as the order service shows it now.
+    pub async fn shown_orders(&self) -> Vec<Order> {
+        serde_json::from_value(self.get(&self.orders, "/orders").await).expect("orders")
+    }
+
+    /// Polls `GET /orders/{id}` until the order has `status` (the
+    /// reconciler, or a placement still running, settles it).
+    pub async fn wait_for_order(&self, id: &str, status: &str) -> Order {
+        let mut order = self.shown(id).await;
+        for _ in 0..POLLS {
+            if order.status == status {
+                return order;
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+            order = self.shown(id).await;
+        }
+        panic!("order {id} never became {status}: {order:?}");
+    }
+
+    /// Polls `GET /orders` until every order is settled, and returns them.
+    pub async fn settled_orders(&self) -> Vec<Order> {
+        let mut orders = self.shown_orders().await;
+        for _ in 0..POLLS {
+            if orders.iter().all(Order::is_settled) {
+                return orders;
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+            orders = self.shown_orders().await;
+        }
+        let unsettled: Vec<_> = orders.iter().filter(|o| !o.is_settled()).collect();
+        panic!("orders never settled: {unsettled:?}");
     }
 
     /// Places an order and returns it once settled (201).
@@ -261,17 +357,16 @@ impl World {
         }
     }
 
-    /// Polls the coordinator until `gid` has `status` (at most 20 s).
+    /// Polls the coordinator until `gid` has `status` (at most a minute).
     pub async fn wait_for_status(&self, gid: &str, status: &str) -> Value {
         let url = format!("{}/v1/transactions/{gid}", self.coordinator);
-        // Up to a minute: a loaded CI machine stretches retries and restarts.
-        for _ in 0..1200 {
+        for _ in 0..POLLS {
             let response = self.http.get(&url).send().await.expect("GET");
             let (code, tx) = read(response).await;
             if code == 200 && tx["status"] == status {
                 return tx;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(POLL_EVERY).await;
         }
         panic!("{gid} never reached {status}");
     }
@@ -292,10 +387,12 @@ impl World {
         count
     }
 
-    /// The invariants every test ends with: no unit created or lost, nothing
-    /// left reserved, and every order's status agrees with what the
-    /// inventory's ledger applied under its gid.
+    /// The invariants every test ends with, once every order is settled
+    /// (polled; the reconciler settles what the placements left): no unit
+    /// created or lost, nothing left reserved, and every order's status
+    /// agrees with what the inventory's ledger applied under its gid.
     pub async fn check_invariants(&self) {
+        let orders = self.settled_orders().await;
         let product = self.product().await;
         assert_eq!(
             product.available + product.reserved + product.sold,
@@ -321,14 +418,12 @@ impl World {
             *sold += sell * entry.qty;
             *held += hold * entry.qty;
         }
-        let orders: Vec<Order> =
-            serde_json::from_value(self.get(&self.orders, "/orders").await).expect("orders");
         for order in &orders {
             let (sold, held) = net.get(&order.id).copied().unwrap_or_default();
-            let expected = match order.status.as_str() {
-                "confirmed" => order.qty,
-                "cancelled" => 0,
-                other => panic!("order {} is not settled: {other}", order.id),
+            let expected = if order.status == "confirmed" {
+                order.qty
+            } else {
+                0
             };
             assert_eq!(
                 (sold, held),
