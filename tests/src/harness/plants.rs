@@ -29,8 +29,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use super::binaries::Binaries;
 use super::checker::{self, Violation, ViolationKind};
 use super::cluster::{ClusterOptions, Node};
@@ -39,8 +37,7 @@ use super::targeted::{STOCK, SKU, Targeted, TargetedRun};
 use crate::error::TestSupportError;
 
 /// A planted defect; see the module's table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plant {
     /// Inventory: no barrier for saga and TCC.
     SkipBarrier,
@@ -93,11 +90,22 @@ impl Plant {
     ];
 
     /// The flag's value, as the services spell it.
-    pub fn name(self) -> String {
-        serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
+    pub fn name(self) -> &'static str {
+        match self {
+            Plant::SkipBarrier => "skip-barrier",
+            Plant::UnrecordedSale => "unrecorded-sale",
+            Plant::CompensateWithoutAction => "compensate-without-action",
+            Plant::ConfirmWithoutTry => "confirm-without-try",
+            Plant::CancelKeepsHold => "cancel-keeps-hold",
+            Plant::RefuseConfirm => "refuse-confirm",
+            Plant::CommitAborted2pc => "commit-aborted-2pc",
+            Plant::RollbackLeavesPrepared => "rollback-leaves-prepared",
+            Plant::AbortSells3pc => "abort-sells-3pc",
+            Plant::AnswerBeforeOutcome => "answer-before-outcome",
+            Plant::PlaceUnderNewGid => "place-under-new-gid",
+            Plant::DoubleInsert => "double-insert",
+            Plant::CompensationKeepsOrder => "compensation-keeps-order",
+        }
     }
 
     /// The service the defect is planted in.
@@ -147,7 +155,7 @@ impl Plant {
 
     /// The cluster: the plant on its service, and what the trigger needs.
     fn options(self) -> ClusterOptions {
-        let plant = vec!["--unsafe-plant".to_owned(), self.name()];
+        let plant = vec!["--unsafe-plant".to_owned(), self.name().to_owned()];
         let mut options = ClusterOptions::default();
         match self.service() {
             Node::Orders => options.orders_args = plant,
@@ -216,7 +224,7 @@ impl Plant {
 
 /// Runs the services with `plant` and checks what they did.
 pub async fn run(binaries: &Binaries, plant: Plant) -> Result<Targeted, TestSupportError> {
-    let run = TargetedRun::start(binaries, &plant.name(), &plant.options()).await?;
+    let run = TargetedRun::start(binaries, plant.name(), &plant.options()).await?;
     let gids = plant.trigger(&run).await?;
     let bound = if plant.quiesces() {
         Duration::from_secs(60)
