@@ -60,10 +60,18 @@ fn assert_kept_every_rule(report: &ScenarioReport) {
         report.faults
     );
     assert!(!report.faults.is_empty(), "no fault was injected");
-    assert!(report.passed(), "the verdict disagrees with the checks above");
+    assert!(
+        report.passed(),
+        "the verdict disagrees with the checks above"
+    );
     for mode in MODES {
         assert!(
-            report.confirmed_after_faults.get(*mode).copied().unwrap_or(0) > 0,
+            report
+                .confirmed_after_faults
+                .get(mode.as_str())
+                .copied()
+                .unwrap_or(0)
+                > 0,
             "no {mode} order was confirmed after the last fault ended: {:?}",
             report.confirmed_after_faults
         );

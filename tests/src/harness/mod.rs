@@ -36,5 +36,5 @@ pub mod scenario;
 pub mod targeted;
 pub mod workload;
 
-/// The modes the sample order service places orders in.
-pub const MODES: &[&str] = &["saga", "tcc", "2pc", "3pc"];
+/// The modes the sample order service places orders in: every one.
+pub const MODES: &[dtx_protocol::Mode] = &dtx_protocol::Mode::ALL;

@@ -10,6 +10,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use dtx_protocol::{BranchStatus, Mode};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -47,6 +49,30 @@ async fn get<T: DeserializeOwned>(
     serde_json::from_str(&text).map_err(|e| failed(format!("{e}: {text}")))
 }
 
+/// A page of `GET /v1/transactions` (without branches).
+#[derive(Deserialize)]
+struct Page {
+    transactions: Vec<TransactionRow>,
+    next_cursor: Option<String>,
+}
+
+/// The branches of `GET /v1/transactions/{gid}`.
+#[derive(Deserialize)]
+struct OneTransaction {
+    branches: Vec<BranchRow>,
+}
+
+#[derive(Deserialize)]
+struct BranchRow {
+    spec: BranchId,
+    status: BranchStatus,
+}
+
+#[derive(Deserialize)]
+struct BranchId {
+    id: String,
+}
+
 /// Every transaction in the log, through `coordinator`, following cursors.
 /// With `branches`, also the branch statuses of 2PC and 3PC transactions,
 /// which the checker needs: one more request per such transaction, so the
@@ -63,37 +89,26 @@ pub async fn transactions(
             Some(c) => format!("/v1/transactions?limit=1000&cursor={c}"),
             None => "/v1/transactions?limit=1000".to_owned(),
         };
-        let page: Value = get(cluster, coordinator, &path).await?;
-        for t in page["transactions"].as_array().into_iter().flatten() {
-            rows.push(TransactionRow {
-                gid: t["gid"].as_str().unwrap_or_default().to_owned(),
-                mode: t["mode"].as_str().unwrap_or_default().to_owned(),
-                status: t["status"].as_str().unwrap_or_default().to_owned(),
-                attention: t["attention"].as_str().map(str::to_owned),
-                branches: BTreeMap::new(),
-            });
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
+        let page: Page = get(cluster, coordinator, &path).await?;
+        rows.extend(page.transactions);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
             None => break,
         }
     }
-    for row in rows
-        .iter_mut()
-        .filter(|r| branches && matches!(r.mode.as_str(), "2pc" | "3pc"))
-    {
-        let one: Value = get(
+    let phased = |r: &TransactionRow| matches!(r.mode, Mode::TwoPhase | Mode::ThreePhase);
+    for row in rows.iter_mut().filter(|r| branches && phased(r)) {
+        let one: OneTransaction = get(
             cluster,
             coordinator,
             &format!("/v1/transactions/{}", row.gid),
         )
         .await?;
-        for b in one["branches"].as_array().into_iter().flatten() {
-            row.branches.insert(
-                b["spec"]["id"].as_str().unwrap_or_default().to_owned(),
-                b["status"].as_str().unwrap_or_default().to_owned(),
-            );
-        }
+        row.branches = one
+            .branches
+            .into_iter()
+            .map(|b| (b.spec.id, b.status))
+            .collect();
     }
     Ok(rows)
 }
@@ -212,12 +227,8 @@ pub async fn wait_for_quiescence(cluster: &Cluster, bound: Duration) -> Option<D
                 .await
                 .ok()?;
             let orders: Vec<OrderRow> = get(cluster, Node::Orders, "/orders").await.ok()?;
-            let txs_final = txs
-                .iter()
-                .all(|t| matches!(t.status.as_str(), "committed" | "aborted"));
-            let orders_final = orders
-                .iter()
-                .all(|o| matches!(o.status.as_str(), "confirmed" | "cancelled"));
+            let txs_final = txs.iter().all(|t| t.status.is_final());
+            let orders_final = orders.iter().all(|o| o.status.is_settled());
             Some(txs_final && orders_final)
         };
         if settled.await == Some(true) {

@@ -29,11 +29,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use dtx_protocol::Mode;
+
 use super::binaries::Binaries;
 use super::checker::{self, Violation, ViolationKind};
 use super::cluster::{ClusterOptions, Node};
 use super::observe;
-use super::targeted::{STOCK, SKU, Targeted, TargetedRun};
+use super::targeted::{SKU, STOCK, Targeted, TargetedRun};
 use crate::error::TestSupportError;
 
 /// A planted defect; see the module's table.
@@ -189,35 +191,38 @@ impl Plant {
                 // The work is done, the answer lost: the retry does it again.
                 run.arm("/saga/reserve", "fail_after", 1, 0).await?;
                 run.arm("/tcc/try", "fail_after", 1, 0).await?;
-                vec![run.place("saga", 2).await?, run.place("tcc", 3).await?]
+                vec![
+                    run.place(Mode::Saga, 2).await?,
+                    run.place(Mode::Tcc, 3).await?,
+                ]
             }
-            Plant::UnrecordedSale => vec![run.place("saga", 2).await?],
+            Plant::UnrecordedSale => vec![run.place(Mode::Saga, 2).await?],
             Plant::CompensateWithoutAction => {
                 // Sold units to give back, then an order refused for stock,
                 // whose inventory compensation is a null compensation.
-                let sold = run.place("saga", 60).await?;
-                vec![sold, run.place("saga", 60).await?]
+                let sold = run.place(Mode::Saga, 60).await?;
+                vec![sold, run.place(Mode::Saga, 60).await?]
             }
-            Plant::ConfirmWithoutTry | Plant::RefuseConfirm => vec![run.place("tcc", 3).await?],
+            Plant::ConfirmWithoutTry | Plant::RefuseConfirm => vec![run.place(Mode::Tcc, 3).await?],
             Plant::CancelKeepsHold => {
                 // The Try holds, its answers are lost; the deadline aborts.
                 run.arm("/tcc/try", "fail_after", 1000, 0).await?;
-                vec![run.place("tcc", 2).await?]
+                vec![run.place(Mode::Tcc, 2).await?]
             }
             Plant::CommitAborted2pc | Plant::RollbackLeavesPrepared => {
                 // Prepared, the votes lost; the deadline aborts.
                 run.arm("/2pc/prepare", "fail_after", 1000, 0).await?;
-                vec![run.place("2pc", 2).await?]
+                vec![run.place(Mode::TwoPhase, 2).await?]
             }
             Plant::AbortSells3pc => {
                 run.arm("/3pc/pre_commit", "fail_after", 1000, 0).await?;
-                vec![run.place("3pc", 2).await?]
+                vec![run.place(Mode::ThreePhase, 2).await?]
             }
             Plant::AnswerBeforeOutcome | Plant::CompensationKeepsOrder => {
                 // More than the stock: refused, compensated, cancelled.
-                vec![run.place("saga", STOCK + 50).await?]
+                vec![run.place(Mode::Saga, STOCK + 50).await?]
             }
-            Plant::PlaceUnderNewGid | Plant::DoubleInsert => vec![run.place("saga", 2).await?],
+            Plant::PlaceUnderNewGid | Plant::DoubleInsert => vec![run.place(Mode::Saga, 2).await?],
         })
     }
 }
@@ -240,7 +245,7 @@ pub async fn run(binaries: &Binaries, plant: Plant) -> Result<Targeted, TestSupp
 pub async fn unstable_reads(binaries: &Binaries) -> Result<Option<Violation>, TestSupportError> {
     let run = TargetedRun::start(binaries, "unstable-reads", &ClusterOptions::default()).await?;
     run.arm("/saga/reserve", "slow", 1, 3000).await?;
-    let placing = run.place_in_background("saga", 2);
+    let placing = run.place_in_background(Mode::Saga, 2);
     let seeded = BTreeMap::from([(SKU.to_owned(), STOCK)]);
     run.until("the order row", Duration::from_secs(30), || async {
         let first = observe::observe_once(&run.cluster, &seeded, &[], false)

@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::checker::OrderStatus;
 use super::scenario::ScenarioReport;
 
 /// Writes `report.json` and `report.html` into `dir` (created if missing).
@@ -181,9 +182,13 @@ fn timeline(page: &mut String, r: &ScenarioReport) {
             y + 4.0,
             esc(mode)
         );
-        for a in r.attempts.iter().filter(|a| &&a.mode == mode) {
+        for a in r
+            .attempts
+            .iter()
+            .filter(|a| a.mode.as_str() == mode.as_str())
+        {
             let colour = match &a.told {
-                super::workload::Told::Settled(s) if s == "confirmed" => "#2a2",
+                super::workload::Told::Settled(OrderStatus::Confirmed) => "#2a2",
                 super::workload::Told::Settled(_) => "#e90",
                 super::workload::Told::NoAnswer => "#c00",
                 _ => "#888",

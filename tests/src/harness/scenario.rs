@@ -9,11 +9,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use dtx_protocol::Mode;
 use serde::Serialize;
 use tokio::sync::watch;
 
 use super::binaries::Binaries;
-use super::checker::{self, Violation, ViolationKind};
+use super::checker::{self, OrderStatus, Violation, ViolationKind};
 use super::cluster::{Cluster, ClusterOptions, Node};
 use super::nemesis::{self, AppliedFault, FaultKind};
 use super::observe;
@@ -102,11 +103,11 @@ pub struct Settings {
 
 impl Settings {
     /// The bounded run CI makes of each scenario.
-    pub fn ci(modes: &[&str]) -> Settings {
+    pub fn ci(modes: &[Mode]) -> Settings {
         Settings {
             workload: WorkloadConfig {
                 clients: 4,
-                modes: modes.iter().map(|m| (*m).to_owned()).collect(),
+                modes: modes.to_vec(),
                 sku: "widget".into(),
                 scarce_every: 5,
                 scarce_sku: "gadget".into(),
@@ -242,9 +243,9 @@ pub async fn run(
     let last_fault_end = faults.iter().map(|f| f.ended_ms).max().unwrap_or(0);
     let confirmed_after_faults = attempts
         .iter()
-        .filter(|a| a.at_ms > last_fault_end && a.told == Told::Settled("confirmed".into()))
+        .filter(|a| a.at_ms > last_fault_end && a.told == Told::Settled(OrderStatus::Confirmed))
         .fold(BTreeMap::new(), |mut by_mode, a| {
-            *by_mode.entry(a.mode.clone()).or_insert(0) += 1;
+            *by_mode.entry(a.mode.to_string()).or_insert(0) += 1;
             by_mode
         });
     Ok(ScenarioReport {
@@ -255,13 +256,13 @@ pub async fn run(
         attempts_by_mode: count(
             attempts
                 .iter()
-                .map(|a| (a.mode.clone(), told_name(&a.told))),
+                .map(|a| (a.mode.to_string(), told_name(&a.told))),
         ),
         transactions_by_mode: count(
             observed
                 .transactions
                 .iter()
-                .map(|t| (t.mode.clone(), t.status.clone())),
+                .map(|t| (t.mode.to_string(), t.status.as_str().to_owned())),
         ),
         confirmed_after_faults,
         violations,
@@ -316,7 +317,7 @@ async fn gather_evidence(
 
 fn told_name(told: &workload::Told) -> String {
     match told {
-        workload::Told::Settled(status) => status.clone(),
+        workload::Told::Settled(status) => status.to_string(),
         workload::Told::Unsettled => "unsettled".into(),
         workload::Told::Refused(code) => format!("http_{code}"),
         workload::Told::NoAnswer => "no_answer".into(),

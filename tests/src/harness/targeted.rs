@@ -22,10 +22,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dtx_protocol::{Mode, Op, Status};
 use serde_json::{Value, json};
 
 use super::binaries::Binaries;
-use super::checker::{self, Violation};
+use super::checker::{self, LedgerOp, Violation};
 use super::cluster::{Cluster, ClusterOptions, Node};
 use super::observe;
 use super::workload::{self, Attempt};
@@ -98,11 +99,11 @@ impl TargetedRun {
     /// told; the task answers the order id, when the answer carried one.
     pub fn place_in_background(
         &self,
-        mode: &str,
+        mode: Mode,
         qty: i64,
     ) -> tokio::task::JoinHandle<Option<String>> {
         let (http, url) = (self.cluster.http().clone(), self.cluster.url(Node::Orders));
-        let (attempts, started, mode) = (self.attempts.clone(), self.started, mode.to_owned());
+        let (attempts, started) = (self.attempts.clone(), self.started);
         tokio::spawn(async move {
             let answer = http
                 .post(format!("{url}/orders"))
@@ -126,7 +127,7 @@ impl TargetedRun {
 
     /// Places one order, waits for the answer and answers its id; an
     /// answer without one is an error.
-    pub async fn place(&self, mode: &str, qty: i64) -> Result<String, TestSupportError> {
+    pub async fn place(&self, mode: Mode, qty: i64) -> Result<String, TestSupportError> {
         let order = self.place_in_background(mode, qty).await.ok().flatten();
         order.ok_or_else(|| TestSupportError::Service {
             what: format!("POST /orders ({mode}, {qty} unit(s))"),
@@ -210,25 +211,29 @@ pub async fn three_pc_partition(binaries: &Binaries) -> Result<Targeted, TestSup
     let run = TargetedRun::start(binaries, "3pc-partition", &options).await?;
     // The inventory pre-commits, but every answer to PreCommit is lost.
     run.arm("/3pc/pre_commit", "fail_after", 1000, 0).await?;
-    let placing = run.place_in_background("3pc", 2);
+    let placing = run.place_in_background(Mode::ThreePhase, 2);
     // Wait for the inventory's pre-commit, then cut it off at once.
     let gid = run
-        .until("the inventory's pre-commit", Duration::from_secs(30), || async {
-            let ledger: Vec<checker::LedgerRow> = run
-                .cluster
-                .http()
-                .get(format!("{}/ledger", run.cluster.url(Node::Inventory)))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            ledger
-                .into_iter()
-                .find(|r| r.op == "pre_commit")
-                .map(|r| r.gid)
-        })
+        .until(
+            "the inventory's pre-commit",
+            Duration::from_secs(30),
+            || async {
+                let ledger: Vec<checker::LedgerRow> = run
+                    .cluster
+                    .http()
+                    .get(format!("{}/ledger", run.cluster.url(Node::Inventory)))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                ledger
+                    .into_iter()
+                    .find(|r| r.op == LedgerOp::Coordinator(Op::PreCommit))
+                    .map(|r| r.gid)
+            },
+        )
         .await?;
     // A partition between the inventory and the coordinators alone: the
     // inventory keeps its database, without which its watchdog could not
@@ -279,13 +284,17 @@ impl ProtocolPoint {
 
     /// (mode, units ordered, inventory route held open, the transaction
     /// status that shows the point is reached).
-    fn plan(self) -> (&'static str, i64, &'static str, &'static str) {
+    fn plan(self) -> (Mode, i64, &'static str, Status) {
         match self {
-            ProtocolPoint::AfterDecisionBeforePhaseTwo => ("2pc", 2, "/2pc/commit", "committing"),
-            ProtocolPoint::BetweenTryAndConfirm => ("tcc", 2, "/tcc/try", "open"),
+            ProtocolPoint::AfterDecisionBeforePhaseTwo => {
+                (Mode::TwoPhase, 2, "/2pc/commit", Status::Committing)
+            }
+            ProtocolPoint::BetweenTryAndConfirm => (Mode::Tcc, 2, "/tcc/try", Status::Open),
             // More than the stock: the inventory refuses, and its own
             // release (a refused branch is compensated too) is held open.
-            ProtocolPoint::DuringCompensation => ("saga", STOCK + 1, "/saga/release", "aborting"),
+            ProtocolPoint::DuringCompensation => {
+                (Mode::Saga, STOCK + 1, "/saga/release", Status::Aborting)
+            }
         }
     }
 }
@@ -308,7 +317,7 @@ pub async fn coordinator_killed_at(
     // Watch through the other coordinator until the point is reached.
     let gid = run
         .until(
-            &format!("a {mode} transaction `{reached}`"),
+            &format!("a {mode} transaction `{}`", reached.as_str()),
             Duration::from_secs(30),
             || async {
                 let txs = observe::transactions(&run.cluster, Node::Coordinator2, false)

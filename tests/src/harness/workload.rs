@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use dtx_protocol::Mode;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -14,13 +15,15 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::checker::OrderStatus;
+
 /// What the workload does.
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkloadConfig {
     /// Concurrent clients, each placing one order after another.
     pub clients: usize,
     /// The modes orders are placed in, taken in turn.
-    pub modes: Vec<String>,
+    pub modes: Vec<Mode>,
     /// The product orders buy: seeded plentifully, so that orders keep
     /// succeeding for the whole run (progress after every fault is checked).
     pub sku: String,
@@ -40,8 +43,8 @@ pub struct WorkloadConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
 pub enum Told {
-    /// The order settled with this status (`confirmed`, `cancelled`).
-    Settled(String),
+    /// The order settled with this status (confirmed or cancelled).
+    Settled(OrderStatus),
     /// 202: accepted, not settled yet.
     Unsettled,
     /// Another HTTP status (the service is up but could not place it).
@@ -56,7 +59,7 @@ pub struct Attempt {
     /// Milliseconds from the start of the scenario when the answer came.
     pub at_ms: u64,
     /// The mode asked for.
-    pub mode: String,
+    pub mode: Mode,
     /// The order id, when the answer carried one.
     pub order: Option<String>,
     /// What the client was told.
@@ -87,7 +90,7 @@ pub async fn run(
             let mut attempts = Vec::new();
             let mut turn = client;
             while !*stop.borrow() {
-                let mode = config.modes[turn % config.modes.len()].clone();
+                let mode = config.modes[turn % config.modes.len()];
                 turn += 1;
                 let qty = rng.random_range(1..=config.max_qty);
                 let sku = if config.scarce_every > 0 && turn % config.scarce_every == 0 {
@@ -101,11 +104,16 @@ pub async fn run(
                     .timeout(config.request_timeout)
                     .json(&body)
                     .send();
-                let (told, order) = tokio::select! {
-                    answer = request => read_answer(answer).await,
-                    _ = stop.changed() => break,
+                let (told, order, stopping) = tokio::select! {
+                    answer = request => {
+                        let (told, order) = read_answer(answer).await;
+                        (told, order, false)
+                    }
+                    // Stopped mid-request: the order may exist all the
+                    // same, so the attempt counts, unanswered.
+                    _ = stop.changed() => (Told::NoAnswer, None, true),
                 };
-                if told == Told::NoAnswer {
+                if told == Told::NoAnswer && !stopping {
                     // The service is away: do not spin against it.
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -115,6 +123,9 @@ pub async fn run(
                     order,
                     told,
                 });
+                if stopping {
+                    break;
+                }
             }
             attempts
         });
@@ -138,7 +149,9 @@ pub async fn read_answer(
     let body: serde_json::Value = response.json().await.unwrap_or_default();
     let order = body["id"].as_str().map(str::to_owned);
     let told = match status {
-        201 => Told::Settled(body["status"].as_str().unwrap_or("?").to_owned()),
+        201 => Told::Settled(
+            serde_json::from_value(body["status"].clone()).unwrap_or(OrderStatus::Other),
+        ),
         202 => Told::Unsettled,
         other => Told::Refused(other),
     };

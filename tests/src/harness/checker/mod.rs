@@ -38,7 +38,10 @@ mod observed;
 mod orders;
 mod stock;
 
-pub use observed::{LedgerRow, Observed, OrderRow, PreparedBranch, Product, ThreePhaseRecord, TransactionRow};
+pub use observed::{
+    Column, LedgerOp, LedgerRow, Observed, OrderRow, OrderStatus, PreparedBranch, Product,
+    ThreePhaseRecord, TransactionRow,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -4,7 +4,9 @@
 //! inventory's database), none of which changes anything.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
+use dtx_protocol::{BranchStatus, Mode, Op, Status};
 use serde::{Deserialize, Serialize};
 
 use crate::harness::workload::Attempt;
@@ -30,7 +32,7 @@ pub struct LedgerRow {
     /// The branch.
     pub branch: String,
     /// The operation that moved the stock.
-    pub op: String,
+    pub op: LedgerOp,
     /// The product.
     pub sku: String,
     /// The units moved.
@@ -38,9 +40,92 @@ pub struct LedgerRow {
     /// The stock column the units left and the one they went to. The
     /// operation alone does not say: an XA `prepare` sells, a reservation
     /// `prepare` holds.
-    pub moved_from: String,
+    pub moved_from: Column,
     /// See `moved_from`.
-    pub moved_to: String,
+    pub moved_to: Column,
+}
+
+/// The operation a ledger row records: one the coordinator calls, or the
+/// TCC Try, which the initiator calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum LedgerOp {
+    /// The TCC Try.
+    Try,
+    /// An operation of the coordinator's.
+    Coordinator(Op),
+}
+
+impl TryFrom<String> for LedgerOp {
+    type Error = dtx_protocol::wire::UnknownName;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        match name.as_str() {
+            "try" => Ok(LedgerOp::Try),
+            other => other.parse().map(LedgerOp::Coordinator),
+        }
+    }
+}
+
+impl From<LedgerOp> for String {
+    fn from(op: LedgerOp) -> String {
+        op.to_string()
+    }
+}
+
+impl fmt::Display for LedgerOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LedgerOp::Try => f.write_str("try"),
+            LedgerOp::Coordinator(op) => write!(f, "{op}"),
+        }
+    }
+}
+
+/// A stock column of the inventory's products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Column {
+    /// Free units.
+    Available,
+    /// Held units.
+    Reserved,
+    /// Sold units.
+    Sold,
+    /// A column the checker does not know (reported as a violation).
+    #[serde(other)]
+    Unknown,
+}
+
+/// Where an order stands, as the sample order service names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Created, its transaction not (known to be) under way.
+    New,
+    /// Its own branch holds it (TCC Try, 2PC/3PC prepare).
+    Pending,
+    /// Settled: its transaction committed.
+    Confirmed,
+    /// Settled: its transaction aborted.
+    Cancelled,
+    /// Any other status (not settled).
+    #[serde(other)]
+    Other,
+}
+
+impl OrderStatus {
+    /// Whether the order is settled.
+    pub fn is_settled(self) -> bool {
+        matches!(self, OrderStatus::Confirmed | OrderStatus::Cancelled)
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = serde_json::to_value(self).unwrap_or_default();
+        f.write_str(name.as_str().unwrap_or("?"))
+    }
 }
 
 /// An order as the order service shows it.
@@ -53,9 +138,9 @@ pub struct OrderRow {
     /// The units ordered.
     pub qty: i64,
     /// The mode it was placed in.
-    pub mode: String,
-    /// `confirmed`, `cancelled`, or not settled (`new`, `pending`, ...).
-    pub status: String,
+    pub mode: Mode,
+    /// Where it stands.
+    pub status: OrderStatus,
 }
 
 /// A transaction as the coordinator shows it.
@@ -64,15 +149,15 @@ pub struct TransactionRow {
     /// The gid.
     pub gid: String,
     /// The mode.
-    pub mode: String,
+    pub mode: Mode,
     /// The status.
-    pub status: String,
+    pub status: Status,
     /// Why an operator should look at it, when the coordinator flagged it.
     #[serde(default)]
     pub attention: Option<String>,
     /// Branch statuses by branch id (read for 2PC and 3PC only).
     #[serde(default)]
-    pub branches: BTreeMap<String, String>,
+    pub branches: BTreeMap<String, BranchStatus>,
 }
 
 /// A transaction PostgreSQL holds prepared in the inventory's database

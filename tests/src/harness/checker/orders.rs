@@ -3,10 +3,12 @@
 //! rules that tie every trace to an order and every order to a client's
 //! request and answer.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+
+use dtx_protocol::{BranchStatus, Mode, Status};
 
 use super::stock::{Columns, effect};
-use super::{Findings, Observed, OrderRow, TransactionRow, ViolationKind};
+use super::{Findings, Observed, OrderRow, OrderStatus, TransactionRow, ViolationKind};
 use crate::harness::workload::Told;
 
 /// The per-order and closed-world rules; see the checker's module docs.
@@ -23,7 +25,7 @@ pub(super) fn check(observed: &Observed, found: &mut Findings) {
         .iter()
         .map(|t| (t.gid.as_str(), t))
         .collect();
-    let timeout_rule_fired: BTreeSet<&str> = observed
+    let timeout_rule_fired: std::collections::BTreeSet<&str> = observed
         .three_phase
         .iter()
         .filter(|r| r.decided_by.as_deref() == Some("timeout_rule"))
@@ -45,11 +47,11 @@ pub(super) fn check(observed: &Observed, found: &mut Findings) {
 /// branch statuses.
 fn transaction(tx: &TransactionRow, found: &mut Findings) {
     let gid = Some(tx.gid.as_str());
-    if !matches!(tx.status.as_str(), "committed" | "aborted") {
+    if !tx.status.is_final() {
         found.report(
             ViolationKind::NotFinal,
             gid,
-            format!("the {} transaction is {}", tx.mode, tx.status),
+            format!("the {} transaction is {}", tx.mode, tx.status.as_str()),
         );
     }
     if let Some(why) = &tx.attention {
@@ -59,8 +61,8 @@ fn transaction(tx: &TransactionRow, found: &mut Findings) {
             format!("the coordinator flagged it: {why}"),
         );
     }
-    let statuses: BTreeSet<&str> = tx.branches.values().map(String::as_str).collect();
-    if tx.mode == "2pc" && statuses.contains("committed") && statuses.contains("rolled_back") {
+    let has = |status| tx.branches.values().any(|s| *s == status);
+    if tx.mode == Mode::TwoPhase && has(BranchStatus::Committed) && has(BranchStatus::RolledBack) {
         found.report(
             ViolationKind::MixedTwoPhaseOutcome,
             gid,
@@ -79,9 +81,9 @@ fn one_order(
     found: &mut Findings,
 ) {
     let gid = Some(order.id.as_str());
-    let (expected, committed_status) = match order.status.as_str() {
-        "confirmed" => ((-order.qty, 0, order.qty), "committed"),
-        "cancelled" => ((0, 0, 0), "aborted"),
+    let (expected, committed_status) = match order.status {
+        OrderStatus::Confirmed => ((-order.qty, 0, order.qty), Status::Committed),
+        OrderStatus::Cancelled => ((0, 0, 0), Status::Aborted),
         other => {
             found.report(
                 ViolationKind::NotFinal,
@@ -96,7 +98,7 @@ fn one_order(
         // timeout rule decided, and the coordinator (so the order) went the
         // other way. The protocol's known failure, named as such; without
         // that record a mismatch is an ordinary violation.
-        let kind = if order.mode == "3pc" && timeout_rule_fired {
+        let kind = if order.mode == Mode::ThreePhase && timeout_rule_fired {
             ViolationKind::ThreePcPartitionDivergence
         } else {
             ViolationKind::OrderDisagreesWithLedger
@@ -110,7 +112,7 @@ fn one_order(
             ),
         );
     }
-    if order.mode == "2pc" && (order.status == "confirmed") != (moved.2 > 0) {
+    if order.mode == Mode::TwoPhase && (order.status == OrderStatus::Confirmed) != (moved.2 > 0) {
         found.report(
             ViolationKind::MixedTwoPhaseOutcome,
             gid,
@@ -120,10 +122,10 @@ fn one_order(
             ),
         );
     }
-    match tx.map(|t| t.status.as_str()) {
+    match tx.map(|t| t.status) {
         Some(status) if status == committed_status => {}
         // A transaction that is not final is reported by itself.
-        Some(status) if !matches!(status, "committed" | "aborted") => {}
+        Some(status) if !status.is_final() => {}
         status => found.report(
             ViolationKind::OrderDisagreesWithCoordinator,
             gid,
@@ -131,7 +133,8 @@ fn one_order(
                 "order {} but its transaction {}",
                 order.status,
                 status.map_or("is not in the coordinators' log".to_owned(), |s| format!(
-                    "is {s}"
+                    "is {}",
+                    s.as_str()
                 ))
             ),
         ),
@@ -167,10 +170,10 @@ fn closed_world(observed: &Observed, found: &mut Findings) {
         let Some(id) = attempt.order.as_deref() else {
             continue;
         };
-        let now = orders.get(id).map(|o| o.status.as_str());
+        let now = orders.get(id).map(|o| o.status);
         let broken = match (&attempt.told, now) {
             (_, None) => Some("it does not exist".to_owned()),
-            (Told::Settled(told), Some(status)) if told != status => {
+            (Told::Settled(told), Some(status)) if *told != status => {
                 Some(format!("it is {status}"))
             }
             _ => None,

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Findings, LedgerRow, Observed, ViolationKind};
+use dtx_protocol::Op;
+
+use super::{Column, Findings, LedgerOp, LedgerRow, Observed, ViolationKind};
 
 /// Units per column: (available, reserved, sold).
 pub(super) type Columns = (i64, i64, i64);
@@ -12,13 +14,13 @@ pub(super) type Columns = (i64, i64, i64);
 /// How one unit of a ledger row moved the columns; `None` for a column the
 /// checker does not know.
 fn unit_effect(row: &LedgerRow) -> Option<Columns> {
-    let unit = |column: &str| match column {
-        "available" => Some((1, 0, 0)),
-        "reserved" => Some((0, 1, 0)),
-        "sold" => Some((0, 0, 1)),
-        _ => None,
+    let unit = |column: Column| match column {
+        Column::Available => Some((1, 0, 0)),
+        Column::Reserved => Some((0, 1, 0)),
+        Column::Sold => Some((0, 0, 1)),
+        Column::Unknown => None,
     };
-    let (from, to) = (unit(&row.moved_from)?, unit(&row.moved_to)?);
+    let (from, to) = (unit(row.moved_from)?, unit(row.moved_to)?);
     Some((to.0 - from.0, to.1 - from.1, to.2 - from.2))
 }
 
@@ -33,17 +35,21 @@ fn add(total: &mut Columns, (a, r, s): Columns) {
 }
 
 /// The forward operation a second-phase or undo operation depends on.
-fn depends_on(op: &str) -> Option<(&'static str, ViolationKind)> {
+fn depends_on(op: LedgerOp) -> Option<(LedgerOp, ViolationKind)> {
     use ViolationKind::{ConfirmWithoutTry, UndoWithoutDo};
+    let LedgerOp::Coordinator(op) = op else {
+        return None; // the Try depends on nothing
+    };
+    let coordinator = LedgerOp::Coordinator;
     Some(match op {
-        "confirm" => ("try", ConfirmWithoutTry),
-        "commit" => ("prepare", ConfirmWithoutTry),
-        "do_commit" => ("pre_commit", ConfirmWithoutTry),
-        "compensate" => ("action", UndoWithoutDo),
-        "cancel" => ("try", UndoWithoutDo),
-        "rollback" => ("prepare", UndoWithoutDo),
-        "abort" => ("pre_commit", UndoWithoutDo),
-        _ => return None,
+        Op::Confirm => (LedgerOp::Try, ConfirmWithoutTry),
+        Op::Commit => (coordinator(Op::Prepare), ConfirmWithoutTry),
+        Op::DoCommit => (coordinator(Op::PreCommit), ConfirmWithoutTry),
+        Op::Compensate => (coordinator(Op::Action), UndoWithoutDo),
+        Op::Cancel => (LedgerOp::Try, UndoWithoutDo),
+        Op::Rollback => (coordinator(Op::Prepare), UndoWithoutDo),
+        Op::Abort => (coordinator(Op::PreCommit), UndoWithoutDo),
+        Op::Action | Op::Prepare | Op::CanCommit | Op::PreCommit => return None,
     })
 }
 
@@ -52,10 +58,10 @@ pub(super) fn check(observed: &Observed, found: &mut Findings) {
     ledger_adds_up(observed, found);
     // Operations in ledger order: a dependent row must come after the row
     // it depends on, not merely exist.
-    let mut applied: BTreeSet<(&str, &str, &str)> = BTreeSet::new();
+    let mut applied: BTreeSet<(&str, &str, LedgerOp)> = BTreeSet::new();
     for row in &observed.ledger {
-        let key = (row.gid.as_str(), row.branch.as_str(), row.op.as_str());
-        if let Some((needed, kind)) = depends_on(&row.op)
+        let key = (row.gid.as_str(), row.branch.as_str(), row.op);
+        if let Some((needed, kind)) = depends_on(row.op)
             && !applied.contains(&(key.0, key.1, needed))
         {
             found.report(
@@ -115,7 +121,7 @@ fn ledger_adds_up(observed: &Observed, found: &mut Findings) {
                 ViolationKind::LedgerDisagreesWithStock,
                 Some(&row.gid),
                 format!(
-                    "the ledger moved {} from `{}` to `{}`: unknown columns",
+                    "the ledger moved {} from {:?} to {:?}: unknown columns",
                     row.op, row.moved_from, row.moved_to
                 ),
             ),

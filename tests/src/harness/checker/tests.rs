@@ -3,8 +3,16 @@
 
 use std::collections::BTreeMap;
 
+use dtx_protocol::{BranchStatus, Status};
+use serde::de::DeserializeOwned;
+
 use super::*;
 use crate::harness::workload::{Attempt, Told};
+
+/// A wire name as its typed value, as the services' JSON would give it.
+fn parse<T: DeserializeOwned>(name: &str) -> T {
+    serde_json::from_value(serde_json::Value::from(name)).expect("a known name")
+}
 
 /// A ledger row moving stock as the inventory's reservation flows do.
 fn ledger(gid: &str, branch: &str, op: &str, qty: i64) -> LedgerRow {
@@ -18,11 +26,11 @@ fn ledger(gid: &str, branch: &str, op: &str, qty: i64) -> LedgerRow {
     LedgerRow {
         gid: gid.into(),
         branch: branch.into(),
-        op: op.into(),
+        op: parse(op),
         sku: "apple".into(),
         qty,
-        moved_from: from.into(),
-        moved_to: to.into(),
+        moved_from: parse(from),
+        moved_to: parse(to),
     }
 }
 
@@ -31,16 +39,16 @@ fn order(id: &str, mode: &str, qty: i64, status: &str) -> OrderRow {
         id: id.into(),
         sku: "apple".into(),
         qty,
-        mode: mode.into(),
-        status: status.into(),
+        mode: parse(mode),
+        status: parse(status),
     }
 }
 
 fn tx(gid: &str, mode: &str, status: &str) -> TransactionRow {
     TransactionRow {
         gid: gid.into(),
-        mode: mode.into(),
-        status: status.into(),
+        mode: parse(mode),
+        status: parse(status),
         attention: None,
         branches: BTreeMap::new(),
     }
@@ -50,9 +58,9 @@ fn tx(gid: &str, mode: &str, status: &str) -> TransactionRow {
 fn told(id: &str, mode: &str, status: &str) -> Attempt {
     Attempt {
         at_ms: 0,
-        mode: mode.into(),
+        mode: parse(mode),
         order: Some(id.into()),
-        told: Told::Settled(status.into()),
+        told: Told::Settled(parse(status)),
     }
 }
 
@@ -140,11 +148,11 @@ fn an_xa_prepare_that_sold_counts_as_a_sale() {
     // commit row follows.
     let mut o = clean();
     let mut sold = ledger("p1", "stock", "prepare", 1);
-    sold.moved_to = "sold".into();
+    sold.moved_to = Column::Sold;
     o.ledger.retain(|r| r.gid != "p1");
     o.ledger.push(sold);
-    o.orders[2].status = "confirmed".into();
-    o.transactions[2].status = "committed".into();
+    o.orders[2].status = OrderStatus::Confirmed;
+    o.transactions[2].status = Status::Committed;
     o.attempts[2] = told("p1", "2pc", "confirmed");
     o.products[0].available -= 1;
     o.products[0].sold += 1;
@@ -164,9 +172,10 @@ fn lost_or_invented_units_break_conservation() {
 #[test]
 fn a_confirm_without_its_try_and_an_undo_without_its_do_are_caught() {
     let mut o = clean();
-    o.ledger.retain(|r| !(r.gid == "t1" && r.op == "try"));
     o.ledger
-        .retain(|r| !(r.gid == "x1" && r.op == "pre_commit"));
+        .retain(|r| !(r.gid == "t1" && r.op == parse::<LedgerOp>("try")));
+    o.ledger
+        .retain(|r| !(r.gid == "x1" && r.op == parse::<LedgerOp>("pre_commit")));
     let found = kinds(&o);
     assert!(
         found.contains(&(ViolationKind::ConfirmWithoutTry, Some("t1".into()))),
@@ -181,8 +190,8 @@ fn a_confirm_without_its_try_and_an_undo_without_its_do_are_caught() {
 #[test]
 fn unfinished_transactions_and_orders_are_reported() {
     let mut o = clean();
-    o.transactions[0].status = "running".into();
-    o.orders[1].status = "pending".into();
+    o.transactions[0].status = Status::Running;
+    o.orders[1].status = OrderStatus::Pending;
     let found = kinds(&o);
     assert!(
         found.contains(&(ViolationKind::NotFinal, Some("s1".into()))),
@@ -197,7 +206,7 @@ fn unfinished_transactions_and_orders_are_reported() {
 #[test]
 fn an_order_against_its_transaction_is_reported() {
     let mut o = clean();
-    o.transactions[1].status = "aborted".into();
+    o.transactions[1].status = Status::Aborted;
     assert_eq!(
         kinds(&o),
         vec![(
@@ -211,8 +220,8 @@ fn an_order_against_its_transaction_is_reported() {
 fn a_two_phase_transaction_with_mixed_branch_outcomes_is_reported() {
     let mut o = clean();
     o.transactions[2].branches = BTreeMap::from([
-        ("order".into(), "committed".into()),
-        ("stock".into(), "rolled_back".into()),
+        ("order".into(), BranchStatus::Committed),
+        ("stock".into(), BranchStatus::RolledBack),
     ]);
     assert_eq!(
         kinds(&o),
@@ -225,7 +234,8 @@ fn a_three_phase_participant_committing_against_the_abort_is_the_named_finding()
     // The inventory pre-committed, was cut off, and committed on its own
     // timeout; the coordinator aborted and the order was cancelled.
     let mut o = clean();
-    o.ledger.retain(|r| !(r.gid == "x1" && r.op == "abort"));
+    o.ledger
+        .retain(|r| !(r.gid == "x1" && r.op == parse::<LedgerOp>("abort")));
     o.ledger.push(ledger("x1", "stock", "do_commit", 4));
     o.products[0].available -= 4;
     o.products[0].sold += 4;
@@ -252,8 +262,8 @@ fn an_undo_before_its_forward_step_is_caught_by_the_ledger_order() {
     o.ledger.retain(|r| r.gid != "t1");
     o.ledger.push(ledger("t1", "stock", "cancel", 3));
     o.ledger.push(ledger("t1", "stock", "try", 3));
-    o.orders[1].status = "cancelled".into();
-    o.transactions[1].status = "aborted".into();
+    o.orders[1].status = OrderStatus::Cancelled;
+    o.transactions[1].status = Status::Aborted;
     o.attempts[1] = told("t1", "tcc", "cancelled");
     o.products[0].available += 3;
     o.products[0].sold -= 3;
@@ -267,7 +277,8 @@ fn an_undo_before_its_forward_step_is_caught_by_the_ledger_order() {
 fn holds_and_prepared_transactions_left_after_quiescence_are_reported() {
     let mut o = clean();
     // The rollback's row is lost and its hold kept.
-    o.ledger.retain(|r| !(r.gid == "p1" && r.op == "rollback"));
+    o.ledger
+        .retain(|r| !(r.gid == "p1" && r.op == parse::<LedgerOp>("rollback")));
     o.products[0].available -= 1;
     o.products[0].reserved += 1;
     o.prepared.push(PreparedBranch {
@@ -276,7 +287,10 @@ fn holds_and_prepared_transactions_left_after_quiescence_are_reported() {
         branch: Some("stock".into()),
     });
     let found = kinds(&o);
-    assert!(found.contains(&(ViolationKind::LeftReserved, None)), "{found:?}");
+    assert!(
+        found.contains(&(ViolationKind::LeftReserved, None)),
+        "{found:?}"
+    );
     assert!(
         found.contains(&(ViolationKind::LeftPrepared, Some("p1".into()))),
         "{found:?}"
@@ -285,10 +299,9 @@ fn holds_and_prepared_transactions_left_after_quiescence_are_reported() {
     o.quiescent = false;
     let found = kinds(&o);
     assert!(
-        !found.iter().any(|(k, _)| matches!(
-            k,
-            ViolationKind::LeftReserved | ViolationKind::LeftPrepared
-        )),
+        !found
+            .iter()
+            .any(|(k, _)| matches!(k, ViolationKind::LeftReserved | ViolationKind::LeftPrepared)),
         "{found:?}"
     );
 }
@@ -311,7 +324,7 @@ fn an_answer_the_service_later_broke_is_reported() {
     // Given an id for an order that then vanished.
     o.attempts.push(Attempt {
         at_ms: 0,
-        mode: "saga".into(),
+        mode: dtx_protocol::Mode::Saga,
         order: Some("gone".into()),
         told: Told::Unsettled,
     });
@@ -367,7 +380,7 @@ fn two_phase_participants_disagreeing_by_their_own_records_are_reported() {
     let mut o = clean();
     o.ledger.retain(|r| r.gid != "p1");
     let mut sold = ledger("p1", "stock", "prepare", 1);
-    sold.moved_to = "sold".into();
+    sold.moved_to = Column::Sold;
     o.ledger.push(sold);
     o.products[0].available -= 1;
     o.products[0].sold += 1;
@@ -385,7 +398,7 @@ fn two_reads_that_differ_are_an_unstable_observation() {
     let first = clean();
     assert_eq!(compare_reads(&first, &first.clone()), None);
     let mut second = clean();
-    second.orders[0].status = "cancelled".into();
+    second.orders[0].status = OrderStatus::Cancelled;
     let found = compare_reads(&first, &second).expect("a difference");
     assert_eq!(found.kind, ViolationKind::UnstableObservation);
     assert!(found.detail.contains("orders"), "{}", found.detail);
