@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use dtx_protocol::{BranchStatus, Mode};
+use dtx_protocol::{BranchStatus, Mode, Status};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -49,11 +49,20 @@ async fn get<T: DeserializeOwned>(
     serde_json::from_str(&text).map_err(|e| failed(format!("{e}: {text}")))
 }
 
-/// A page of `GET /v1/transactions` (without branches).
+/// A page of `GET /v1/transactions`.
 #[derive(Deserialize)]
 struct Page {
-    transactions: Vec<TransactionRow>,
+    transactions: Vec<Summary>,
     next_cursor: Option<String>,
+}
+
+/// A transaction of a listing (its `branches` are left empty there).
+#[derive(Deserialize)]
+struct Summary {
+    gid: String,
+    mode: Mode,
+    status: Status,
+    attention: Option<String>,
 }
 
 /// The branches of `GET /v1/transactions/{gid}`.
@@ -90,7 +99,13 @@ pub async fn transactions(
             None => "/v1/transactions?limit=1000".to_owned(),
         };
         let page: Page = get(cluster, coordinator, &path).await?;
-        rows.extend(page.transactions);
+        rows.extend(page.transactions.into_iter().map(|t| TransactionRow {
+            gid: t.gid,
+            mode: t.mode,
+            status: t.status,
+            attention: t.attention,
+            branches: BTreeMap::new(),
+        }));
         match page.next_cursor {
             Some(next) => cursor = Some(next),
             None => break,
@@ -258,5 +273,33 @@ pub async fn seed(cluster: &Cluster, sku: &str, qty: i64) -> Result<(), TestSupp
             what: "POST /products of inventory".into(),
             why: e.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_page_parses_as_the_coordinator_writes_it() {
+        // The shape `GET /v1/transactions` answers: branches as an empty
+        // list, options and times the checker does not read.
+        let page = r#"{"transactions":[{"gid":"o1","mode":"2pc","status":"committing",
+            "options":{"deadline_ms":1},"created_at_ms":1,"owner":"c1","epoch":1,
+            "attention":"refused","branches":[]}],"next_cursor":"abc"}"#;
+        let page: Page = serde_json::from_str(page).expect("parses");
+        assert_eq!(page.next_cursor.as_deref(), Some("abc"));
+        let tx = &page.transactions[0];
+        assert_eq!((tx.mode, tx.status), (Mode::TwoPhase, Status::Committing));
+        assert_eq!(tx.attention.as_deref(), Some("refused"));
+    }
+
+    #[test]
+    fn a_transaction_parses_with_its_branch_statuses() {
+        let one = r#"{"gid":"o1","branches":[{"index":0,"spec":{"id":"stock","urls":{}},
+            "status":"rolled_back","attempts":2}]}"#;
+        let one: OneTransaction = serde_json::from_str(one).expect("parses");
+        assert_eq!(one.branches[0].spec.id, "stock");
+        assert_eq!(one.branches[0].status, BranchStatus::RolledBack);
     }
 }
