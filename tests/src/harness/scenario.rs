@@ -89,7 +89,10 @@ pub struct Settings {
     pub workload: WorkloadConfig,
     /// How long the workload runs at least (faults fall in its first 60%).
     pub window: Duration,
-    /// How long the workload goes on after the last fault ended, at least.
+    /// How long the workload goes on after the last fault ended, at least;
+    /// longer than the workload's request timeout, so that requests caught
+    /// by the fault have ended and new ones show whether the system
+    /// recovered.
     pub tail: Duration,
     /// How many times each fault kind of the scenario strikes.
     pub per_kind: usize,
@@ -112,10 +115,12 @@ impl Settings {
                 scarce_every: 5,
                 scarce_sku: "gadget".into(),
                 max_qty: 3,
-                request_timeout: Duration::from_secs(15),
+                request_timeout: Duration::from_secs(10),
             },
             window: Duration::from_secs(20),
-            tail: Duration::from_secs(5),
+            // Longer than a client's request timeout: requests that hung
+            // on the fault must end before new ones show the recovery.
+            tail: Duration::from_secs(15),
             // Twice: a fault that strikes once may hit a quiet moment, and
             // the second strike hits a system recovering from the first.
             per_kind: 2,
