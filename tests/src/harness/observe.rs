@@ -40,13 +40,26 @@ async fn get<T: DeserializeOwned>(
         .get(&url)
         .send()
         .await
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| failed(with_causes(&e)))?;
     let status = response.status();
-    let text = response.text().await.map_err(|e| failed(e.to_string()))?;
+    let text = response.text().await.map_err(|e| failed(with_causes(&e)))?;
     if !status.is_success() {
         return Err(failed(format!("HTTP {status}: {text}")));
     }
     serde_json::from_str(&text).map_err(|e| failed(format!("{e}: {text}")))
+}
+
+/// An error with its causes (a timeout, a refused or reset connection),
+/// which reqwest's own message leaves out.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }
 
 /// A page of `GET /v1/transactions`.
