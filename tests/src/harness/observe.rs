@@ -95,6 +95,11 @@ struct BranchId {
     id: String,
 }
 
+/// Every order, through the order service's read-only view.
+pub async fn orders(cluster: &Cluster) -> Result<Vec<OrderRow>, TestSupportError> {
+    get(cluster, Node::Orders, "/orders").await
+}
+
 /// Every transaction in the log, through `coordinator`, following cursors.
 /// With `branches`, also the branch statuses of 2PC and 3PC transactions,
 /// which the checker needs: one more request per such transaction, so the
@@ -209,7 +214,7 @@ pub async fn observe_once(
     let coordinator = any_coordinator(cluster).await;
     // Orders and transactions first, the inventory after: whatever the
     // order service settled is then already visible on the inventory.
-    let orders = get::<Vec<OrderRow>>(cluster, Node::Orders, "/orders").await?;
+    let orders = orders(cluster).await?;
     let transactions = transactions(cluster, coordinator, true).await?;
     let (prepared, three_phase) = inventory_records(cluster).await?;
     Ok(Observed {
@@ -254,7 +259,7 @@ pub async fn wait_for_quiescence(cluster: &Cluster, bound: Duration) -> Option<D
             let txs = transactions(cluster, any_coordinator(cluster).await, false)
                 .await
                 .ok()?;
-            let orders: Vec<OrderRow> = get(cluster, Node::Orders, "/orders").await.ok()?;
+            let orders = orders(cluster).await.ok()?;
             let txs_final = txs.iter().all(|t| t.status.is_final());
             let orders_final = orders.iter().all(|o| o.status.is_settled());
             Some(txs_final && orders_final)

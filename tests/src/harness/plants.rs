@@ -248,10 +248,8 @@ pub async fn unstable_reads(binaries: &Binaries) -> Result<Option<Violation>, Te
     let placing = run.place_in_background(Mode::Saga, 2);
     let seeded = BTreeMap::from([(SKU.to_owned(), STOCK)]);
     run.until("the order row", Duration::from_secs(30), || async {
-        let first = observe::observe_once(&run.cluster, &seeded, &[], false)
-            .await
-            .ok()?;
-        (!first.orders.is_empty()).then_some(())
+        let orders = observe::orders(&run.cluster).await.ok()?;
+        (!orders.is_empty()).then_some(())
     })
     .await?;
     let during = observe::observe_once(&run.cluster, &seeded, &[], false).await?;
