@@ -1,7 +1,9 @@
 //! Settings of the `dtx` binary: one struct per command, read from flags with
 //! `DTX_*` environment variables as fallbacks, each with a default.
 
+use crate::outbound::AllowEntry;
 use clap::{Args, Parser, Subcommand};
+use dtx_protocol::signature::{KeyParser, SigningKey};
 use std::net::SocketAddr;
 
 /// dtx: a distributed transaction coordinator (saga, TCC).
@@ -17,7 +19,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the coordinator.
-    Serve(ServeSettings),
+    Serve(Box<ServeSettings>),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Apply the database migrations and exit (`serve` applies them too).
     Migrate {
         /// Database URL: `sqlite:<file>` or `postgres://user:pass@host/db`.
@@ -28,6 +33,29 @@ pub enum Command {
             hide_env_values = true
         )]
         db: String,
+    },
+}
+
+/// `dtx token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new token, and the line that grants it, for the `--tokens`
+    /// file. The file keeps only the token's hash: the token is shown once.
+    New {
+        /// The token's name, written into the history of what it does.
+        #[arg(long)]
+        name: String,
+        /// `initiator` (register, decide and read in its namespace),
+        /// `reader` (read in its namespace) or `operator` (everything).
+        #[arg(long, value_parser = crate::auth::parse_role)]
+        role: crate::auth::Role,
+        /// The namespace its transactions belong to.
+        #[arg(long, default_value = crate::auth::DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// Append the line to this token file (created if missing) and
+        /// print only the token, for scripts.
+        #[arg(long, value_name = "FILE")]
+        append_to: Option<std::path::PathBuf>,
     },
 }
 
@@ -44,9 +72,42 @@ pub struct ServeSettings {
     )]
     pub db: String,
 
-    /// Address to listen on; port 0 picks a free port.
+    /// Address to listen on; port 0 picks a free port. Without `--tokens`
+    /// only a loopback address is accepted (see `--insecure-open`).
     #[arg(long, env = "DTX_LISTEN", default_value = "127.0.0.1:7707")]
     pub listen: SocketAddr,
+
+    /// API token file (`name role namespace sha256:HEX` per line; `dtx token
+    /// new` prints lines). Without it the API is open to anyone who reaches
+    /// the port.
+    #[arg(long, env = "DTX_TOKENS")]
+    pub tokens: Option<std::path::PathBuf>,
+
+    /// Serve an open API (no token file) on an address that is not
+    /// loopback. Anyone who reaches the port may then read and decide every
+    /// transaction: only for networks nobody else reaches.
+    #[arg(long, env = "DTX_INSECURE_OPEN")]
+    pub insecure_open: bool,
+
+    /// Serve the API over TLS with this certificate chain (PEM); needs
+    /// `--tls-key`.
+    #[arg(long, env = "DTX_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "DTX_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Trust these CA certificates (a PEM bundle) too, besides the system's,
+    /// when calling participants over https.
+    #[arg(long, env = "DTX_PARTICIPANT_CA")]
+    pub participant_ca: Option<std::path::PathBuf>,
+
+    /// Serve `/metrics` without a token on this address too (a scraper's
+    /// network); on the API's address `/metrics` needs a token when
+    /// `--tokens` is set.
+    #[arg(long, env = "DTX_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 
     /// This coordinator's name in the transaction log's owner column; must be
     /// unique among coordinators sharing a database. Random when unset.
@@ -75,15 +136,72 @@ pub struct ServeSettings {
     #[arg(long, env = "DTX_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
     pub shutdown_grace_ms: u64,
 
-    /// Secret for the HMAC-SHA256 `dtx-signature` header on participant
-    /// calls; unset means calls are not signed.
-    #[arg(long, env = "DTX_CALLBACK_SECRET", hide_env_values = true)]
-    pub callback_secret: Option<String>,
+    /// Whom dtx may call: host names (`api.internal`, or `*.internal` for
+    /// every name under it) and CIDR ranges (`10.0.0.0/8`, `fd00::/8`),
+    /// comma separated or the flag repeated. Unset: any address except
+    /// link-local ones, cloud metadata services and 0.0.0.0/`::`. Checked
+    /// at registration and on the resolved address of every call.
+    #[arg(
+        long,
+        env = "DTX_ALLOW_PARTICIPANTS",
+        value_delimiter = ',',
+        value_name = "NAME|CIDR"
+    )]
+    pub allow_participants: Vec<AllowEntry>,
+
+    /// The key dtx signs participant calls with, `ID:SECRET` (a secret of at
+    /// least 32 bytes, e.g. `k1:$(openssl rand -hex 32)`). Participants
+    /// verify the `dtx-signature` header with a keyring holding this key;
+    /// to rotate, add the new key to every participant's ring first. Unset:
+    /// calls are not signed.
+    #[arg(
+        long,
+        env = "DTX_SIGNING_KEY",
+        value_name = "ID:SECRET",
+        value_parser = KeyParser::id_and_secret(),
+        hide_env_values = true
+    )]
+    pub signing_key: Option<SigningKey>,
+
+    /// Deprecated: `--signing-key default:SECRET`.
+    #[arg(
+        long,
+        env = "DTX_CALLBACK_SECRET",
+        value_name = "SECRET",
+        value_parser = KeyParser::secret_as(LEGACY_KEY_ID),
+        hide = true,
+        hide_env_values = true,
+        conflicts_with = "signing_key"
+    )]
+    pub callback_secret: Option<SigningKey>,
+
+    /// Bounds on what callers can make dtx hold or do.
+    #[command(flatten)]
+    pub limits: crate::limits::Limits,
 
     /// Log filter, in `tracing` syntax (`info`, `dtx_coordinator=debug`).
     #[arg(long, env = "DTX_LOG", default_value = "info")]
     pub log: String,
 }
+
+impl ServeSettings {
+    /// The key participant calls are signed with: `--signing-key`, else the
+    /// deprecated `--callback-secret` as key `default` (said in the log).
+    pub fn signing_key(&self) -> Option<SigningKey> {
+        if self.signing_key.is_none() && self.callback_secret.is_some() {
+            tracing::warn!(
+                "--callback-secret (DTX_CALLBACK_SECRET) is deprecated: it signs as key `default`; \
+                 use --signing-key default:SECRET (DTX_SIGNING_KEY)"
+            );
+        }
+        self.signing_key
+            .clone()
+            .or_else(|| self.callback_secret.clone())
+    }
+}
+
+/// The key id of a secret given with the deprecated `--callback-secret`.
+pub const LEGACY_KEY_ID: &str = "default";
 
 /// Shows the settings without the secret or the database password.
 impl std::fmt::Debug for ServeSettings {
@@ -91,16 +209,23 @@ impl std::fmt::Debug for ServeSettings {
         f.debug_struct("ServeSettings")
             .field("db", &redact_url(&self.db))
             .field("listen", &self.listen)
+            .field("tokens", &self.tokens)
+            .field("insecure_open", &self.insecure_open)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("participant_ca", &self.participant_ca)
             .field("node_id", &self.node_id)
             .field("lease_ms", &self.lease_ms)
             .field("claim_interval_ms", &self.claim_interval_ms)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_wait_ms", &self.max_wait_ms)
             .field("shutdown_grace_ms", &self.shutdown_grace_ms)
-            .field(
-                "callback_secret",
-                &self.callback_secret.as_ref().map(|_| "<hidden>"),
-            )
+            .field("allow_participants", &self.allow_participants)
+            // `SigningKey`'s `Debug` shows its id, never its secret.
+            .field("signing_key", &self.signing_key)
+            .field("callback_secret", &self.callback_secret)
+            .field("limits", &self.limits)
             .field("log", &self.log)
             .finish()
     }
@@ -127,23 +252,69 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    const SECRET: &str = "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t";
+
+    fn serve(args: &[&str]) -> Result<ServeSettings, clap::Error> {
+        let cli = Cli::try_parse_from(["dtx", "serve"].iter().chain(args))?;
+        match cli.command {
+            Command::Serve(settings) => Ok(*settings),
+            _ => panic!("serve expected"),
+        }
+    }
+
     #[test]
     fn debug_hides_secrets() {
-        let cli = Cli::parse_from([
-            "dtx",
-            "serve",
-            "--db",
-            "postgres://u:hunter2@h/db",
-            "--callback-secret",
-            "s3cr3t",
-        ]);
-        let Command::Serve(settings) = cli.command else {
-            panic!("serve expected")
-        };
+        let key = format!("k1:{SECRET}");
+        let settings =
+            serve(&["--db", "postgres://u:hunter2@h/db", "--signing-key", &key]).unwrap();
         let shown = format!("{settings:?}");
         assert!(
-            !shown.contains("hunter2") && !shown.contains("s3cr3t"),
+            !shown.contains("hunter2") && !shown.contains(SECRET),
             "{shown}"
+        );
+        assert!(shown.contains("k1"), "the key id shows: {shown}");
+    }
+
+    #[test]
+    fn a_signing_key_is_id_colon_secret_and_a_short_or_empty_secret_is_refused() {
+        let key = format!("k1:{SECRET}");
+        let settings = serve(&["--signing-key", &key]).unwrap();
+        assert_eq!(
+            settings.signing_key().map(|k| k.id().to_owned()),
+            Some("k1".into())
+        );
+        for (bad, says) in [
+            ("k1:short", "at least 32"),
+            ("k1:", "is empty"),
+            ("no-colon", "ID:SECRET"),
+        ] {
+            let message = serve(&["--signing-key", bad]).unwrap_err().to_string();
+            assert!(message.contains(says), "{bad}: {message}");
+        }
+        assert!(serve(&[]).unwrap().signing_key().is_none());
+    }
+
+    #[test]
+    fn the_deprecated_callback_secret_is_key_default() {
+        let settings = serve(&["--callback-secret", SECRET]).unwrap();
+        assert_eq!(
+            settings.signing_key().map(|k| k.id().to_owned()),
+            Some(LEGACY_KEY_ID.into())
+        );
+        let short = serve(&["--callback-secret", "s3cr3t"])
+            .unwrap_err()
+            .to_string();
+        assert!(short.contains("at least 32"), "{short}");
+        let key = format!("k1:{SECRET}");
+        assert!(serve(&["--callback-secret", SECRET, "--signing-key", &key]).is_err());
+        let help = Cli::command()
+            .find_subcommand_mut("serve")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(
+            help.contains("--signing-key") && !help.contains("--callback-secret"),
+            "{help}"
         );
     }
 }

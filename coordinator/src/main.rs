@@ -1,9 +1,10 @@
 //! The `dtx` binary: `dtx serve` runs the coordinator, `dtx migrate` prepares
-//! a database. `dtx --help` explains every flag and its `DTX_*` variable.
+//! a database, `dtx token new` makes an API token. `dtx --help` explains every flag and its `DTX_*` variable.
 
 use anyhow::Context;
 use clap::Parser;
-use dtx_coordinator::config::{Cli, Command};
+use dtx_coordinator::auth;
+use dtx_coordinator::config::{Cli, Command, TokenCommand};
 use dtx_coordinator::server;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -17,8 +18,41 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.listen))?;
             // Tests and scripts read this line to learn the port.
-            println!("dtx: listening on http://{}", listener.local_addr()?);
-            server::run(settings, listener, shutdown_signal()).await
+            let scheme = if settings.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            println!("dtx: listening on {scheme}://{}", listener.local_addr()?);
+            server::run(*settings, listener, shutdown_signal()).await
+        }
+        Command::Token(TokenCommand::New {
+            name,
+            role,
+            namespace,
+            append_to,
+        }) => {
+            let (token, line) =
+                auth::new_token(&name, role, &namespace).map_err(anyhow::Error::msg)?;
+            match append_to {
+                Some(path) => {
+                    use std::io::Write;
+                    let mut file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                        .with_context(|| format!("cannot open {}", path.display()))?;
+                    writeln!(file, "{line}")
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    println!("{token}");
+                }
+                None => {
+                    println!("token (give it to the client; it is not stored anywhere): {token}");
+                    println!("line for the --tokens file:");
+                    println!("{line}");
+                }
+            }
+            Ok(())
         }
         Command::Migrate { db } => {
             init_logging("info");

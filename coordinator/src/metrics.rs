@@ -34,6 +34,7 @@ pub struct Metrics {
     fenced: Counter,
     driven: Gauge,
     driver_restarts: Counter,
+    alive_tasks: Gauge,
 }
 
 impl Default for Metrics {
@@ -48,6 +49,7 @@ impl Default for Metrics {
             fenced: Counter::default(),
             driven: Gauge::default(),
             driver_restarts: Counter::default(),
+            alive_tasks: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -89,6 +91,12 @@ impl Default for Metrics {
             "driver_restarts",
             "Drivers started again after a store failure stopped them",
             metrics.driver_restarts.clone(),
+        );
+        registry.register(
+            "runtime_alive_tasks",
+            "Tasks alive in the coordinator's async runtime, read when scraped: \
+             one that only grows is a leak",
+            metrics.alive_tasks.clone(),
         );
         Metrics {
             registry,
@@ -161,6 +169,10 @@ impl Metrics {
 
     /// The metrics in Prometheus' text format.
     pub fn render(&self) -> String {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.alive_tasks
+                .set(runtime.metrics().num_alive_tasks() as i64);
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

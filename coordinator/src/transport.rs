@@ -4,7 +4,8 @@
 //! Every call is a POST of the branch payload with the context headers
 //! (`dtx-gid`, `dtx-branch`, `dtx-op`, `dtx-mode`), a W3C `traceparent` whose
 //! trace id is the same for every call of one transaction, the branch's own
-//! headers and, when a secret is configured, an HMAC signature. The answer is
+//! headers and, when a signing key is configured, a `dtx-signature` (version
+//! 2, see `dtx_protocol::signature`). The answer is
 //! classified into a [`Reply`] (a 2xx with `dtx-vote: read-only` is a
 //! read-only vote); a timeout or a connection error is [`Reply::Unknown`],
 //! never a failure.
@@ -16,15 +17,19 @@
 //! storable on every backend (`store::text`), to describe it.
 
 use async_trait::async_trait;
+use dtx_protocol::problem::detail_of;
+use dtx_protocol::signature::{SignedCall, SigningKey};
 use dtx_protocol::wire::{
     HEADER_BRANCH, HEADER_GID, HEADER_MODE, HEADER_OP, HEADER_SIGNATURE, HEADER_VOTE,
 };
 use dtx_protocol::{Mode, Op, Reply};
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
+use crate::outbound::{OutboundDenied, OutboundPolicy, PolicyResolver, redacted_url};
 use crate::store::text::storable;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One call to make.
@@ -58,6 +63,9 @@ pub struct CallOutcome {
     /// What went wrong, for anything but success: a transport error or the
     /// start of the answer's body.
     pub error: Option<String>,
+    /// For a refusal (409): the participant's reason, the `detail` (else
+    /// `title`) of its problem+json answer, or the start of its body.
+    pub refusal: Option<String>,
 }
 
 /// How the engine reaches participants. Production uses [`HttpTransport`];
@@ -71,27 +79,75 @@ pub trait Transport: Send + Sync + 'static {
 /// Calls participants over HTTP(S) with one pooled client.
 pub struct HttpTransport {
     client: reqwest::Client,
-    secret: Option<Vec<u8>>,
+    /// Signs every call (`dtx-signature` v2) when set.
+    signing_key: Option<SigningKey>,
+    /// Checked here for IP-literal URLs, which reqwest connects to without
+    /// asking the client's resolver (that checks host names).
+    policy: Arc<OutboundPolicy>,
 }
 
 impl HttpTransport {
-    /// A transport that signs calls with `secret` when one is given.
-    pub fn new(secret: Option<&str>) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+    /// A transport that signs calls with `signing_key` when one is given,
+    /// under the default outbound policy.
+    pub fn new(signing_key: Option<SigningKey>) -> Result<Self, reqwest::Error> {
+        Self::with_policy(signing_key, Arc::new(OutboundPolicy::default()))
+    }
+
+    /// A transport that signs calls with `signing_key` when one is given
+    /// and calls only the addresses `policy` allows.
+    pub fn with_policy(
+        signing_key: Option<SigningKey>,
+        policy: Arc<OutboundPolicy>,
+    ) -> Result<Self, reqwest::Error> {
+        Self::configured(signing_key, policy, Vec::new())
+    }
+
+    /// [`HttpTransport::with_policy`] that also trusts `extra_roots` (CA
+    /// certificates, `--participant-ca`) for participants called over https.
+    pub fn configured(
+        signing_key: Option<SigningKey>,
+        policy: Arc<OutboundPolicy>,
+        extra_roots: Vec<reqwest::Certificate>,
+    ) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder();
+        for root in extra_roots {
+            builder = builder.add_root_certificate(root);
+        }
+        let client = builder
             .user_agent(concat!("dtx/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
+            .dns_resolver(Arc::new(PolicyResolver::new(policy.clone())))
+            // Through an HTTP(S)_PROXY from the environment the proxy would
+            // resolve and connect, and the policy would only see the proxy.
+            .no_proxy()
             .build()?;
         Ok(HttpTransport {
             client,
-            secret: secret.map(|s| s.as_bytes().to_vec()),
+            signing_key,
+            policy,
         })
+    }
+
+    /// Why the policy forbids calling `url`, when its host is an IP literal
+    /// the policy denies. It was checked at registration, but the policy
+    /// may have changed since (a restart with another list).
+    fn literal_refusal(&self, url: &str) -> Option<String> {
+        let ip = match url::Url::parse(url).ok()?.host()? {
+            url::Host::Ipv4(ip) => IpAddr::V4(ip),
+            url::Host::Ipv6(ip) => IpAddr::V6(ip),
+            url::Host::Domain(_) => return None,
+        };
+        let why = self.policy.check_addr(ip).err()?;
+        Some(format!(
+            "refused by the outbound policy (--allow-participants): {why}"
+        ))
     }
 }
 
 /// Longest error text kept from a participant's answer body, in characters.
-const ERROR_BODY_LIMIT: usize = 300;
+pub(crate) const ERROR_BODY_LIMIT: usize = 300;
 
 /// Most bytes of a failed answer's body read to describe it: enough for
 /// [`ERROR_BODY_LIMIT`] characters of any UTF-8. The rest is never read, so
@@ -104,6 +160,17 @@ const LOCATION_LIMIT: usize = 200;
 #[async_trait]
 impl Transport for HttpTransport {
     async fn call(&self, r: CallRequest<'_>) -> CallOutcome {
+        if let Some(refusal) = self.literal_refusal(r.url) {
+            // Not sent, so nothing happened: unknown like a connection
+            // error, retried with backoff until the policy allows it or an
+            // operator steps in.
+            return CallOutcome {
+                reply: Reply::Unknown,
+                http_status: None,
+                error: Some(refusal),
+                refusal: None,
+            };
+        }
         let body = serde_json::to_vec(r.payload).unwrap_or_default();
         let mut request = self
             .client
@@ -118,11 +185,10 @@ impl Transport for HttpTransport {
         for (name, value) in r.headers {
             request = request.header(name, value);
         }
-        if let Some(secret) = &self.secret {
-            request = request.header(
-                HEADER_SIGNATURE,
-                sign(secret, r.gid, r.branch_id, r.op, &body),
-            );
+        if let Some(key) = &self.signing_key {
+            // Signed afresh on every send: a retry is never a replay.
+            let now = dtx_protocol::signature::unix_now();
+            request = request.header(HEADER_SIGNATURE, sign(key, &r, &body, now, rand::random()));
         }
         match request.body(body).send().await {
             Ok(response) => {
@@ -132,32 +198,43 @@ impl Transport for HttpTransport {
                     .get(HEADER_VOTE)
                     .and_then(|v| v.to_str().ok());
                 let reply = Reply::from_answer(status, vote);
-                let error = if reply.is_success() {
-                    None
+                let (error, refusal) = if reply.is_success() {
+                    (None, None)
                 } else if response.status().is_redirection() {
-                    Some(describe_redirect(&response))
+                    (Some(describe_redirect(&response)), None)
                 } else {
-                    Some(format!("HTTP {status}: {}", body_start(response).await))
+                    let body = body_start(response).await;
+                    let refusal = (reply == Reply::Refused).then(|| refusal_reason(&body));
+                    let error = storable(&body, ERROR_BODY_LIMIT);
+                    (Some(format!("HTTP {status}: {error}")), refusal)
                 };
                 CallOutcome {
                     reply,
                     http_status: Some(status),
                     error,
+                    refusal,
                 }
             }
             Err(e) => CallOutcome {
                 reply: Reply::Unknown,
                 http_status: None,
                 error: Some(describe_transport_error(&e, r.timeout)),
+                refusal: None,
             },
         }
     }
 }
 
-/// The first [`ERROR_BODY_LIMIT`] characters of an answer's body, reading
-/// at most [`ERROR_BODY_READ_BYTES`] of it, as the store keeps text (a body
-/// that is not UTF-8 is read lossily). A body that fails half-way gives what
-/// arrived.
+/// A participant's reason for a refusal, for people: what
+/// [`detail_of`] finds in the answer, at most [`ERROR_BODY_LIMIT`]
+/// characters of storable text.
+pub(crate) fn refusal_reason(body: &str) -> String {
+    storable(&detail_of(body.as_bytes()), ERROR_BODY_LIMIT).into_owned()
+}
+
+/// The start of an answer's body, reading at most [`ERROR_BODY_READ_BYTES`]
+/// of it (a body that is not UTF-8 is read lossily). A body that fails
+/// half-way gives what arrived.
 async fn body_start(mut response: reqwest::Response) -> String {
     let mut bytes = Vec::new();
     while bytes.len() < ERROR_BODY_READ_BYTES {
@@ -169,7 +246,7 @@ async fn body_start(mut response: reqwest::Response) -> String {
             Ok(None) | Err(_) => break,
         }
     }
-    storable(&String::from_utf8_lossy(&bytes), ERROR_BODY_LIMIT).into_owned()
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// What an operator needs to know of a redirect: where it pointed, and
@@ -183,19 +260,42 @@ fn describe_redirect(response: &reqwest::Response) -> String {
     {
         Some(location) => format!(
             "HTTP {status}: redirect to `{}` not followed (dtx never follows redirects; point the branch at the final URL)",
-            storable(&location, LOCATION_LIMIT)
+            storable(&redacted_url(&location), LOCATION_LIMIT)
         ),
         None => format!("HTTP {status}: redirect not followed (dtx never follows redirects)"),
     }
 }
 
+/// What went wrong with a call that got no answer. reqwest's own text
+/// quotes the whole URL (credentials and query included) and leaves out the
+/// cause, so the text is made of the causes instead.
 fn describe_transport_error(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
-        format!("no answer within {} ms", timeout.as_millis())
-    } else if e.is_connect() {
-        format!("cannot connect: {e}")
+        return format!("no answer within {} ms", timeout.as_millis());
+    }
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(denied) = cause.downcast_ref::<OutboundDenied>() {
+            return denied.to_string();
+        }
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    let causes = if causes.is_empty() {
+        // reqwest writes "<what failed> for url (<url>)": keep the first part.
+        let own = e.to_string();
+        own.split(" for url (")
+            .next()
+            .unwrap_or_default()
+            .to_owned()
     } else {
-        format!("transport error: {e}")
+        causes.join(": ")
+    };
+    if e.is_connect() {
+        format!("cannot connect: {causes}")
+    } else {
+        format!("transport error: {causes}")
     }
 }
 
@@ -208,23 +308,36 @@ fn traceparent(gid: &str) -> String {
     format!("00-{trace_id}-{span_id}-01")
 }
 
-/// HMAC-SHA256 over gid, branch, operation and body, separated by newlines,
-/// hex encoded. A participant recomputes it with the shared secret to know the
-/// call comes from the coordinator and was not altered.
-pub fn sign(secret: &[u8], gid: &str, branch_id: &str, op: Op, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
-    for part in [
-        gid.as_bytes(),
-        b"\n",
-        branch_id.as_bytes(),
-        b"\n",
-        op.as_str().as_bytes(),
-        b"\n",
+/// The `dtx-signature` header (version 2, see [`dtx_protocol::signature`])
+/// of call `r` with `body`, made at Unix time `now` with `nonce`: it covers
+/// the method, the URL's path and query as reqwest sends them (so a
+/// participant can tell a call re-sent to another of its paths), the body
+/// and the context headers. A URL that does not parse signs an empty
+/// target; reqwest refuses to send it anyway.
+pub fn sign(
+    key: &SigningKey,
+    r: &CallRequest<'_>,
+    body: &[u8],
+    now: u64,
+    nonce: [u8; dtx_protocol::signature::NONCE_BYTES],
+) -> String {
+    let target = match url::Url::parse(r.url) {
+        Ok(url) => match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        },
+        Err(_) => String::new(),
+    };
+    let call = SignedCall {
+        method: "POST",
+        target: &target,
         body,
-    ] {
-        mac.update(part);
-    }
-    hex::encode(mac.finalize().into_bytes())
+        gid: r.gid,
+        branch: r.branch_id,
+        op: r.op.as_str(),
+        mode: r.mode.as_str(),
+    };
+    key.sign(&call, now, nonce)
 }
 
 #[cfg(test)]

@@ -14,18 +14,57 @@ fn traceparent_is_stable_per_transaction() {
 }
 
 #[test]
-fn signature_covers_every_part() {
-    let base = sign(b"k", "g", "b", Op::Action, b"{}");
-    assert_eq!(base.len(), 64);
-    assert_eq!(base, sign(b"k", "g", "b", Op::Action, b"{}"));
+fn the_signature_covers_the_url_path_and_query_the_body_and_the_context() {
+    use dtx_protocol::signature::{Keyring, SignatureError, SignedCall, SigningKey, Verifier};
+    let key = SigningKey::new("k1", "0123456789abcdef0123456789abcdef").unwrap();
+    let payload = serde_json::json!({"qty": 3});
+    let headers = BTreeMap::new();
+    let request = CallRequest {
+        url: "http://127.0.0.1:9/stock/confirm?tenant=a",
+        gid: "g",
+        branch_id: "b",
+        op: Op::Confirm,
+        mode: Mode::Tcc,
+        payload: &payload,
+        headers: &headers,
+        timeout: Duration::from_secs(1),
+    };
+    let body = serde_json::to_vec(&payload).unwrap();
+    let header = sign(&key, &request, &body, 1_700_000_000, [1; 16]);
+    let received = SignedCall {
+        method: "POST",
+        target: "/stock/confirm?tenant=a",
+        body: &body,
+        gid: "g",
+        branch: "b",
+        op: "confirm",
+        mode: "tcc",
+    };
+    let verify = |call: &SignedCall<'_>| {
+        Verifier::new(Keyring::new([key.clone()]).unwrap())
+            .verify(Some(&header), call, 1_700_000_000)
+            .map(str::to_owned)
+    };
+    assert_eq!(verify(&received), Ok("k1".to_owned()));
     for other in [
-        sign(b"k2", "g", "b", Op::Action, b"{}"),
-        sign(b"k", "g2", "b", Op::Action, b"{}"),
-        sign(b"k", "g", "b2", Op::Action, b"{}"),
-        sign(b"k", "g", "b", Op::Compensate, b"{}"),
-        sign(b"k", "g", "b", Op::Action, b"{ }"),
+        SignedCall {
+            target: "/stock/confirm",
+            ..received
+        },
+        SignedCall {
+            target: "/stock/cancel?tenant=a",
+            ..received
+        },
+        SignedCall {
+            body: b"{}",
+            ..received
+        },
+        SignedCall {
+            op: "cancel",
+            ..received
+        },
     ] {
-        assert_ne!(base, other);
+        assert_eq!(verify(&other), Err(SignatureError::Mismatch), "{other:?}");
     }
 }
 
@@ -106,6 +145,45 @@ mod over_http {
             );
         }
         assert_eq!(landed.load(Ordering::SeqCst), 0, "no redirect was followed");
+    }
+
+    #[tokio::test]
+    async fn a_refusals_reason_is_its_problem_detail() {
+        let router = Router::new()
+            .route(
+                "/problem",
+                post(|| async {
+                    let problem = r#"{"type":"about:blank","title":"Conflict","status":409,"detail":"not enough widget available for 3 unit(s)"}"#;
+                    (StatusCode::CONFLICT, [(header::CONTENT_TYPE, "application/problem+json")], problem)
+                }),
+            )
+            .route(
+                "/text",
+                post(|| async { (StatusCode::CONFLICT, "  card declined \n") }),
+            )
+            .route(
+                "/busy",
+                post(|| async { (StatusCode::SERVICE_UNAVAILABLE, "later") }),
+            );
+        let addr = serve(router).await;
+        let refusal = |path: &'static str| {
+            let url = format!("http://{addr}{path}");
+            async move { call(&url, Duration::from_secs(10)).await }
+        };
+        let problem = refusal("/problem").await;
+        assert_eq!(problem.reply, Reply::Refused);
+        assert_eq!(
+            problem.refusal.as_deref(),
+            Some("not enough widget available for 3 unit(s)")
+        );
+        assert_eq!(
+            refusal("/text").await.refusal.as_deref(),
+            Some("card declined")
+        );
+        // Not a refusal: no reason, only the error.
+        let busy = refusal("/busy").await;
+        assert_eq!(busy.refusal, None);
+        assert_eq!(busy.error.as_deref(), Some("HTTP 503: later"));
     }
 
     #[tokio::test]

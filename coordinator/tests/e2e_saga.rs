@@ -76,6 +76,34 @@ async fn refusal_compensates_every_branch_that_may_have_run_in_reverse() {
 }
 
 #[tokio::test]
+async fn a_refusals_reason_is_kept_on_the_branch_and_in_the_history() {
+    let c = Coordinator::sqlite(&[]).await;
+    let p = FakeParticipant::start().await;
+    let problem =
+        json!({"title": "Conflict", "status": 409, "detail": "card declined: limit reached"});
+    p.set_default("/b/action", Answer::Json(409, problem));
+    let body = json!({"gid": "refused-why", "mode": "saga",
+        "branches": [saga_branch(&p, "a"), saga_branch(&p, "b")]});
+    let (_, t, _) = Http::new()
+        .post_json(&c.url("/v1/transactions?wait_ms=10000"), &body)
+        .await;
+    assert_eq!(status(&t), "aborted", "{t}");
+    let t = wait_final(&c, "refused-why").await;
+    // Kept although the refused branch's own compensation succeeded later
+    // (which clears its last error).
+    let refused = &t["branches"][1];
+    assert_eq!(refused["refusal"], "card declined: limit reached", "{t}");
+    assert_eq!(t["branches"][0]["refusal"], serde_json::Value::Null, "{t}");
+    let events = t["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("refused: card declined: limit reached"))),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test]
 async fn unknown_answers_are_retried_until_success() {
     let c = Coordinator::sqlite(&[]).await;
     let p = FakeParticipant::start().await;

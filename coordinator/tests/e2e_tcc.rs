@@ -156,3 +156,66 @@ async fn commit_of_an_unknown_gid_is_not_found() {
     assert_eq!(ctype, "application/problem+json");
     assert!(problem["detail"].as_str().unwrap().contains("nope"));
 }
+
+/// The initiator makes a Try itself, so only it learns a refusing
+/// participant's reason; an abort may name the refused Try, and the reason
+/// is then kept on the branch and in the history, as the reasons of the
+/// refusals the coordinator receives itself are.
+#[tokio::test]
+async fn an_abort_naming_a_refused_try_keeps_its_reason_on_the_branch_and_in_the_history() {
+    let c = Coordinator::sqlite(&[]).await;
+    let p = FakeParticipant::start().await;
+    open_with_branches(&c, &p, "tcc-refused", &["a", "b"], fast_options()).await;
+    let http = Http::new();
+    let why = json!({"refused_try": {"branch": "b", "reason": "not enough pear"}});
+    let (code, t, _) = http
+        .post_json(
+            &c.url("/v1/transactions/tcc-refused/abort?wait_ms=10000"),
+            &why,
+        )
+        .await;
+    assert_eq!(code, 200, "{t}");
+    assert_eq!(status(&t), "aborted", "{t}");
+    assert_eq!(t["branches"][1]["refusal"], "not enough pear", "{t:#}");
+    assert!(t["branches"][0]["refusal"].is_null(), "{t:#}");
+    let (_, t) = http.get_json(&c.url("/v1/transactions/tcc-refused")).await;
+    let aborting = t["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["detail"].as_str().unwrap().starts_with("aborting"))
+        .unwrap_or_else(|| panic!("no aborting event: {t:#}"));
+    assert!(
+        aborting["detail"]
+            .as_str()
+            .unwrap()
+            .contains("branch `b` refused its Try: not enough pear"),
+        "{aborting}"
+    );
+}
+
+/// An abort whose body is not an abort request is a problem document, and
+/// the transaction stays open.
+#[tokio::test]
+async fn an_abort_with_a_malformed_body_is_refused_and_changes_nothing() {
+    let c = Coordinator::sqlite(&[]).await;
+    let p = FakeParticipant::start().await;
+    open_with_branches(&c, &p, "tcc-bad-abort", &["a"], fast_options()).await;
+    let http = Http::new();
+    for body in [
+        json!({"refused_try": {"branch": "a"}}),
+        json!({"why": "no reason"}),
+        json!({"refused_try": {"branch": "not an id", "reason": "x"}}),
+        json!([1, 2]),
+    ] {
+        let (code, answer, kind) = http
+            .post_json(&c.url("/v1/transactions/tcc-bad-abort/abort"), &body)
+            .await;
+        assert_eq!(code, 400, "{body}: {answer}");
+        assert_eq!(kind, "application/problem+json", "{body}");
+    }
+    let (_, t) = http
+        .get_json(&c.url("/v1/transactions/tcc-bad-abort"))
+        .await;
+    assert_eq!(status(&t), "open", "{t:#}");
+}

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dtx_coordinator::engine::{Engine, EngineSettings, Registered, Verdict};
+use dtx_coordinator::engine::{Asked, Engine, EngineSettings, Registered, Verdict};
 use dtx_coordinator::metrics::Metrics;
 use dtx_coordinator::store::{self, NewTransaction, Store, TransactionRecord};
 use dtx_coordinator::transport::HttpTransport;
@@ -44,6 +44,8 @@ async fn engine(url: &str, node: &str, lease: Duration) -> Engine {
             claim_interval: Duration::from_millis(100),
             shutdown_grace: Duration::from_secs(1),
             seed: Some(7),
+            max_history_events: dtx_coordinator::limits::Limits::default().max_history_events
+                as usize,
         },
     )
 }
@@ -56,6 +58,8 @@ fn open_tcc(gid: &str) -> NewTransaction {
         mode: Mode::Tcc,
         status: Status::Open,
         request_hash: format!("hash-of-{gid}"),
+        namespace: "default".into(),
+        registered_by: None,
         options: TxOptions {
             deadline_ms: 10 * 3_600_000,
             ..TxOptions::default()
@@ -182,7 +186,7 @@ async fn a_driver_whose_transaction_was_taken_over_stops_at_the_next_renewal() {
     let b = engine(&url, "node-b", Duration::from_secs(3)).await;
     b.start();
     let status = b
-        .decide("taken", Verdict::Abort)
+        .decide("taken", Verdict::Abort, Asked::default())
         .await
         .expect("node-b aborts it");
     assert!(matches!(status, Status::Aborting | Status::Aborted));

@@ -42,6 +42,7 @@ impl Transport for NeverCompensates {
                 reply: Reply::Refused,
                 http_status: Some(409),
                 error: Some("HTTP 409: out of stock".into()),
+                refusal: Some("out of stock".into()),
             };
         }
         self.compensations.fetch_add(1, Ordering::SeqCst);
@@ -50,6 +51,7 @@ impl Transport for NeverCompensates {
             reply: Reply::Unknown,
             http_status: Some(503),
             error: Some("HTTP 503: try later".into()),
+            refusal: None,
         }
     }
 }
@@ -80,6 +82,8 @@ async fn a_call_retried_100_000_times_keeps_memory_and_history_flat() {
             claim_interval: Duration::from_secs(600),
             shutdown_grace: Duration::from_secs(1),
             seed: Some(7),
+            max_history_events: dtx_coordinator::limits::Limits::default().max_history_events
+                as usize,
         },
     );
     engine.start();
@@ -108,6 +112,8 @@ async fn a_call_retried_100_000_times_keeps_memory_and_history_flat() {
             mode: Mode::Saga,
             status: Status::Running,
             request_hash: "h".into(),
+            namespace: "default".into(),
+            registered_by: None,
             options,
             branches: vec![spec],
             owner: String::new(),

@@ -9,7 +9,9 @@
 //! - a registration that committed but whose answer was lost (the database
 //!   connection broke before the commit's answer came back) is driven, at
 //!   once when the client retries it, and through its lease's expiry when
-//!   nobody does.
+//!   nobody does;
+//! - a TCC commit whose write finds that a branch arrived since it read the
+//!   branch list reads again and commits every branch.
 //!
 //! The store here is the real SQLite store with faults injected (a seam for
 //! this one piece); the participant is a real HTTP server.
@@ -20,7 +22,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dtx_coordinator::engine::{Engine, EngineError, EngineSettings, Registered, Verdict};
+use dtx_coordinator::engine::{Asked, Engine, EngineError, EngineSettings, Registered, Verdict};
 use dtx_coordinator::metrics::Metrics;
 use dtx_coordinator::store::sqlite::SqliteStore;
 use dtx_coordinator::store::{
@@ -53,6 +55,9 @@ struct FaultyStore {
     /// Creates that commit and then answer `Unavailable`, as when the
     /// connection breaks after the commit was sent.
     lost_create_answers: AtomicU32,
+    /// Registered (for real) just before the first write of a TCC decision,
+    /// as a branch registered through another coordinator at that moment.
+    branch_during_decision: std::sync::Mutex<Option<BranchSpec>>,
 }
 
 impl FaultyStore {
@@ -64,7 +69,14 @@ impl FaultyStore {
             lost_create_answers: AtomicU32::new(lost_create_answers),
             always_refused: None,
             held_create: std::sync::Mutex::new(None),
+            branch_during_decision: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Registers `branch` just before the first write of a TCC decision.
+    fn registering_during_the_decision(self, branch: BranchSpec) -> Self {
+        *self.branch_during_decision.lock().unwrap() = Some(branch);
+        self
     }
 
     /// Holds the first create's answer: the first receiver hears once it
@@ -106,14 +118,22 @@ impl Store for FaultyStore {
         gid: &str,
         spec: BranchSpec,
         now_ms: i64,
+        by: Option<&str>,
     ) -> Result<BranchRegistered, StoreError> {
-        self.inner.register_branch(gid, spec, now_ms).await
+        self.inner.register_branch(gid, spec, now_ms, by).await
     }
     async fn update(&self, update: Update) -> Result<(), StoreError> {
         if self.always_refused.as_deref() == Some(update.fence.gid.as_str())
             || take_one(&self.refused_updates)
         {
             return Err(StoreError::Other("injected: the write failed".into()));
+        }
+        if update.expect_branch_count.is_some() {
+            let arriving = self.branch_during_decision.lock().unwrap().take();
+            if let Some(branch) = arriving {
+                let gid = update.fence.gid.clone();
+                self.inner.register_branch(&gid, branch, 0, None).await?;
+            }
         }
         self.inner.update(update).await
     }
@@ -196,6 +216,8 @@ fn engine_over(store: Arc<dyn Store>, lease: Duration) -> Engine {
             claim_interval: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(1),
             seed: None,
+            max_history_events: dtx_coordinator::limits::Limits::default().max_history_events
+                as usize,
         },
     );
     engine.start();
@@ -209,6 +231,8 @@ fn saga(gid: &str, p: &FakeParticipant) -> NewTransaction {
         mode: Mode::Saga,
         status: Status::Running,
         request_hash: "h".into(),
+        namespace: "default".into(),
+        registered_by: None,
         options: TxOptions::default(),
         branches: vec![branch(p, "a"), branch(p, "b")],
         owner: String::new(),
@@ -406,7 +430,9 @@ async fn two_identical_registrations_racing_leave_one_driver_that_renewal_names(
     // at its first write and take the entry with it.
     let metrics = engine.metrics().render();
     assert_eq!(metric(&metrics, "dtx_transactions_driven"), 1, "{metrics}");
-    let decided = engine.decide("raced", Verdict::Commit).await;
+    let decided = engine
+        .decide("raced", Verdict::Commit, Asked::default())
+        .await;
     assert!(
         matches!(decided, Ok(Status::Committing | Status::Committed)),
         "{decided:?}"
@@ -446,5 +472,55 @@ async fn a_saga_whose_stored_graph_cannot_be_read_is_never_driven_and_is_flagged
         0,
         "no action ran"
     );
+    engine.shutdown().await;
+}
+
+/// A TCC branch `id` of `p`.
+fn tcc_branch(p: &FakeParticipant, id: &str) -> BranchSpec {
+    BranchSpec {
+        urls: BTreeMap::from([
+            (Op::Confirm, p.url(&format!("/{id}/confirm"))),
+            (Op::Cancel, p.url(&format!("/{id}/cancel"))),
+        ]),
+        ..branch(p, id)
+    }
+}
+
+#[tokio::test]
+async fn a_tcc_commit_that_finds_a_new_branch_at_its_write_reads_again_and_commits_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = FakeParticipant::start().await;
+    let store = FaultyStore::open(&dir, 0, 0)
+        .await
+        .registering_during_the_decision(tcc_branch(&p, "late"));
+    let engine = engine(store, NEVER_EXPIRES);
+    let open = NewTransaction {
+        mode: Mode::Tcc,
+        status: Status::Open,
+        branches: vec![],
+        ..saga("tcc-race", &p)
+    };
+    engine.register(open).await.unwrap();
+    engine
+        .register_branch("tcc-race", tcc_branch(&p, "early"), None)
+        .await
+        .unwrap();
+    let decided = tokio::time::timeout(
+        Duration::from_secs(10),
+        engine.decide("tcc-race", Verdict::Commit, Asked::default()),
+    )
+    .await
+    .expect("the commit is answered");
+    assert!(
+        matches!(decided, Ok(Status::Committing | Status::Committed)),
+        "{decided:?}"
+    );
+    let record = engine
+        .wait("tcc-race", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(record.status, Status::Committed, "{record:?}");
+    assert_eq!(p.count("/early/confirm"), 1);
+    assert_eq!(p.count("/late/confirm"), 1);
     engine.shutdown().await;
 }

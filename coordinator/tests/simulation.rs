@@ -11,10 +11,11 @@
 //!   participants' behaviour, crash, stall, partitions, fault rates).
 //! - `nodes`: coordinator nodes (engine + wrappers) that crash and stall.
 //! - `store`: the SQLite store on a thread the simulation blocks on, and
-//!   each node's view of it.
+//!   each node's view of it (a drawn round trip per call).
 //! - `network`: the fake transport and its faults.
 //! - `participants`, `three_phase`: the simulated participants.
-//! - `initiator`: the services that start transactions (and TCC's Tries).
+//! - `initiator`: the services that start transactions (and TCC's Tries,
+//!   and a TCC branch registered while its transaction is decided).
 //! - `invariants`: the rules, and the checks at the end of a run.
 //! - `trace`: the record of a run, printed for a failing seed.
 //!
@@ -143,6 +144,7 @@ fn run_shard(shard: u64) {
     let mut failed = Vec::new();
     let mut finals: BTreeMap<String, usize> = BTreeMap::new();
     let mut findings = 0;
+    let mut decisions_refused = 0;
     let mut broken: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mine = seeds.range.clone().filter(|s| s % SHARDS == shard);
     let mut count = 0;
@@ -158,6 +160,7 @@ fn run_shard(shard: u64) {
             *finals.entry(format!("{mode} {status}")).or_default() += 1;
         }
         findings += outcome.findings.len();
+        decisions_refused += outcome.decisions_refused;
         if !outcome.violations.is_empty() {
             if failed.len() < REPORTED_IN_FULL || seeds.single {
                 report_failure(&outcome, seeds.planted, seeds.single);
@@ -176,7 +179,8 @@ fn run_shard(shard: u64) {
     let elapsed = started.elapsed();
     println!(
         "shard {shard}: {count} seeds in {elapsed:.1?} ({:.1} seeds/s); transactions by outcome: \
-         {finals:?}; 3PC partition divergences (findings, not failures): {findings}",
+         {finals:?}; TCC decisions written again for a branch that arrived meanwhile: \
+         {decisions_refused}; 3PC partition divergences (findings, not failures): {findings}",
         count as f64 / elapsed.as_secs_f64()
     );
     assert!(
@@ -234,6 +238,11 @@ fn same_seed_gives_same_trace() {
     seeds.extend(seeds_whose_plans(2, |p| {
         p.pause.is_some() && p.txs.len() >= 2
     }));
+    // And store calls that take time, with a TCC branch on its way while
+    // its transaction is decided.
+    seeds.extend(seeds_whose_plans(1, |p| {
+        p.store_round_trip > std::time::Duration::ZERO && p.txs.iter().any(|t| t.late.is_some())
+    }));
     for seed in seeds {
         let first = run_seed(seed, None);
         let second = run_seed(seed, None);
@@ -255,6 +264,31 @@ fn same_seed_gives_same_trace() {
         );
         assert_eq!(first.trace.digest(), second.trace.digest());
     }
+}
+
+/// The seeds explore a TCC branch registered between a decision's read of
+/// the branch list and its write (the write is refused, and the decision
+/// must be read again and written: a driver that took the refusal for the
+/// end left the transaction open for ever). Should the schedule stop being
+/// drawn, this fails rather than the rules passing for want of it.
+#[test]
+fn a_branch_lands_between_a_tcc_decisions_read_and_its_write() {
+    let candidates = seeds_whose_plans(200, |p| {
+        p.store_round_trip > std::time::Duration::ZERO && p.txs.iter().any(|t| t.late.is_some())
+    });
+    for seed in candidates {
+        let outcome = run_seed(seed, None);
+        if outcome.decisions_refused == 0 {
+            continue;
+        }
+        println!("seed {seed}: {}", outcome.plan);
+        if !outcome.violations.is_empty() {
+            report_failure(&outcome, None, false);
+        }
+        assert!(outcome.violations.is_empty(), "seed {seed} broke the rules");
+        return;
+    }
+    panic!("no seed of 200 with a late TCC branch had it land inside a decision");
 }
 
 /// Runs the CI seeds with `planted` until one breaks a rule of `kinds`;

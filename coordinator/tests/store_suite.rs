@@ -177,6 +177,8 @@ pub fn saga(gid: &str, owner: &str, now: i64, branches: usize) -> NewTransaction
         mode: Mode::Saga,
         status: Status::Running,
         request_hash: format!("hash-of-{gid}"),
+        namespace: "default".into(),
+        registered_by: None,
         options: TxOptions::default(),
         branches: (0..branches)
             .map(|i| spec(Mode::Saga, &format!("b{i}")))
@@ -289,4 +291,5 @@ suite! {
     batching::two_coordinators_batches_on_the_same_transactions_keep_their_outcomes,
     text::update_stores_text_with_control_characters_replaced_on_every_backend,
     text::update_cuts_overlong_text_by_characters,
+    text::a_refusal_is_stored_cleaned_beside_the_last_error_and_written_like_it,
 }

@@ -1,7 +1,9 @@
 //! The branch context of a participant call: which transaction, which branch,
 //! which operation and which protocol, read from the `dtx-*` headers by an
-//! axum extractor that answers a clear 400 when they are missing.
+//! axum extractor that answers a clear 400 when they are missing or wrong,
+//! and [`BranchContext::expect`], which binds a handler to its operation.
 
+use crate::op::BranchOp;
 use crate::problem::problem;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -10,161 +12,9 @@ use axum::response::{IntoResponse, Response};
 use dtx_protocol::Mode;
 use dtx_protocol::wire::{HEADER_BRANCH, HEADER_GID, HEADER_MODE, HEADER_OP};
 use std::fmt;
-use std::str::FromStr;
 
 /// The W3C trace context header the coordinator and the initiator client send.
 pub const HEADER_TRACEPARENT: &str = "traceparent";
-
-/// An operation a participant is asked to carry out on a branch.
-///
-/// The coordinator sends every operation but `try`, which the initiator
-/// client sends itself (TCC), with the same headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum BranchOp {
-    /// Saga forward step.
-    Action,
-    /// Saga undo of [`BranchOp::Action`]; must succeed eventually.
-    Compensate,
-    /// TCC reservation, called by the initiator.
-    Try,
-    /// TCC commit of a successful Try; must succeed eventually.
-    Confirm,
-    /// TCC release of a Try that may have run; must succeed eventually.
-    Cancel,
-    /// 2PC vote: do the work and hold it prepared, or refuse.
-    Prepare,
-    /// 2PC commit of a prepared branch; must succeed eventually.
-    Commit,
-    /// 2PC rollback of a branch that may have prepared; must succeed eventually.
-    Rollback,
-    /// 3PC vote: can this branch commit? No work yet.
-    CanCommit,
-    /// 3PC: everyone voted yes; do the work and hold it.
-    PreCommit,
-    /// 3PC: make the held work final; must succeed eventually.
-    DoCommit,
-    /// 3PC: undo whatever is held; must succeed eventually.
-    Abort,
-}
-
-impl BranchOp {
-    /// Every operation.
-    pub const ALL: [BranchOp; 12] = [
-        BranchOp::Action,
-        BranchOp::Compensate,
-        BranchOp::Try,
-        BranchOp::Confirm,
-        BranchOp::Cancel,
-        BranchOp::Prepare,
-        BranchOp::Commit,
-        BranchOp::Rollback,
-        BranchOp::CanCommit,
-        BranchOp::PreCommit,
-        BranchOp::DoCommit,
-        BranchOp::Abort,
-    ];
-
-    /// The lowercase name used in the `dtx-op` header and in the barrier table.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BranchOp::Action => "action",
-            BranchOp::Compensate => "compensate",
-            BranchOp::Try => "try",
-            BranchOp::Confirm => "confirm",
-            BranchOp::Cancel => "cancel",
-            BranchOp::Prepare => "prepare",
-            BranchOp::Commit => "commit",
-            BranchOp::Rollback => "rollback",
-            BranchOp::CanCommit => "can_commit",
-            BranchOp::PreCommit => "pre_commit",
-            BranchOp::DoCommit => "do_commit",
-            BranchOp::Abort => "abort",
-        }
-    }
-
-    /// The protocol this operation belongs to.
-    pub fn mode(self) -> Mode {
-        match self {
-            BranchOp::Action | BranchOp::Compensate => Mode::Saga,
-            BranchOp::Try | BranchOp::Confirm | BranchOp::Cancel => Mode::Tcc,
-            BranchOp::Prepare | BranchOp::Commit | BranchOp::Rollback => Mode::TwoPhase,
-            BranchOp::CanCommit | BranchOp::PreCommit | BranchOp::DoCommit | BranchOp::Abort => {
-                Mode::ThreePhase
-            }
-        }
-    }
-
-    /// For an undo (`compensate`, `cancel`, `rollback`, `abort`), the forward
-    /// operation whose work it undoes (`action`, `try`, `prepare`,
-    /// `pre_commit`); `None` for every other operation. A 3PC `can_commit`
-    /// only votes and holds nothing, so `abort` undoes `pre_commit`.
-    pub fn undoes(self) -> Option<BranchOp> {
-        match self {
-            BranchOp::Compensate => Some(BranchOp::Action),
-            BranchOp::Cancel => Some(BranchOp::Try),
-            BranchOp::Rollback => Some(BranchOp::Prepare),
-            BranchOp::Abort => Some(BranchOp::PreCommit),
-            BranchOp::Action
-            | BranchOp::Try
-            | BranchOp::Confirm
-            | BranchOp::Prepare
-            | BranchOp::Commit
-            | BranchOp::CanCommit
-            | BranchOp::PreCommit
-            | BranchOp::DoCommit => None,
-        }
-    }
-
-    /// Phase one (`action`, `try`, `prepare`, `can_commit`, `pre_commit`)
-    /// may be refused and the refusal decides the transaction; every other
-    /// operation carries out a decision already logged and is retried by the
-    /// coordinator until it succeeds.
-    pub fn is_phase_one(self) -> bool {
-        matches!(
-            self,
-            BranchOp::Action
-                | BranchOp::Try
-                | BranchOp::Prepare
-                | BranchOp::CanCommit
-                | BranchOp::PreCommit
-        )
-    }
-}
-
-impl fmt::Display for BranchOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for BranchOp {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        BranchOp::ALL
-            .into_iter()
-            .find(|op| op.as_str() == s)
-            .ok_or_else(|| format!("unknown operation `{s}`"))
-    }
-}
-
-impl From<dtx_protocol::Op> for BranchOp {
-    fn from(op: dtx_protocol::Op) -> Self {
-        match op {
-            dtx_protocol::Op::Action => BranchOp::Action,
-            dtx_protocol::Op::Compensate => BranchOp::Compensate,
-            dtx_protocol::Op::Confirm => BranchOp::Confirm,
-            dtx_protocol::Op::Cancel => BranchOp::Cancel,
-            dtx_protocol::Op::Prepare => BranchOp::Prepare,
-            dtx_protocol::Op::Commit => BranchOp::Commit,
-            dtx_protocol::Op::Rollback => BranchOp::Rollback,
-            dtx_protocol::Op::CanCommit => BranchOp::CanCommit,
-            dtx_protocol::Op::PreCommit => BranchOp::PreCommit,
-            dtx_protocol::Op::DoCommit => BranchOp::DoCommit,
-            dtx_protocol::Op::Abort => BranchOp::Abort,
-        }
-    }
-}
 
 /// Who is calling and why: the `dtx-gid`, `dtx-branch`, `dtx-op` and
 /// `dtx-mode` headers of a participant call, plus `traceparent` when sent.
@@ -221,9 +71,10 @@ impl BranchContext {
         let op = op.and_then(|op| match op.parse::<BranchOp>() {
             Ok(op) => Some(op),
             Err(_) => {
+                let known: Vec<&str> = BranchOp::ALL.iter().map(|op| op.as_str()).collect();
                 rejection.invalid.push((
                     HEADER_OP,
-                    format!("is `{op}`; expected action, compensate, try, confirm or cancel"),
+                    format!("is `{op}`; expected one of {}", known.join(", ")),
                 ));
                 None
             }
@@ -231,9 +82,11 @@ impl BranchContext {
         let mode = mode.and_then(|mode| match mode.parse::<Mode>() {
             Ok(mode) => Some(mode),
             Err(_) => {
-                rejection
-                    .invalid
-                    .push((HEADER_MODE, format!("is `{mode}`; expected saga or tcc")));
+                let known: Vec<&str> = Mode::ALL.iter().map(|mode| mode.as_str()).collect();
+                rejection.invalid.push((
+                    HEADER_MODE,
+                    format!("is `{mode}`; expected one of {}", known.join(", ")),
+                ));
                 None
             }
         });
@@ -293,6 +146,70 @@ impl BranchContext {
         self.traceparent = Some(traceparent.into());
         self
     }
+
+    /// Binds a handler to its operation: `Ok` when the call's `dtx-op` is
+    /// `op`, else [`WrongOperation`], answered `400 application/problem+json`
+    /// saying which operation this endpoint carries out and which one the
+    /// call asked for. Call it first in every handler, so that a call meant
+    /// for another URL (two URLs swapped at registration, a forged or
+    /// misrouted call) changes nothing:
+    ///
+    /// ```
+    /// # use dtx_sdk::{BranchAnswer, BranchContext, BranchOp};
+    /// # use axum::response::{IntoResponse, Response};
+    /// async fn refund(ctx: BranchContext) -> Response {
+    ///     if let Err(wrong) = ctx.expect(BranchOp::Compensate) {
+    ///         return wrong.into_response();
+    ///     }
+    ///     // ... the compensation, behind the barrier ...
+    /// #   BranchAnswer::success().into_response()
+    /// }
+    /// ```
+    ///
+    /// [`BarrierError`](crate::barrier::BarrierError) converts it, so a
+    /// handler returning `Result<BranchAnswer, BarrierError>` can write
+    /// `ctx.expect(BranchOp::Compensate)?`.
+    ///
+    /// The coordinator reads a 400 as an unknown outcome: it retries, and
+    /// flags the transaction for an operator once the retries have gone on
+    /// for `attention_after_ms`, while someone fixes the URL.
+    pub fn expect(&self, op: BranchOp) -> Result<(), WrongOperation> {
+        if self.op == op {
+            Ok(())
+        } else {
+            Err(WrongOperation {
+                expected: op,
+                got: self.op,
+            })
+        }
+    }
+}
+
+/// A call whose `dtx-op` is not the one its endpoint carries out; see
+/// [`BranchContext::expect`]. Answered `400 application/problem+json` of
+/// type `urn:dtx:problem:wrong-operation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "this endpoint carries out `{expected}`, but the call's `dtx-op` is `{got}`; \
+     check the URLs registered for the branch"
+)]
+pub struct WrongOperation {
+    /// The operation the endpoint carries out.
+    pub expected: BranchOp,
+    /// The operation the call asked for.
+    pub got: BranchOp,
+}
+
+impl IntoResponse for WrongOperation {
+    fn into_response(self) -> Response {
+        tracing::warn!(expected = %self.expected, got = %self.got, "call refused: wrong operation for this endpoint");
+        problem(
+            StatusCode::BAD_REQUEST,
+            "wrong-operation",
+            "Wrong operation",
+            &self.to_string(),
+        )
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for BranchContext {
@@ -349,12 +266,14 @@ impl fmt::Display for BranchContextRejection {
 impl std::error::Error for BranchContextRejection {}
 
 impl IntoResponse for BranchContextRejection {
+    /// Titled after what is wrong: headers missing, or all present and some
+    /// unusable (an unknown `dtx-op`, an operation of another mode).
     fn into_response(self) -> Response {
-        problem(
-            StatusCode::BAD_REQUEST,
-            "missing-branch-context",
-            "Missing branch context",
-            &self.to_string(),
-        )
+        let (slug, title) = if self.missing.is_empty() {
+            ("invalid-branch-context", "Invalid branch context")
+        } else {
+            ("missing-branch-context", "Missing branch context")
+        };
+        problem(StatusCode::BAD_REQUEST, slug, title, &self.to_string())
     }
 }

@@ -1,32 +1,88 @@
 //! The dtx participant SDK: what a service links to take part in global
 //! transactions, or to start them.
 //!
-//! - **Initiator client** ([`Client`]): register a saga, run a TCC
-//!   transaction as a scope (commit when the scope succeeds, abort when it
-//!   fails or panics; when the commit's answer is lost, ask the coordinator
-//!   and report what it did), read and wait for outcomes, with typed errors
-//!   ([`ClientError`]).
+//! - **Initiator client** ([`Client`]): register a saga, 2PC or 3PC
+//!   transaction, run a TCC transaction as a scope (commit when the scope
+//!   succeeds, abort when it fails or panics; when the commit's answer is
+//!   lost, ask the coordinator and report what it did), read and wait for
+//!   outcomes, with typed errors ([`ClientError`]). An aborted transaction
+//!   says why, down to the refusing participant's own reason
+//!   ([`client::TransactionView::abort_cause`]). A client may know several
+//!   coordinators sharing one store, or a host name that resolves to
+//!   several: it spreads registrations over the healthy ones and fails over
+//!   on a connection error, a timeout or a 503, within
+//!   [`Client::failover_time`] for one that stopped answering (see
+//!   [`Client`]); the 2PC recovery and the 3PC watchdog ask through it and
+//!   fail over too.
 //! - **Branch context** ([`BranchContext`]): an axum extractor for the
-//!   `dtx-gid`, `dtx-branch`, `dtx-op` and `dtx-mode` headers of a call, and
-//!   [`BranchAnswer`] for the answer (200 / 409 / 425 / 500), plus
-//!   [`SignedJson`] to check the coordinator's signature.
+//!   `dtx-gid`, `dtx-branch`, `dtx-op` and `dtx-mode` headers of a call, with
+//!   [`BranchContext::expect`] to bind a handler to its operation (any other
+//!   is answered 400); [`BranchAnswer`] for the answer (200 / 409 / 425 /
+//!   500), [`Refusal`] for "the business says no", and [`SignedJson`] to
+//!   check the signature of the coordinator (or of the initiator, for a TCC
+//!   Try): stale, replayed and re-pathed calls are refused.
 //! - **Sub-transaction barrier** ([`barrier::Barrier`]) on SQLite and
 //!   PostgreSQL: inside the handler's local transaction it makes a repeated
 //!   call a no-op that answers as the first did, turns a compensation whose
 //!   forward step never ran into a success that touches nothing (null
 //!   compensation), and refuses a forward step that arrives after its
-//!   compensation (suspension).
+//!   compensation (suspension). Its closure form ([`barrier::Barrier::run`])
+//!   opens the transaction, runs your step and commits; the explicit form
+//!   ([`barrier::Barrier::begin`]) hands you the steps.
+//! - **2PC and 3PC participants**: [`xa::XaParticipant`] (PostgreSQL
+//!   prepared transactions, with in-doubt recovery) and
+//!   [`three_phase::ThreePhase`] (SQLite and PostgreSQL, with its watchdog).
+//! - **Participant plumbing** ([`db`]): a database on SQLite or PostgreSQL
+//!   chosen by URL ([`db::Db::connect`]: SQLite created if missing, in WAL
+//!   mode, with a busy timeout), code written once for both backends
+//!   ([`on_db!`], [`on_conn!`]), and [`shutdown_signal`] for a clean stop.
+//!
+//! # Names
+//! One scheme for the four modes: [`Client::saga`], [`Client::tcc`],
+//! [`Client::two_phase`] and [`Client::three_phase`] start a
+//! [`client::SagaBuilder`], [`client::TccBuilder`],
+//! [`client::TwoPhaseBuilder`] or [`client::ThreePhaseBuilder`], which take
+//! [`client::SagaBranch`]es, [`client::TccBranch`]es,
+//! [`client::TwoPhaseBranch`]es or [`client::ThreePhaseBranch`]es; each
+//! branch URL is set by the method named after its operation
+//! (`SagaBranch::new("stock").action(url).compensate(url)`), and a missing
+//! one is [`ClientError::IncompleteBranch`] at submit. The coordinator's
+//! answer is a [`client::TransactionView`] (a view of a global transaction,
+//! not a database transaction). "The business refuses" is a [`Refusal`]
+//! everywhere, carried by [`WorkError::Refused`] out of a closure-form
+//! barrier step, an XA prepare or a 3PC hook.
+//!
+//! # Cargo features
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `sqlite` | yes | the barrier, [`db`] and (with `client`) the 3PC helper on SQLite |
+//! | `postgres` | yes | the same on PostgreSQL, and (with `client`) the XA helper |
+//! | `client` | yes | the initiator client (reqwest with rustls), which the 2PC recovery and the 3PC watchdog also use to ask the coordinator |
+//!
+//! The context, the answers, [`Refusal`] and the signature check need none.
+//! A SQLite saga/TCC participant that starts no transaction itself depends
+//! on `dtx-sdk = { default-features = false, features = ["sqlite"] }` and
+//! compiles neither the PostgreSQL driver nor an HTTP client nor TLS.
+//!
+//! # Versions
+//! The SDK's handlers, extractors and answers are axum 0.8 types, and the
+//! barrier and the helpers work on sqlx 0.9 pools and connections: use those
+//! major versions in the service.
 //!
 //! # Layout
-//! - [`client`]: the initiator client: [`Client`], sagas
-//!   ([`client::SagaBuilder`]), TCC scopes ([`client::TccBuilder`]), the
-//!   transaction view and [`ClientError`].
-//! - [`context`]: [`BranchContext`] and its extractor, [`BranchOp`].
-//! - [`answer`]: [`BranchAnswer`] and its status codes.
-//! - [`signature`]: [`CallbackSecret`], [`SignedJson`] and [`signature::sign`].
+//! - [`client`]: the initiator client: [`Client`] and its failover between
+//!   coordinators, the builders and branch builders of every mode,
+//!   [`client::TransactionView`] and [`ClientError`].
+//! - [`context`]: [`BranchContext`] and its extractor; [`op`]: [`BranchOp`].
+//! - [`answer`]: [`BranchAnswer`] and its status codes; [`refusal`]:
+//!   [`Refusal`] and [`WorkError`].
+//! - [`signature`]: [`SignatureKeys`] (the keyring a participant accepts),
+//!   [`SigningKey`] and [`SignedJson`]; the header itself is
+//!   `dtx_protocol::signature`'s.
 //! - [`barrier`]: the barrier, its migrations (`migrations/sqlite`,
 //!   `migrations/postgres`, applied by [`barrier::Barrier::migrate`]) and the
 //!   cleanup of old rows.
+//! - [`db`]: [`db::Db`], [`db::Conn`], [`on_db!`], [`on_conn!`].
 //! - [`xa`]: the 2PC participant on PostgreSQL prepared transactions
 //!   ([`xa::XaParticipant`]), with in-doubt recovery through the termination
 //!   query ([`Client::decision`], [`client::DecisionSource`]).
@@ -35,113 +91,47 @@
 //!   pure function ([`three_phase::timeout_rule`]).
 //!
 //! # Example
-//! A participant whose `reserve` handler is protected by the barrier, and an
-//! initiator that runs a TCC transaction over it.
+//! Two programs that run as written, each a participant on SQLite and the
+//! initiator that drives it: `examples/saga.rs` (below) and
+//! `examples/tcc.rs`. Start a coordinator, then run one:
 //!
-//! ```no_run
-//! use axum::{Router, extract::State, routing::post};
-//! use dtx_sdk::barrier::{Barrier, BarrierError, Entry};
-//! use dtx_sdk::client::TccBranch;
-//! use dtx_sdk::{BranchAnswer, BranchContext, CallbackSecret, Client, ClientError, SignedJson};
-//! use serde::Deserialize;
-//!
-//! #[derive(Clone)]
-//! struct AppState {
-//!     db: sqlx::SqlitePool,
-//!     secret: CallbackSecret,
-//! }
-//!
-//! impl axum::extract::FromRef<AppState> for CallbackSecret {
-//!     fn from_ref(state: &AppState) -> Self {
-//!         state.secret.clone()
-//!     }
-//! }
-//!
-//! #[derive(Deserialize)]
-//! struct Reserve {
-//!     sku: String,
-//!     qty: i64,
-//! }
-//!
-//! /// The Try: hold `qty` units, or refuse when there are not enough.
-//! async fn reserve(
-//!     State(state): State<AppState>,
-//!     ctx: BranchContext,
-//!     SignedJson(req): SignedJson<Reserve>,
-//! ) -> Result<BranchAnswer, BarrierError> {
-//!     let mut work = match Barrier::sqlite().begin(&state.db, &ctx).await? {
-//!         Entry::Proceed(work) => work,
-//!         // A repeat, a null compensation or a suspended Try: answer as told.
-//!         Entry::Skip(skipped) => return Ok(skipped.answer()),
-//!     };
-//!     let held = sqlx::query(
-//!         "UPDATE stock SET available = available - $1, held = held + $1 \
-//!          WHERE sku = $2 AND available >= $1",
-//!     )
-//!     .bind(req.qty)
-//!     .bind(&req.sku)
-//!     .execute(&mut *work)
-//!     .await?;
-//!     if held.rows_affected() == 0 {
-//!         return work.refuse(format!("not enough {} in stock", req.sku)).await;
-//!     }
-//!     work.succeed().await
-//! }
-//!
-//! fn app(state: AppState) -> Router {
-//!     // confirm and cancel are written the same way.
-//!     Router::new().route("/stock/reserve", post(reserve)).with_state(state)
-//! }
-//!
-//! /// The initiator: one Try per service; commit if both hold.
-//! async fn place_order(client: &Client) -> Result<(), ClientError> {
-//!     client
-//!         .tcc()
-//!         .run(|scope| async move {
-//!             let stock = "http://stock.internal/stock";
-//!             scope
-//!                 .try_branch(
-//!                     TccBranch::new(
-//!                         "stock",
-//!                         format!("{stock}/reserve"),
-//!                         format!("{stock}/confirm"),
-//!                         format!("{stock}/cancel"),
-//!                     )
-//!                     .payload(serde_json::json!({"sku": "apple", "qty": 2})),
-//!                 )
-//!                 .await?;
-//!             Ok::<_, ClientError>(())
-//!         })
-//!         .await
-//! }
-//!
-//! #[tokio::main]
-//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     let db = sqlx::SqlitePool::connect("sqlite:stock.db").await?;
-//!     Barrier::sqlite().migrate(&db).await?;
-//!     let state = AppState { db, secret: CallbackSecret::new("shared secret") };
-//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:9000").await?;
-//!     tokio::spawn(async move { axum::serve(listener, app(state)).await });
-//!
-//!     let client = Client::builder("http://127.0.0.1:7707")
-//!         .callback_secret(CallbackSecret::new("shared secret"))
-//!         .build()?;
-//!     place_order(&client).await?;
-//!     Ok(())
-//! }
+//! ```sh
+//! cargo run -p dtx-coordinator -- serve     # dtx on 127.0.0.1:7707, log in dtx.db
+//! cargo run -p dtx-sdk --example saga       # or --example tcc
 //! ```
+//!
+//! The saga example prints one committed saga, one aborted with the
+//! refusing branch's reason, and the stock; a test runs both examples
+//! against a real coordinator.
+//!
+#![doc = concat!("```no_run\n", include_str!("../examples/saga.rs"), "```")]
 
 pub mod answer;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod barrier;
+#[cfg(feature = "client")]
 pub mod client;
 pub mod context;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod db;
+pub mod op;
 mod problem;
+pub mod refusal;
+mod shutdown;
 pub mod signature;
+#[cfg(all(any(feature = "sqlite", feature = "postgres"), feature = "client"))]
 pub mod three_phase;
+#[cfg(all(feature = "postgres", feature = "client"))]
 pub mod xa;
 
 pub use answer::BranchAnswer;
+#[cfg(feature = "client")]
 pub use client::{Client, ClientError};
-pub use context::{BranchContext, BranchContextRejection, BranchOp};
+pub use context::{BranchContext, BranchContextRejection, WrongOperation};
 pub use dtx_protocol::{Mode, RetryPolicy, Status, TxOptions};
-pub use signature::{CallbackSecret, SignedJson};
+pub use op::BranchOp;
+pub use refusal::Refusal;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use refusal::WorkError;
+pub use shutdown::shutdown_signal;
+pub use signature::{SignatureKeys, SignedJson, SigningKey};

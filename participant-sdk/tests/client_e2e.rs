@@ -5,7 +5,7 @@
 mod common;
 
 use common::Coordinator;
-use dtx_sdk::client::{Branch, Registered, TccBranch};
+use dtx_sdk::client::{Registered, SagaBranch, TccBranch};
 use dtx_sdk::{Client, ClientError, Status};
 use dtx_tests::participant::{Answer, FakeParticipant};
 use serde_json::json;
@@ -13,23 +13,19 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn saga_branch(fake: &FakeParticipant, id: &str) -> Branch {
-    Branch::new(
-        id,
-        fake.url(&format!("/{id}/action")),
-        fake.url(&format!("/{id}/compensate")),
-    )
-    .payload(json!({"branch": id}))
+fn saga_branch(fake: &FakeParticipant, id: &str) -> SagaBranch {
+    SagaBranch::new(id)
+        .action(fake.url(&format!("/{id}/action")))
+        .compensate(fake.url(&format!("/{id}/compensate")))
+        .payload(json!({"branch": id}))
 }
 
 fn tcc_branch(fake: &FakeParticipant, id: &str) -> TccBranch {
-    TccBranch::new(
-        id,
-        fake.url(&format!("/{id}/try")),
-        fake.url(&format!("/{id}/confirm")),
-        fake.url(&format!("/{id}/cancel")),
-    )
-    .payload(json!({"branch": id}))
+    TccBranch::new(id)
+        .try_url(fake.url(&format!("/{id}/try")))
+        .confirm(fake.url(&format!("/{id}/confirm")))
+        .cancel(fake.url(&format!("/{id}/cancel")))
+        .payload(json!({"branch": id}))
 }
 
 #[tokio::test]
@@ -248,6 +244,14 @@ async fn refused_try_aborts_and_cancels_what_ran() {
     }
     let tx = client.wait(&gid, WAIT).await.unwrap();
     assert_eq!(tx.status, Status::Aborted);
+    // The scope's abort named the refused Try: the coordinator keeps its
+    // reason, though it never saw the Try's answer itself.
+    let flight = tx.branch("flight").expect("the flight branch");
+    assert_eq!(flight.refusal.as_deref(), Some("no seat left"), "{tx:?}");
+    let view = client.get(&gid).await.unwrap();
+    let cause = view.abort_cause().expect("an abort cause");
+    assert_eq!(cause.branch_id, Some("flight"), "{cause:?}");
+    assert_eq!(cause.refusal, Some("no seat left"), "{cause:?}");
     assert_eq!(fake.count("/flight/try"), 1, "a refusal is not retried");
     assert_eq!(fake.count("/hotel/cancel"), 1);
     assert_eq!(
@@ -293,11 +297,11 @@ async fn bad_request_carries_the_coordinator_detail() {
     let client = Client::new(&coordinator.url()).unwrap();
     let err = client
         .saga()
-        .branch(Branch::new(
-            "stock",
-            "ftp://example.invalid/x",
-            fake.url("/c"),
-        ))
+        .branch(
+            SagaBranch::new("stock")
+                .action("ftp://example.invalid/x")
+                .compensate(fake.url("/c")),
+        )
         .submit()
         .await
         .unwrap_err();
@@ -346,7 +350,11 @@ async fn unreachable_coordinator_is_reported_as_such() {
     let client = Client::new(&format!("http://127.0.0.1:{port}")).unwrap();
     let err = client
         .saga()
-        .branch(Branch::new("a", "http://x/a", "http://x/c"))
+        .branch(
+            SagaBranch::new("a")
+                .action("http://x/a")
+                .compensate("http://x/c"),
+        )
         .submit()
         .await;
     assert!(
@@ -365,4 +373,25 @@ async fn unreachable_coordinator_is_reported_as_such() {
         Client::new("not a url"),
         Err(ClientError::Config(_))
     ));
+}
+
+#[tokio::test]
+async fn a_branch_missing_a_url_is_refused_before_anything_is_sent() {
+    // The fake stands where the coordinator would: any request would show.
+    let fake = FakeParticipant::start().await;
+    let client = Client::new(&fake.url("")).unwrap();
+    let err = client
+        .saga()
+        .branch(saga_branch(&fake, "complete"))
+        .branch(SagaBranch::new("stock").action(fake.url("/a")))
+        .submit()
+        .await;
+    match err {
+        Err(ClientError::IncompleteBranch { branch, missing }) => {
+            assert_eq!(branch, "stock");
+            assert_eq!(missing, [dtx_sdk::BranchOp::Compensate]);
+        }
+        other => panic!("expected IncompleteBranch, got {other:?}"),
+    }
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
 }

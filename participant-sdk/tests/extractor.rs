@@ -7,19 +7,20 @@ use axum::extract::FromRef;
 use axum::http::{Request, StatusCode};
 use axum::response::Response;
 use axum::routing::post;
-use dtx_sdk::signature::sign;
-use dtx_sdk::{BranchAnswer, BranchContext, BranchOp, CallbackSecret, Mode, SignedJson};
+use dtx_sdk::signature::SignedCall;
+use dtx_sdk::{BranchAnswer, BranchContext, BranchOp, Mode, SignatureKeys, SignedJson, SigningKey};
 use serde_json::{Value, json};
+use std::time::{SystemTime, UNIX_EPOCH};
 use tower::ServiceExt as _;
 
 #[derive(Clone)]
 struct State {
-    secret: CallbackSecret,
+    keys: SignatureKeys,
 }
 
-impl FromRef<State> for CallbackSecret {
+impl FromRef<State> for SignatureKeys {
     fn from_ref(state: &State) -> Self {
-        state.secret.clone()
+        state.keys.clone()
     }
 }
 
@@ -39,6 +40,12 @@ async fn signed_echo(_ctx: BranchContext, SignedJson(body): SignedJson<Value>) -
     BranchAnswer::Success(Some(body))
 }
 
+/// A compensation endpoint, bound to its operation.
+async fn refund(ctx: BranchContext) -> Result<BranchAnswer, dtx_sdk::barrier::BarrierError> {
+    ctx.expect(BranchOp::Compensate)?;
+    Ok(BranchAnswer::success())
+}
+
 /// Answers what the path says.
 async fn answer(axum::extract::Path(kind): axum::extract::Path<String>) -> BranchAnswer {
     match kind.as_str() {
@@ -49,12 +56,13 @@ async fn answer(axum::extract::Path(kind): axum::extract::Path<String>) -> Branc
     }
 }
 
-fn app(secret: CallbackSecret) -> Router {
+fn app(keys: SignatureKeys) -> Router {
     Router::new()
         .route("/context", post(context_echo))
         .route("/signed", post(signed_echo))
+        .route("/refund", post(refund))
         .route("/answer/{kind}", post(answer))
-        .with_state(State { secret })
+        .with_state(State { keys })
 }
 
 fn call(path: &str, headers: &[(&str, &str)], body: &str) -> Request<Body> {
@@ -90,7 +98,7 @@ async fn context_is_read_from_the_headers() {
     let mut headers = CONTEXT.to_vec();
     headers.push(("traceparent", "00-aa-bb-01"));
     let (status, _, body) = send(
-        app(CallbackSecret::disabled()),
+        app(SignatureKeys::disabled()),
         call("/context", &headers, "{}"),
     )
     .await;
@@ -105,13 +113,14 @@ async fn context_is_read_from_the_headers() {
 async fn missing_headers_are_a_400_problem_naming_each() {
     let headers = [("dtx-branch", "stock"), ("dtx-mode", "tcc")];
     let (status, content_type, body) = send(
-        app(CallbackSecret::disabled()),
+        app(SignatureKeys::disabled()),
         call("/context", &headers, "{}"),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(content_type, "application/problem+json");
     assert_eq!(body["status"], 400);
+    assert_eq!(body["title"], "Missing branch context");
     let detail = body["detail"].as_str().unwrap();
     assert!(detail.contains("`dtx-gid`"), "{detail}");
     assert!(detail.contains("`dtx-op`"), "{detail}");
@@ -127,12 +136,20 @@ async fn unknown_op_and_op_of_another_mode_are_rejected() {
         ("dtx-mode", "saga"),
     ];
     let (status, _, body) = send(
-        app(CallbackSecret::disabled()),
+        app(SignatureKeys::disabled()),
         call("/context", &unknown, ""),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["detail"].as_str().unwrap().contains("`launch`"));
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("`launch`"), "{detail}");
+    assert!(
+        detail.contains("can_commit"),
+        "every operation is listed: {detail}"
+    );
+    // Every header is there: the context is invalid, not missing.
+    assert_eq!(body["title"], "Invalid branch context");
+    assert_eq!(body["type"], "urn:dtx:problem:invalid-branch-context");
 
     let mismatch = [
         ("dtx-gid", "g"),
@@ -141,7 +158,7 @@ async fn unknown_op_and_op_of_another_mode_are_rejected() {
         ("dtx-mode", "saga"),
     ];
     let (status, _, body) = send(
-        app(CallbackSecret::disabled()),
+        app(SignatureKeys::disabled()),
         call("/context", &mismatch, ""),
     )
     .await;
@@ -156,6 +173,55 @@ async fn unknown_op_and_op_of_another_mode_are_rejected() {
 }
 
 #[tokio::test]
+async fn a_handler_bound_to_its_operation_refuses_any_other_with_what_is_wrong() {
+    let compensate = [
+        ("dtx-gid", "g"),
+        ("dtx-branch", "b"),
+        ("dtx-op", "compensate"),
+        ("dtx-mode", "saga"),
+    ];
+    let (status, _, _) = send(
+        app(SignatureKeys::disabled()),
+        call("/refund", &compensate, "{}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // A well-formed call for the action, sent to the compensation's URL.
+    let action = [
+        ("dtx-gid", "g"),
+        ("dtx-branch", "b"),
+        ("dtx-op", "action"),
+        ("dtx-mode", "saga"),
+    ];
+    let (status, content_type, body) = send(
+        app(SignatureKeys::disabled()),
+        call("/refund", &action, "{}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(body["type"], "urn:dtx:problem:wrong-operation");
+    assert_eq!(body["title"], "Wrong operation");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("carries out `compensate`") && detail.contains("`dtx-op` is `action`"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn expect_names_both_operations() {
+    let ctx = BranchContext::new("g", "b", BranchOp::Try);
+    assert_eq!(ctx.expect(BranchOp::Try), Ok(()));
+    let wrong = ctx.expect(BranchOp::Cancel).unwrap_err();
+    assert_eq!(
+        (wrong.expected, wrong.got),
+        (BranchOp::Cancel, BranchOp::Try)
+    );
+}
+
+#[tokio::test]
 async fn answers_map_to_the_coordinator_status_codes() {
     for (kind, expected) in [
         ("ok", StatusCode::OK),
@@ -164,7 +230,7 @@ async fn answers_map_to_the_coordinator_status_codes() {
         ("unknown", StatusCode::INTERNAL_SERVER_ERROR),
     ] {
         let (status, _, body) = send(
-            app(CallbackSecret::disabled()),
+            app(SignatureKeys::disabled()),
             call(&format!("/answer/{kind}"), &[], ""),
         )
         .await;
@@ -175,17 +241,46 @@ async fn answers_map_to_the_coordinator_status_codes() {
     }
 }
 
+const SECRET: &str = "s3cret-s3cret-s3cret-s3cret-s3cret";
+
+fn key(id: &str, secret: &str) -> SigningKey {
+    SigningKey::new(id, secret).unwrap()
+}
+
+fn keys(ring: &[SigningKey]) -> SignatureKeys {
+    SignatureKeys::new(ring.iter().cloned()).unwrap()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The `dtx-signature` header of a POST of `body` to `target` with the
+/// [`CONTEXT`] headers, signed now with `nonce`.
+fn signature(key: &SigningKey, target: &str, op: &str, body: &str, nonce: u8) -> String {
+    let call = SignedCall {
+        method: "POST",
+        target,
+        body: body.as_bytes(),
+        gid: "order-1",
+        branch: "stock",
+        op,
+        mode: "tcc",
+    };
+    key.sign(&call, now(), [nonce; 16])
+}
+
 #[tokio::test]
 async fn a_correct_signature_is_accepted() {
     let body = r#"{"sku":"apple","qty":2}"#;
-    let signature = sign(b"s3cret", "order-1", "stock", "try", body.as_bytes());
+    let k1 = key("k1", SECRET);
+    let signature = signature(&k1, "/signed", "try", body, 1);
     let mut headers = CONTEXT.to_vec();
     headers.push(("dtx-signature", &signature));
-    let (status, _, echoed) = send(
-        app(CallbackSecret::new("s3cret")),
-        call("/signed", &headers, body),
-    )
-    .await;
+    let (status, _, echoed) = send(app(keys(&[k1])), call("/signed", &headers, body)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(echoed, json!({"sku": "apple", "qty": 2}));
 }
@@ -193,14 +288,28 @@ async fn a_correct_signature_is_accepted() {
 #[tokio::test]
 async fn a_wrong_or_missing_signature_is_a_401() {
     let body = r#"{"sku":"apple","qty":2}"#;
-    // Signed with another secret, signed for another body, or not at all.
-    let wrong_secret = sign(b"other", "order-1", "stock", "try", body.as_bytes());
-    let other_body = sign(b"s3cret", "order-1", "stock", "try", b"{}");
-    let other_op = sign(b"s3cret", "order-1", "stock", "confirm", body.as_bytes());
+    let k1 = key("k1", SECRET);
+    // Signed with another secret under the same id, with an unknown key,
+    // for another body, operation or path, in version 1, or not at all.
+    let wrong_secret = signature(
+        &key("k1", &SECRET.replace('s', "z")),
+        "/signed",
+        "try",
+        body,
+        1,
+    );
+    let unknown_key = signature(&key("k9", SECRET), "/signed", "try", body, 2);
+    let other_body = signature(&k1, "/signed", "try", "{}", 3);
+    let other_op = signature(&k1, "/signed", "confirm", body, 4);
+    let other_path = signature(&k1, "/context", "try", body, 5);
+    let version_1 = "a".repeat(64);
     for signature in [
         Some(wrong_secret),
+        Some(unknown_key),
         Some(other_body),
         Some(other_op),
+        Some(other_path),
+        Some(version_1),
         Some("zz".into()),
         None,
     ] {
@@ -209,12 +318,13 @@ async fn a_wrong_or_missing_signature_is_a_401() {
             headers.push(("dtx-signature", signature));
         }
         let (status, content_type, problem) = send(
-            app(CallbackSecret::new("s3cret")),
+            app(keys(std::slice::from_ref(&k1))),
             call("/signed", &headers, body),
         )
         .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{signature:?}");
         assert_eq!(content_type, "application/problem+json");
+        assert_eq!(problem["type"], "urn:dtx:problem:bad-signature");
         assert!(
             problem["detail"]
                 .as_str()
@@ -225,16 +335,44 @@ async fn a_wrong_or_missing_signature_is_a_401() {
 }
 
 #[tokio::test]
+async fn a_full_replay_cache_is_a_503_with_retry_after() {
+    use dtx_sdk::signature::{Keyring, Verifier};
+    let k1 = key("k1", SECRET);
+    let verifier = Verifier::new(Keyring::new([k1.clone()]).unwrap()).replay_capacity(1);
+    let router = app(SignatureKeys::with_verifier(verifier));
+    let body = "{}";
+    for (nonce, expected) in [(1, StatusCode::OK), (2, StatusCode::SERVICE_UNAVAILABLE)] {
+        let signature = signature(&k1, "/signed", "try", body, nonce);
+        let mut headers = CONTEXT.to_vec();
+        headers.push(("dtx-signature", &signature));
+        let response: Response = router
+            .clone()
+            .oneshot(call("/signed", &headers, body))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected);
+        if expected == StatusCode::SERVICE_UNAVAILABLE {
+            let retry_after: u64 = response.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=301).contains(&retry_after), "{retry_after}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn without_a_secret_the_body_is_only_parsed() {
     let (status, _, echoed) = send(
-        app(CallbackSecret::disabled()),
+        app(SignatureKeys::disabled()),
         call("/signed", &CONTEXT, r#"{"a":1}"#),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(echoed, json!({"a": 1}));
     let (status, _, problem) = send(
-        app(CallbackSecret::disabled()),
+        app(SignatureKeys::disabled()),
         call("/signed", &CONTEXT, "{not json"),
     )
     .await;
@@ -259,7 +397,9 @@ fn ops_know_their_mode_and_what_they_undo() {
 }
 
 #[test]
-fn the_secret_never_shows_in_debug() {
-    let shown = format!("{:?}", CallbackSecret::new("hunter2"));
-    assert!(!shown.contains("hunter2"), "{shown}");
+fn a_secret_never_shows_in_debug() {
+    let k1 = key("k1", SECRET);
+    let shown = format!("{:?} {k1:?}", keys(std::slice::from_ref(&k1)));
+    assert!(!shown.contains(SECRET), "{shown}");
+    assert!(shown.contains("k1"), "{shown}");
 }

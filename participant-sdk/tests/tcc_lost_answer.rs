@@ -40,13 +40,11 @@ impl World {
     }
 
     fn hotel(&self) -> TccBranch {
-        TccBranch::new(
-            "hotel",
-            self.fake.url("/hotel/try"),
-            self.fake.url("/hotel/confirm"),
-            self.fake.url("/hotel/cancel"),
-        )
-        .payload(json!({"room": 12}))
+        TccBranch::new("hotel")
+            .try_url(self.fake.url("/hotel/try"))
+            .confirm(self.fake.url("/hotel/confirm"))
+            .cancel(self.fake.url("/hotel/cancel"))
+            .payload(json!({"room": 12}))
     }
 
     /// Runs a scope that books the hotel through the proxy.
@@ -121,10 +119,12 @@ async fn commit_lost_before_the_coordinator_is_aborted_and_reported_as_aborted()
             gid: aborted,
             reason,
             branch,
+            refusal,
         }) => {
             assert_eq!(aborted, &gid);
             assert!(reason.contains("commit request was lost"), "{reason}");
             assert_eq!(branch, &None);
+            assert_eq!(refusal, &None);
         }
         other => panic!("expected ClientError::Aborted, got {other:?}"),
     }

@@ -6,15 +6,14 @@
 #[macro_use]
 mod three_phase_support;
 
-use dtx_sdk::three_phase::{BranchState, DecidedBy, ThreePhaseBranch, ThreePhaseConfig};
+use dtx_sdk::three_phase::{BranchState, DecidedBy, ThreePhaseConfig};
 use dtx_sdk::{BranchAnswer, BranchContext, BranchOp};
 use serde_json::json;
 use sqlx::{Pool, Sqlite};
-use three_phase_support::{Deposits, TestDb, fixture, refused};
+use three_phase_support::{TestDb, fixture, refused};
 
 async fn happy_path_commits_and_records_the_coordinator<D: TestDb>()
 where
-    Deposits: ThreePhaseBranch<D>,
     for<'c> &'c Pool<D>: sqlx::Executor<'c, Database = D>,
 {
     let f = fixture::<D>(ThreePhaseConfig::default()).await;
@@ -43,7 +42,6 @@ where
 
 async fn repeated_calls_answer_as_the_first_and_run_hooks_once<D: TestDb>()
 where
-    Deposits: ThreePhaseBranch<D>,
     for<'c> &'c Pool<D>: sqlx::Executor<'c, Database = D>,
 {
     let f = fixture::<D>(ThreePhaseConfig::default()).await;
@@ -78,7 +76,6 @@ where
 
 async fn null_abort_refuses_a_late_can_commit_and_pre_commit<D: TestDb>()
 where
-    Deposits: ThreePhaseBranch<D>,
     for<'c> &'c Pool<D>: sqlx::Executor<'c, Database = D>,
 {
     let f = fixture::<D>(ThreePhaseConfig::default()).await;
@@ -95,7 +92,6 @@ where
 
 async fn do_commit_without_pre_commit_is_refused<D: TestDb>()
 where
-    Deposits: ThreePhaseBranch<D>,
     for<'c> &'c Pool<D>: sqlx::Executor<'c, Database = D>,
 {
     let f = fixture::<D>(ThreePhaseConfig::default()).await;
@@ -109,7 +105,6 @@ where
 
 async fn can_commit_refusal_aborts_the_branch_here<D: TestDb>()
 where
-    Deposits: ThreePhaseBranch<D>,
     for<'c> &'c Pool<D>: sqlx::Executor<'c, Database = D>,
 {
     let f = fixture::<D>(ThreePhaseConfig::default()).await;
@@ -163,7 +158,7 @@ async fn router_serves_each_operation_on_its_route() {
         .oneshot(request("/pre_commit", "can_commit"))
         .await
         .unwrap();
-    assert_eq!(wrong.status(), 500);
+    assert_eq!(wrong.status(), 400, "bound to its operation");
     assert_eq!(f.state("g1").await, None);
     let ok = router
         .oneshot(request("/can_commit", "can_commit"))

@@ -2,30 +2,33 @@
 //! databases, driven by `tick(now)`: every case runs on SQLite and on
 //! PostgreSQL. The coordinator is a fake `DecisionSource` for decisions, a
 //! loopback stub server for answers without a decision (503, 425, 500,
-//! `pending`), and a real client of a closed port for "no answer at all".
+//! `pending`), a real client of a closed port for "no answer at all", and
+//! a fake coordinator whose signed answers are forged.
 
 mod common;
 #[macro_use]
 mod three_phase_support;
 
+use common::fake_coordinator::{self, COORDINATOR_KEY, Forgery};
 use dtx_sdk::client::{ClientError, Decision, DecisionAnswer, DecisionSource};
+use dtx_sdk::signature::Keyring;
 use dtx_sdk::three_phase::{
-    BranchState, CoordinatorTimings, DecidedBy, OnUnreachable, ThreePhaseBranch, ThreePhaseConfig,
-    WatchdogOutcome,
+    BranchState, CoordinatorTimings, DecidedBy, OnUnreachable, ThreePhaseConfig, WatchdogOutcome,
 };
 use dtx_sdk::{BranchOp, Client, TxOptions};
 use dtx_tests::participant::{Answer, FakeParticipant};
 use serde_json::json;
 use sqlx::{Pool, Sqlite};
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
-use three_phase_support::{Deposits, TestDb, fixture};
+use three_phase_support::{TestDb, fixture};
 
 /// Answers every gid with one decision.
 struct Says(Decision);
 
 impl DecisionSource for Says {
-    async fn decision(&self, _gid: &str) -> Result<DecisionAnswer, ClientError> {
-        Ok(DecisionAnswer::new(self.0))
+    async fn decision(&self, gid: &str) -> Result<DecisionAnswer, ClientError> {
+        Ok(DecisionAnswer::new(gid, self.0))
     }
 }
 
@@ -44,7 +47,6 @@ fn later() -> SystemTime {
 
 async fn watchdog_voted_yes_and_unreachable_aborts_by_the_timeout_rule<D: TestDb>()
 where
-    Deposits: ThreePhaseBranch<D>,
     for<'c> &'c Pool<D>: sqlx::Executor<'c, Database = D>,
 {
     let f = fixture::<D>(ThreePhaseConfig::default()).await;
@@ -70,7 +72,6 @@ where
 
 async fn watchdog_pre_committed_and_unreachable_commits_by_the_timeout_rule<D: TestDb>()
 where
-    Deposits: ThreePhaseBranch<D>,
     for<'c> &'c Pool<D>: sqlx::Executor<'c, Database = D>,
 {
     let f = fixture::<D>(ThreePhaseConfig::default()).await;
@@ -98,7 +99,6 @@ where
 
 async fn watchdog_pre_committed_and_unreachable_waits_when_configured<D: TestDb>()
 where
-    Deposits: ThreePhaseBranch<D>,
     for<'c> &'c Pool<D>: sqlx::Executor<'c, Database = D>,
 {
     let config = ThreePhaseConfig::default().on_unreachable(OnUnreachable::Wait);
@@ -116,7 +116,6 @@ where
 
 async fn watchdog_pre_committed_and_coordinator_says_abort_aborts<D: TestDb>()
 where
-    Deposits: ThreePhaseBranch<D>,
     for<'c> &'c Pool<D>: sqlx::Executor<'c, Database = D>,
 {
     let f = fixture::<D>(ThreePhaseConfig::default()).await;
@@ -140,7 +139,6 @@ where
 
 async fn watchdog_voted_yes_and_coordinator_says_commit_commits<D: TestDb>()
 where
-    Deposits: ThreePhaseBranch<D>,
     for<'c> &'c Pool<D>: sqlx::Executor<'c, Database = D>,
 {
     let f = fixture::<D>(ThreePhaseConfig::default()).await;
@@ -167,7 +165,6 @@ where
 
 async fn watchdog_pending_decision_keeps_waiting<D: TestDb>()
 where
-    Deposits: ThreePhaseBranch<D>,
     for<'c> &'c Pool<D>: sqlx::Executor<'c, Database = D>,
 {
     let f = fixture::<D>(ThreePhaseConfig::default()).await;
@@ -227,7 +224,6 @@ fn decision(decision: &str, status: &str) -> Answer {
 async fn watchdog_keeps_waiting_while_the_coordinator_answers_without_a_decision<D: TestDb>(
     from: BranchState,
 ) where
-    Deposits: ThreePhaseBranch<D>,
     for<'c> &'c Pool<D>: sqlx::Executor<'c, Database = D>,
 {
     let f = fixture::<D>(ThreePhaseConfig::default()).await;
@@ -279,7 +275,6 @@ async fn watchdog_keeps_waiting_while_the_coordinator_answers_without_a_decision
 
 async fn watchdog_voted_yes_waits_through_503_then_follows_the_coordinator<D: TestDb>()
 where
-    Deposits: ThreePhaseBranch<D>,
     for<'c> &'c Pool<D>: sqlx::Executor<'c, Database = D>,
 {
     watchdog_keeps_waiting_while_the_coordinator_answers_without_a_decision::<D>(
@@ -290,7 +285,6 @@ where
 
 async fn watchdog_pre_committed_waits_through_503_then_follows_the_coordinator<D: TestDb>()
 where
-    Deposits: ThreePhaseBranch<D>,
     for<'c> &'c Pool<D>: sqlx::Executor<'c, Database = D>,
 {
     watchdog_keeps_waiting_while_the_coordinator_answers_without_a_decision::<D>(
@@ -299,7 +293,51 @@ where
     .await;
 }
 
+/// An answer that fails verification is an answer without a decision: a
+/// pre-committed branch neither follows it nor applies the timeout rule,
+/// and follows the coordinator's signed answer when it comes.
+async fn watchdog_acts_only_on_a_verified_answer<D: TestDb>()
+where
+    for<'c> &'c Pool<D>: sqlx::Executor<'c, Database = D>,
+{
+    let f = fixture::<D>(ThreePhaseConfig::default()).await;
+    f.call("g1", BranchOp::CanCommit).await;
+    f.call("g1", BranchOp::PreCommit).await;
+    let client_of = |url: &str| {
+        Client::builder(url)
+            .coordinator_keys(Keyring::new([COORDINATOR_KEY.parse().unwrap()]).unwrap())
+            .build()
+            .unwrap()
+    };
+    let decisions = HashMap::from([("g1", Decision::Commit)]);
+    // The forger turns the signed commit into an abort.
+    let forger = fake_coordinator::start(decisions.clone(), Forgery::DecisionAltered).await;
+    let actions = f
+        .participant
+        .tick(&client_of(&forger), later())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&actions[0].outcome, WatchdogOutcome::Waiting(why) if why.contains("cannot be trusted")),
+        "{actions:?}"
+    );
+    assert_eq!(f.state("g1").await, Some((BranchState::PreCommitted, None)));
+    assert_eq!(f.account().await, (0, 40));
+    let coordinator = fake_coordinator::start(decisions, Forgery::Honest).await;
+    let actions = f
+        .participant
+        .tick(&client_of(&coordinator), later())
+        .await
+        .unwrap();
+    assert_eq!(
+        actions[0].outcome,
+        WatchdogOutcome::Committed(DecidedBy::Coordinator)
+    );
+    assert_eq!(f.account().await, (40, 0));
+}
+
 on_every_backend!(
+    watchdog_acts_only_on_a_verified_answer,
     watchdog_voted_yes_and_unreachable_aborts_by_the_timeout_rule,
     watchdog_pre_committed_and_unreachable_commits_by_the_timeout_rule,
     watchdog_pre_committed_and_unreachable_waits_when_configured,

@@ -4,9 +4,13 @@
 //! `pg_prepared_xacts` after each call. Every test leaves no prepared
 //! transaction behind, since the shared server's 64 slots serve all tests.
 
+mod common;
+
+use common::fake_coordinator::{self, COORDINATOR_KEY, Forgery};
+use dtx_sdk::Client;
 use dtx_sdk::client::{ClientError, Decision, DecisionAnswer, DecisionSource};
-use dtx_sdk::xa::{WorkError, XaError, XaParticipant, Xid};
-use dtx_sdk::{BranchAnswer, BranchContext, BranchOp};
+use dtx_sdk::xa::{XaError, XaParticipant, Xid};
+use dtx_sdk::{BranchAnswer, BranchContext, BranchOp, WorkError};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use std::collections::HashMap;
@@ -42,6 +46,23 @@ async fn participant(url: &str) -> XaParticipant {
         .expect("prepared transactions are enabled")
 }
 
+/// The branch id of this test's transactions. PostgreSQL names prepared
+/// transactions server-wide, not per database, and the xid is made of the
+/// gid and the branch id only: the tests here run at the same time against
+/// one server with the same gids (`g1`, ...), so each test's branch id is
+/// its own (tests run in processes of their own under nextest, in threads
+/// of their own under `cargo test`), or two of them could prepare the same
+/// xid and one would fail with "transaction identifier is already in use".
+fn b1() -> &'static str {
+    thread_local! {
+        static BRANCH: &'static str = Box::leak(
+            format!("b1-{}-{:?}", std::process::id(), std::thread::current().id())
+                .into_boxed_str(),
+        );
+    }
+    BRANCH.with(|b| *b)
+}
+
 fn ctx(gid: &str, branch: &str, op: BranchOp) -> BranchContext {
     BranchContext::new(gid, branch, op)
 }
@@ -56,7 +77,7 @@ async fn prepare_add(
 ) -> BranchAnswer {
     let runs = Arc::clone(runs);
     let gid_owned = gid.to_owned();
-    xa.prepare(&ctx(gid, "b1", BranchOp::Prepare), move |conn| {
+    xa.prepare(&ctx(gid, b1(), BranchOp::Prepare), move |conn| {
         Box::pin(async move {
             let gid = gid_owned.as_str();
             runs.fetch_add(1, Ordering::SeqCst);
@@ -108,11 +129,11 @@ async fn prepare_holds_the_work_invisible_until_commit_prepared() {
     );
     assert_eq!(
         prepared(xa.pool()).await,
-        vec![Xid::of("g1", "b1").to_string()]
+        vec![Xid::of("g1", b1()).to_string()]
     );
     assert_eq!(balance(xa.pool()).await, 100, "prepared work is invisible");
 
-    let answer = xa.commit(&ctx("g1", "b1", BranchOp::Commit)).await.unwrap();
+    let answer = xa.commit(&ctx("g1", b1(), BranchOp::Commit)).await.unwrap();
     assert_eq!(answer, BranchAnswer::success());
     assert_eq!(balance(xa.pool()).await, 70);
     assert!(prepared(xa.pool()).await.is_empty());
@@ -127,7 +148,7 @@ async fn rollback_prepared_undoes_the_work() {
         BranchAnswer::success()
     );
     let answer = xa
-        .rollback(&ctx("g1", "b1", BranchOp::Rollback))
+        .rollback(&ctx("g1", b1(), BranchOp::Rollback))
         .await
         .unwrap();
     assert_eq!(answer, BranchAnswer::success());
@@ -151,7 +172,7 @@ async fn repeated_calls_answer_as_the_first_and_run_the_work_once() {
         "a repeated prepare does not redo the work"
     );
     for _ in 0..2 {
-        let answer = xa.commit(&ctx("g1", "b1", BranchOp::Commit)).await.unwrap();
+        let answer = xa.commit(&ctx("g1", b1(), BranchOp::Commit)).await.unwrap();
         assert_eq!(answer, BranchAnswer::success());
     }
     // A prepare that arrives after the commit votes yes and changes nothing.
@@ -168,7 +189,7 @@ async fn repeated_calls_answer_as_the_first_and_run_the_work_once() {
     );
     for _ in 0..2 {
         let answer = xa
-            .rollback(&ctx("g2", "b1", BranchOp::Rollback))
+            .rollback(&ctx("g2", b1(), BranchOp::Rollback))
             .await
             .unwrap();
         assert_eq!(answer, BranchAnswer::success());
@@ -182,7 +203,7 @@ async fn rollback_before_prepare_refuses_the_late_prepare_and_changes_nothing() 
     let (_url, xa) = fresh().await;
     let runs = Arc::new(AtomicUsize::new(0));
     let answer = xa
-        .rollback(&ctx("g1", "b1", BranchOp::Rollback))
+        .rollback(&ctx("g1", b1(), BranchOp::Rollback))
         .await
         .unwrap();
     assert_eq!(answer, BranchAnswer::success(), "a null rollback succeeds");
@@ -205,7 +226,7 @@ async fn business_refusal_votes_no_and_leaves_nothing_prepared() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     // The coordinator rolls back a branch that said no: nothing to undo.
     let answer = xa
-        .rollback(&ctx("g1", "b1", BranchOp::Rollback))
+        .rollback(&ctx("g1", b1(), BranchOp::Rollback))
         .await
         .unwrap();
     assert_eq!(answer, BranchAnswer::success());
@@ -215,7 +236,7 @@ async fn business_refusal_votes_no_and_leaves_nothing_prepared() {
 #[tokio::test]
 async fn commit_without_a_prepared_branch_is_a_protocol_violation() {
     let (_url, xa) = fresh().await;
-    let never = xa.commit(&ctx("g1", "b1", BranchOp::Commit)).await.unwrap();
+    let never = xa.commit(&ctx("g1", b1(), BranchOp::Commit)).await.unwrap();
     assert!(is_refused(&never), "{never:?}");
 
     let runs = Arc::new(AtomicUsize::new(0));
@@ -223,19 +244,19 @@ async fn commit_without_a_prepared_branch_is_a_protocol_violation() {
         prepare_add(&xa, "g2", -10, &runs).await,
         BranchAnswer::success()
     );
-    xa.rollback(&ctx("g2", "b1", BranchOp::Rollback))
+    xa.rollback(&ctx("g2", b1(), BranchOp::Rollback))
         .await
         .unwrap();
-    let after_rollback = xa.commit(&ctx("g2", "b1", BranchOp::Commit)).await.unwrap();
+    let after_rollback = xa.commit(&ctx("g2", b1(), BranchOp::Commit)).await.unwrap();
     assert!(is_refused(&after_rollback), "{after_rollback:?}");
 
     assert_eq!(
         prepare_add(&xa, "g3", -10, &runs).await,
         BranchAnswer::success()
     );
-    xa.commit(&ctx("g3", "b1", BranchOp::Commit)).await.unwrap();
+    xa.commit(&ctx("g3", b1(), BranchOp::Commit)).await.unwrap();
     let after_commit = xa
-        .rollback(&ctx("g3", "b1", BranchOp::Rollback))
+        .rollback(&ctx("g3", b1(), BranchOp::Rollback))
         .await
         .unwrap();
     assert!(is_refused(&after_commit), "{after_commit:?}");
@@ -250,7 +271,7 @@ impl DecisionSource for FakeCoordinator {
     async fn decision(&self, gid: &str) -> Result<DecisionAnswer, ClientError> {
         self.0
             .get(gid)
-            .map(|d| DecisionAnswer::new(*d))
+            .map(|d| DecisionAnswer::new(gid, *d))
             .ok_or_else(|| ClientError::Unavailable {
                 detail: "fake: coordinator down".into(),
             })
@@ -297,8 +318,8 @@ async fn recovery_after_a_restart_carries_out_the_coordinators_decisions() {
     assert_eq!(balance(xa.pool()).await, 90, "only g-commit took effect");
     assert_eq!(prepared(xa.pool()).await, {
         let mut left = vec![
-            Xid::of("g-pending", "b1").to_string(),
-            Xid::of("g-down", "b1").to_string(),
+            Xid::of("g-pending", b1()).to_string(),
+            Xid::of("g-down", b1()).to_string(),
         ];
         left.sort();
         left
@@ -307,13 +328,65 @@ async fn recovery_after_a_restart_carries_out_the_coordinators_decisions() {
     assert!(is_refused(&prepare_add(&xa, "g-abort", -20, &runs).await));
 
     // The coordinator's own phase two finishes the rest (and frees the slots).
-    xa.commit(&ctx("g-pending", "b1", BranchOp::Commit))
+    xa.commit(&ctx("g-pending", b1(), BranchOp::Commit))
         .await
         .unwrap();
-    xa.rollback(&ctx("g-down", "b1", BranchOp::Rollback))
+    xa.rollback(&ctx("g-down", b1(), BranchOp::Rollback))
         .await
         .unwrap();
     assert_eq!(balance(xa.pool()).await, 60);
+    assert!(prepared(xa.pool()).await.is_empty());
+}
+
+#[tokio::test]
+async fn recovery_leaves_prepared_what_an_unverified_answer_decides() {
+    let (_url, xa) = fresh().await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    for (gid, delta) in [("g-commit", -10), ("g-abort", -20)] {
+        assert_eq!(
+            prepare_add(&xa, gid, delta, &runs).await,
+            BranchAnswer::success()
+        );
+    }
+    let decisions = HashMap::from([("g-commit", Decision::Commit), ("g-abort", Decision::Abort)]);
+    let client_of = |url: &str| {
+        Client::builder(url)
+            .coordinator_keys(
+                dtx_sdk::signature::Keyring::new([COORDINATOR_KEY.parse().unwrap()]).unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+
+    // Something answers in the coordinator's place, each decision reversed
+    // after signing: nothing is committed or rolled back on it.
+    let forger = fake_coordinator::start(decisions.clone(), Forgery::DecisionAltered).await;
+    let summary = xa
+        .recover(&client_of(&forger))
+        .await
+        .expect("recovery runs");
+    assert!(summary.committed.is_empty() && summary.rolled_back.is_empty());
+    assert_eq!(summary.failed.len(), 2);
+    for failed in &summary.failed {
+        assert!(
+            failed.error.contains("cannot be trusted"),
+            "{}",
+            failed.error
+        );
+    }
+    assert_eq!(prepared(xa.pool()).await.len(), 2, "both left prepared");
+    assert_eq!(balance(xa.pool()).await, 100);
+
+    // The coordinator's own signed answers resolve them (and free the slots).
+    let coordinator = fake_coordinator::start(decisions, Forgery::Honest).await;
+    let summary = xa
+        .recover(&client_of(&coordinator))
+        .await
+        .expect("recovery runs");
+    let gids = |v: &[dtx_sdk::xa::InDoubt]| v.iter().map(|b| b.gid.clone()).collect::<Vec<_>>();
+    assert_eq!(gids(&summary.committed), ["g-commit"]);
+    assert_eq!(gids(&summary.rolled_back), ["g-abort"]);
+    assert_eq!(balance(xa.pool()).await, 90);
     assert!(prepared(xa.pool()).await.is_empty());
 }
 

@@ -13,6 +13,14 @@
 #   dtx-postgres:15   PostgreSQL 15 from Debian bookworm, for the PostgreSQL
 #                     store, the SDK's barrier and the 2PC participant helper
 #                     (max_prepared_transactions=64, fsync on).
+#   dtx-patroni:15    PostgreSQL 15 made highly available with Debian's
+#                     packages: Patroni (with python3-etcd, which its etcd3
+#                     client builds on), etcd-server and HAProxy, for the
+#                     harness's replicated PostgreSQL
+#                     (tests/src/harness/postgres_ha.rs). One image, three
+#                     roles: the entrypoint's argument (`patroni`, `etcd` or
+#                     `haproxy`) picks the program. The server settings of
+#                     dtx-postgres, plus synchronous replication.
 #   dtx-runtime:bookworm  Debian bookworm with what dtx's own binaries need at
 #                     run time in a container (CA certificates) and what the
 #                     fault-injection harness uses inside it (iproute2 for
@@ -298,6 +306,222 @@ build_postgres_image() {
         postgres_entrypoint postgres_customize_hook mmdebstrap_small_opts
 }
 
+# --- dtx-patroni:15 ------------------------------------------------------------
+
+# Patroni's configuration. What differs between the containers of one
+# cluster comes from the environment, which Patroni reads itself:
+# PATRONI_NAME, PATRONI_SCOPE, PATRONI_ETCD3_HOSTS,
+# PATRONI_RESTAPI_CONNECT_ADDRESS and PATRONI_POSTGRESQL_CONNECT_ADDRESS.
+patroni_config() {
+    cat <<'YAML'
+# dtx-patroni: made by tests/images/build-images.sh.
+restapi:
+  listen: 0.0.0.0:8008
+etcd3:
+  protocol: http
+# No /dev/watchdog in a container.
+watchdog:
+  mode: "off"
+bootstrap:
+  dcs:
+    # Failover after a kill -9 of the primary takes up to ttl + loop_wait:
+    # the leader key must expire first. Patroni's documented minimum ttl is
+    # 20; 3.0.2 does not enforce it, and 10 keeps a harness run short while
+    # keeping loop_wait + 2 * retry_timeout <= ttl, the rule that stops a
+    # healthy primary from losing its key between two renewals.
+    ttl: 10
+    loop_wait: 1
+    retry_timeout: 4
+    maximum_lag_on_failover: 1048576
+    # A commit returns only once the synchronous standby has it on disk,
+    # and Patroni promotes only the synchronous standby: nothing a client
+    # was told is committed is lost by a failover. Not strict: with the
+    # standby gone the primary goes on alone (no second copy meanwhile).
+    synchronous_mode: true
+    synchronous_mode_strict: false
+    postgresql:
+      # A killed primary may hold WAL its successor never got: rewind it
+      # to the new timeline when it comes back, or copy it afresh.
+      use_pg_rewind: true
+      remove_data_directory_on_rewind_failure: true
+      remove_data_directory_on_diverged_timelines: true
+      use_slots: true
+      parameters:
+        # The same settings as dtx-postgres (see its entrypoint above).
+        max_prepared_transactions: 64
+        max_connections: 200
+        jit: "off"
+        fsync: "on"
+        synchronous_commit: "on"
+        full_page_writes: "on"
+        # A replica that was down a while catches up from the primary's WAL.
+        wal_keep_size: 256MB
+  initdb:
+    - encoding: UTF8
+    - locale: C.UTF-8
+postgresql:
+  listen: 0.0.0.0:5432
+  data_dir: /var/lib/postgresql/data
+  bin_dir: /usr/lib/postgresql/15/bin
+  pgpass: /tmp/pgpass
+  authentication:
+    superuser:
+      username: postgres
+      password: postgres
+    replication:
+      username: replicator
+      password: replicator
+  parameters:
+    # Debian's default, /var/run/postgresql, does not exist (mmdebstrap
+    # empties /run).
+    unix_socket_directories: /tmp
+  pg_hba:
+    - local all all trust
+    - host replication replicator all scram-sha-256
+    - host all all all scram-sha-256
+YAML
+}
+
+# HAProxy's configuration: clients connect to port 5432 and reach the node
+# whose Patroni answers 200 to /primary (the leader running as primary),
+# as Patroni's documentation recommends. The two nodes' host names come
+# from DTX_PATRONI_NODE1 and DTX_PATRONI_NODE2.
+haproxy_config() {
+    cat <<'CFG'
+# dtx-patroni: made by tests/images/build-images.sh.
+global
+    maxconn 1000
+    log stdout format raw local0 info
+
+defaults
+    mode tcp
+    log global
+    timeout connect 2s
+    # Connection pools keep idle connections for minutes.
+    timeout client 1h
+    timeout server 1h
+    timeout check 1s
+
+# Docker's DNS: a stopped container's name stops resolving, and a container
+# started again may get another address, so names are resolved all along.
+resolvers docker
+    nameserver docker 127.0.0.11:53
+    resolve_retries 2
+    timeout resolve 500ms
+    timeout retry 500ms
+    hold valid 1s
+    hold obsolete 1s
+    hold nx 1s
+    hold other 1s
+    hold refused 1s
+    hold timeout 1s
+
+listen postgres
+    bind :5432
+    # OPTIONS: Patroni answers it like GET but with the status line alone,
+    # which is all a check reads (a GET's body makes Patroni log a
+    # "connection reset" for every check).
+    option httpchk OPTIONS /primary
+    http-check expect status 200
+    # Check every second; down after two failures, up after one success.
+    # A node marked down (demoted or dead) has its connections cut, so no
+    # client keeps writing to a former primary.
+    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions resolvers docker init-addr last,libc,none
+    server node1 "${DTX_PATRONI_NODE1}:5432" check port 8008
+    server node2 "${DTX_PATRONI_NODE2}:5432" check port 8008
+CFG
+}
+
+# The entrypoint: its one argument picks the role of the container.
+patroni_entrypoint() {
+    cat <<'ENTRYPOINT'
+#!/bin/sh
+# dtx-patroni entrypoint: made by tests/images/build-images.sh.
+# Usage: dtx-patroni-entrypoint patroni|etcd|haproxy
+set -eu
+case "${1:-}" in
+patroni)
+    # After a kill -9 the socket's lock file is still there (the container's
+    # file system outlives it), and a new process may have the PID it names:
+    # PostgreSQL would then refuse to start, once. Nothing runs yet here.
+    rm -f /tmp/.s.PGSQL.5432 /tmp/.s.PGSQL.5432.lock
+    # Patroni runs PostgreSQL as its child; as PID 1 it also reaps orphans.
+    exec patroni /etc/patroni/dtx.yml
+    ;;
+etcd)
+    # One member is enough for the harness: its faults hit PostgreSQL,
+    # never the DCS. ETCD_ADVERTISE_CLIENT_URLS (set by the harness) is the
+    # address Patroni reaches it at.
+    exec etcd --name etcd --data-dir /var/lib/postgresql/etcd \
+        --listen-client-urls http://0.0.0.0:2379 \
+        --listen-peer-urls http://127.0.0.1:2380 \
+        --initial-advertise-peer-urls http://127.0.0.1:2380 \
+        --initial-cluster etcd=http://127.0.0.1:2380
+    ;;
+haproxy)
+    exec haproxy -W -db -f /etc/haproxy/dtx.cfg
+    ;;
+*)
+    echo "usage: dtx-patroni-entrypoint patroni|etcd|haproxy" >&2
+    exit 2
+    ;;
+esac
+ENTRYPOINT
+}
+
+# build_patroni_image_from_debian IMAGE HASH: mmdebstrap a rootfs, docker import it.
+build_patroni_image_from_debian() {
+    local image=$1 hash=$2
+    local mirror workdir
+    new_workdir workdir
+    mirror=$(debian_mirror)
+    log "Debian mirror (from apt's configuration): $mirror"
+    patroni_entrypoint >"$workdir/entrypoint"
+    patroni_config >"$workdir/patroni.yml"
+    haproxy_config >"$workdir/haproxy.cfg"
+    # The same last touches as dtx-postgres: no packaged cluster, no JIT.
+    postgres_customize_hook >"$workdir/customize"
+    chmod 0755 "$workdir/customize"
+    local -a opts
+    mapfile -t opts < <(mmdebstrap_small_opts)
+    # patroni depends on python3-etcd (the first of its DCS alternatives),
+    # which its etcd3 client builds on; it talks to etcd's v3 JSON gateway
+    # itself, so no other etcd library is needed.
+    mmdebstrap \
+        --variant=apt \
+        --format=tar \
+        --include=postgresql-15,patroni,python3-etcd,etcd-server,haproxy \
+        "${opts[@]}" \
+        --customize-hook="upload '$workdir/entrypoint' /usr/local/bin/dtx-patroni-entrypoint" \
+        --customize-hook='chmod 0755 "$1/usr/local/bin/dtx-patroni-entrypoint"' \
+        --customize-hook='mkdir -p "$1/etc/patroni"' \
+        --customize-hook="upload '$workdir/patroni.yml' /etc/patroni/dtx.yml" \
+        --customize-hook="upload '$workdir/haproxy.cfg' /etc/haproxy/dtx.cfg" \
+        --customize-hook='chmod 0644 "$1/etc/patroni/dtx.yml" "$1/etc/haproxy/dtx.cfg"' \
+        --customize-hook="$workdir/customize" \
+        "$SUITE" "$workdir/rootfs.tar" \
+        "deb $mirror $SUITE main" \
+        "deb $mirror $SUITE-updates main"
+
+    docker import \
+        --change 'ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'ENV LANG=C.UTF-8' \
+        --change 'ENV PGHOST=/tmp' \
+        --change 'EXPOSE 5432 8008 2379' \
+        --change 'USER postgres' \
+        --change 'WORKDIR /var/lib/postgresql' \
+        --change "LABEL org.dtx.recipe-hash=$hash org.dtx.built-by=tests/images/build-images.sh" \
+        --change 'ENTRYPOINT ["/usr/local/bin/dtx-patroni-entrypoint"]' \
+        --change 'CMD ["patroni"]' \
+        --message "dtx-patroni 15 from Debian $SUITE (recipe $hash)" \
+        "$workdir/rootfs.tar" "$image" >/dev/null
+}
+
+build_patroni_image() {
+    ensure_image dtx-patroni 15 build_patroni_image_from_debian \
+        patroni_config haproxy_config patroni_entrypoint postgres_customize_hook mmdebstrap_small_opts
+}
+
 # --- dtx-runtime:bookworm --------------------------------------------------------
 
 # build_runtime_image_from_debian IMAGE HASH: mmdebstrap a small rootfs with
@@ -340,6 +564,7 @@ main() {
     ensure_mmdebstrap
     build_postgres_image
     build_runtime_image
+    build_patroni_image
 }
 
 main "$@"

@@ -14,8 +14,11 @@
 //! simulation (`sim`, in test builds).
 //!
 //! # Layout
-//! - [`wire`]: names shared with participants: modes, operations, headers, and
-//!   how an HTTP status is classified into a [`Reply`].
+//! - [`wire`]: names shared with participants: modes, operations, headers,
+//!   how an HTTP status is classified into a [`Reply`], and the API bodies
+//!   both the coordinator and the SDK's client handle.
+//! - [`problem`]: the `application/problem+json` document every dtx error is
+//!   answered with, and how the `detail` of an error answer is read.
 //! - [`spec`]: what a client registers: branches and per-transaction options.
 //! - [`state`]: the status vocabulary of transactions and branches.
 //! - [`step`]: inputs, history records and actions.
@@ -26,6 +29,9 @@
 //! - [`retry`]: the backoff policy, a pure function of the attempt number;
 //!   `retrying`: what the core does with an answer that asks for another
 //!   attempt (backoff, polling, the failure log, the operator flag).
+//! - [`signature`]: signed participant calls (version 2 of `dtx-signature`):
+//!   keys, keyrings, signing, and the verifier with its time window and
+//!   replay cache; and signed answers to the termination query.
 //! - `planted`: fixed defects kept as switches only test builds can turn on;
 //!   `sim`: the deterministic simulation that must find each of them.
 //!
@@ -37,9 +43,11 @@
 mod branch;
 pub mod machine;
 mod planted;
+pub mod problem;
 pub mod retry;
 mod retrying;
 mod saga;
+pub mod signature;
 #[cfg(test)]
 mod sim;
 pub mod spec;
@@ -54,9 +62,10 @@ mod two_phase;
 pub mod wire;
 
 pub use machine::Transaction;
+pub use problem::Problem;
 pub use retry::RetryPolicy;
 pub use spec::{BranchSpec, TxOptions};
 pub use state::{BranchStatus, Decision, Status};
 pub use step::{Action, AttentionReason, HistoryRecord, Input, Step, Verdict};
 pub use timing::{Now, Timing};
-pub use wire::{Mode, Op, Reply};
+pub use wire::{DecisionAnswer, Mode, Op, RegisterRequest, Reply};

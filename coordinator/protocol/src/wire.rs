@@ -1,7 +1,11 @@
 //! Names shared between the coordinator and participants: transaction modes,
-//! branch operations, the headers on every participant call, and the rule that
-//! turns an HTTP status into a [`Reply`].
+//! branch operations, the headers on every participant call, the rule that
+//! turns an HTTP status into a [`Reply`], and the bodies of the API requests
+//! and answers that the coordinator and the SDK's client both handle
+//! ([`RegisterRequest`], [`DecisionAnswer`]).
 
+use crate::spec::{BranchSpec, TxOptions};
+use crate::state::{Decision, Status};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -13,7 +17,9 @@ pub const HEADER_BRANCH: &str = "dtx-branch";
 pub const HEADER_OP: &str = "dtx-op";
 /// Header carrying the mode ([`Mode`]) on every participant call.
 pub const HEADER_MODE: &str = "dtx-mode";
-/// Header carrying the HMAC-SHA256 signature of a call, when a secret is set.
+/// Header carrying the signature of a call (version 2, see
+/// [`crate::signature`]), when the signer has a key; also the signature of
+/// the coordinator's answer to the termination query.
 pub const HEADER_SIGNATURE: &str = "dtx-signature";
 /// Response header with which a 2PC participant votes read-only on a 2xx
 /// answer to `prepare` (value [`VOTE_READ_ONLY`]).
@@ -223,9 +229,131 @@ impl Reply {
     }
 }
 
+/// The body of `POST /v1/transactions`: registers a saga, 2PC or 3PC
+/// transaction with all its branches, or opens a TCC one (no branches).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// Client-chosen global id; the coordinator generates one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<String>,
+    /// `saga`, `tcc`, `2pc` or `3pc`.
+    pub mode: Mode,
+    /// Saga, 2PC, 3PC: every branch. TCC: none (each is registered on its
+    /// own with `POST /v1/transactions/{gid}/branches`).
+    #[serde(default)]
+    pub branches: Vec<BranchSpec>,
+    /// Options; defaults fill what is missing.
+    #[serde(default)]
+    pub options: TxOptions,
+}
+
+/// The body of `POST /v1/transactions/{gid}/abort`, all optional (an empty
+/// body is an abort with nothing more to say): why the initiator aborts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbortRequest {
+    /// The Try that a participant refused, when that is why: the initiator
+    /// makes a TCC Try itself, so the coordinator learns the participant's
+    /// reason only from it. It is kept on the branch and in the history, as
+    /// the reasons of the refusals the coordinator receives itself are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_try: Option<RefusedTry>,
+}
+
+/// A TCC Try its participant refused (HTTP 409).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefusedTry {
+    /// The branch id, as registered.
+    pub branch: String,
+    /// The participant's reason (its problem `detail`); the coordinator
+    /// keeps its first 300 characters.
+    pub reason: String,
+}
+
+/// The answer to the termination query (`GET /v1/transactions/{gid}/decision`):
+/// what a participant in doubt must do. A coordinator with a signing key
+/// signs every field of it in the answer's `dtx-signature` header
+/// ([`crate::signature::DecisionVerifier`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionAnswer {
+    /// The transaction asked about.
+    #[serde(default)]
+    pub gid: String,
+    /// Its mode; `None` when the coordinator has no record of it.
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// Its status; `None` when the coordinator has no record of it (the
+    /// decision is then [`Decision::Abort`]: presumed abort). A 3PC
+    /// participant reads `pre_committing` as "the coordinator decided to
+    /// pre-commit".
+    #[serde(default)]
+    pub status: Option<Status>,
+    /// The decision.
+    pub decision: Decision,
+}
+
+impl DecisionAnswer {
+    /// An answer for `gid` with this decision and neither mode nor status,
+    /// e.g. from a fake coordinator in tests.
+    pub fn new(gid: impl Into<String>, decision: Decision) -> Self {
+        DecisionAnswer {
+            gid: gid.into(),
+            mode: None,
+            status: None,
+            decision,
+        }
+    }
+
+    /// The answer for `gid` in `status` (`None`: no record), with the
+    /// decision that status implies ([`Decision::of`]).
+    pub fn of(gid: impl Into<String>, mode: Option<Mode>, status: Option<Status>) -> Self {
+        DecisionAnswer {
+            gid: gid.into(),
+            mode,
+            status,
+            decision: Decision::of(status),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_registration_without_gid_omits_it_and_unknown_fields_are_refused() {
+        let request = RegisterRequest {
+            gid: None,
+            mode: Mode::Tcc,
+            branches: Vec::new(),
+            options: TxOptions::default(),
+        };
+        let json = serde_json::to_value(&request).unwrap();
+        assert!(json.get("gid").is_none(), "{json}");
+        assert_eq!(json["mode"], "tcc");
+        let back: RegisterRequest = serde_json::from_value(json).unwrap();
+        assert_eq!(back, request);
+        let typo = serde_json::json!({"mode": "saga", "branchs": []});
+        assert!(serde_json::from_value::<RegisterRequest>(typo).is_err());
+    }
+
+    #[test]
+    fn a_decision_answer_follows_the_status() {
+        let known = DecisionAnswer::of("g1", Some(Mode::TwoPhase), Some(Status::Committing));
+        assert_eq!(
+            serde_json::to_value(&known).unwrap(),
+            serde_json::json!({"gid": "g1", "mode": "2pc", "status": "committing", "decision": "commit"})
+        );
+        let unknown = DecisionAnswer::of("g2", None, None);
+        assert_eq!(unknown.decision, Decision::Abort);
+        let read: DecisionAnswer = serde_json::from_str(
+            r#"{"gid": "g2", "mode": null, "status": null, "decision": "abort"}"#,
+        )
+        .unwrap();
+        assert_eq!(read, unknown);
+    }
 
     #[test]
     fn every_redirect_status_is_an_unknown_answer() {

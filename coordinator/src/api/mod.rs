@@ -8,20 +8,33 @@
 //! | `GET /v1/transactions/{gid}` | one transaction with branches and history |
 //! | `POST /v1/transactions/{gid}/branches` | register a TCC branch |
 //! | `POST /v1/transactions/{gid}/commit` | commit an open TCC transaction |
-//! | `POST /v1/transactions/{gid}/abort` | abort an open TCC transaction |
+//! | `POST /v1/transactions/{gid}/abort` | abort an open TCC transaction; an optional body `{"refused_try": {"branch", "reason"}}` names the refused Try behind it |
 //! | `GET /v1/transactions/{gid}/decision` | termination query: commit, abort or pending |
 //!
-//! Every call that can wait for the outcome takes `?wait_ms=`.
+//! Every call that can wait for the outcome takes `?wait_ms=`. With a
+//! signing key (`--signing-key`), the answer to the termination query is
+//! signed (`dtx-signature`, bound to the `?nonce=` of the question; see
+//! `dtx_protocol::signature::DecisionVerifier`), since participants in doubt
+//! commit or roll back on it.
+//!
+//! With API tokens (`crate::auth`), every `/v1` call and `/metrics` need
+//! `Authorization: Bearer <token>`; health and readiness stay open.
 
 mod handlers;
 pub mod problem;
 pub mod requests;
 
+use crate::auth::Access;
 use crate::engine::Engine;
+use crate::limits::Limits;
+use crate::outbound::OutboundPolicy;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use dtx_protocol::signature::SigningKey;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -30,6 +43,18 @@ pub struct AppState {
     pub engine: Engine,
     /// The longest `wait_ms` honoured; longer waits are cut to this.
     pub max_wait: Duration,
+    /// Which participant URLs may be registered.
+    pub outbound: Arc<OutboundPolicy>,
+    /// How callers are recognised: open, or by API token.
+    pub access: Access,
+    /// The bounds on what a request may ask for.
+    pub limits: Arc<Limits>,
+    /// One permit per request waiting for an outcome (`wait_ms`), at most
+    /// `limits.max_waiters`.
+    pub waiters: Arc<Semaphore>,
+    /// The key participant calls are signed with (`--signing-key`); it
+    /// signs the answers to the termination query too. `None`: unsigned.
+    pub signing_key: Option<SigningKey>,
 }
 
 /// Logs each request at debug level when it arrives and when it is
@@ -44,6 +69,14 @@ async fn log_request(
     let response = next.run(request).await;
     tracing::debug!(%method, path, status = response.status().as_u16(), took_ms = started.elapsed().as_millis() as u64, "request answered");
     response
+}
+
+/// The router of `--metrics-listen`: `/metrics` only, without a token.
+pub fn metrics_app(engine: Engine) -> Router {
+    Router::new()
+        .route("/metrics", get(handlers::open_metrics))
+        .fallback(handlers::not_found)
+        .with_state(engine)
 }
 
 /// The coordinator's router.

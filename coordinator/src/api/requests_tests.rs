@@ -10,7 +10,7 @@ fn saga(branches: serde_json::Value) -> serde_json::Value {
 
 fn check(body: serde_json::Value) -> Result<NewTransaction, String> {
     let request: RegisterRequest = serde_json::from_value(body).map_err(|e| e.to_string())?;
-    new_transaction(request).map_err(|e| match e {
+    new_transaction(request, &OutboundPolicy::default(), &Limits::default()).map_err(|e| match e {
         ApiError::BadRequest(m) => m,
         other => format!("{other:?}"),
     })
@@ -118,7 +118,8 @@ fn tcc_branches_are_checked_by_the_same_rules_as_the_others() {
             branch[k] = v.clone();
         }
         let spec: BranchSpec = serde_json::from_value(branch).unwrap();
-        check_tcc_branch(&spec).map_err(|e| match e {
+        check_tcc_branch(&spec, &OutboundPolicy::default(), &Limits::default()).map_err(|e| match e
+        {
             ApiError::BadRequest(m) => m,
             other => format!("{other:?}"),
         })

@@ -23,7 +23,7 @@ use lease::LeaseClock;
 use live::LiveDrivers;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -42,6 +42,9 @@ pub struct EngineSettings {
     /// draws one. The deterministic simulation sets it so that a seed
     /// replays a run exactly.
     pub seed: Option<u64>,
+    /// Most events a transaction's history takes from its drivers, status
+    /// changes aside (`--max-history-events`; see `driver::history_budget`).
+    pub max_history_events: usize,
 }
 
 pub(crate) use crate::clock::now_ms;
@@ -98,6 +101,19 @@ impl From<StoreError> for EngineError {
 /// What the initiator of a TCC transaction decided (the protocol core's
 /// input, named here for the API's callers).
 pub use dtx_protocol::Verdict;
+pub use dtx_protocol::wire::RefusedTry;
+
+/// Who asked for a TCC verdict (the token's name, for the history) and, for
+/// an abort the initiator asks because a participant refused its Try, which
+/// branch and why (kept on the branch as a refusal the coordinator received
+/// itself would be).
+#[derive(Debug, Clone, Default)]
+pub struct Asked {
+    /// The name of the token that asked.
+    pub by: Option<String>,
+    /// The refused Try behind an abort.
+    pub refused_try: Option<RefusedTry>,
+}
 
 /// The answer to a registration.
 #[derive(Debug)]
@@ -268,9 +284,15 @@ impl Engine {
         &self,
         gid: &str,
         spec: BranchSpec,
+        by: Option<&str>,
     ) -> Result<BranchRegistered, EngineError> {
         let branch = spec.id.clone();
-        match self.shared.store.register_branch(gid, spec, now_ms()).await {
+        match self
+            .shared
+            .store
+            .register_branch(gid, spec, now_ms(), by)
+            .await
+        {
             Err(StoreError::NotFound) => Err(EngineError::NotFound(gid.to_owned())),
             Err(e) => Err(e.into()),
             Ok(BranchRegistered::NotOpen(status)) => Err(EngineError::WrongStatus {
@@ -289,63 +311,105 @@ impl Engine {
     /// Commits or aborts an open TCC transaction, as `verdict` says. Asking
     /// again for the decision already taken is answered with the current
     /// status; asking for the opposite one is an error.
-    pub async fn decide(&self, gid: &str, verdict: Verdict) -> Result<Status, EngineError> {
-        let mail = self.shared.live.mailbox(gid);
-        let mail = match mail {
-            Some(mail) => mail,
-            None => {
-                let record = self
-                    .shared
-                    .store
-                    .get(gid)
-                    .await?
-                    .ok_or_else(|| EngineError::NotFound(gid.to_owned()))?;
-                if record.status != Status::Open {
-                    return decision_answer(gid, record.status, verdict);
-                }
-                // The transaction is driven elsewhere (or by nobody): take it
-                // over, which fences the other driver out. In a task of its
-                // own, for the reason given in `register`.
-                let engine = self.clone();
-                let owned_gid = gid.to_owned();
-                let taken =
-                    tokio::spawn(async move { engine.take_over_and_drive(&owned_gid).await })
-                        .await
-                        .map_err(|e| {
-                            EngineError::Internal(Cause::explained("the takeover task failed", e))
-                        })?;
-                match taken {
-                    Ok(true) => {}
-                    Ok(false) => return self.decide_after_race(gid, verdict).await,
-                    Err(StoreError::NotFound) => return Err(EngineError::NotFound(gid.to_owned())),
-                    Err(e) => return Err(e.into()),
-                };
-                self.shared
-                    .live
-                    .mailbox(gid)
-                    .ok_or_else(|| EngineError::Internal("driver vanished".into()))?
-            }
+    pub async fn decide(
+        &self,
+        gid: &str,
+        verdict: Verdict,
+        asked: Asked,
+    ) -> Result<Status, EngineError> {
+        let Some(mail) = self.shared.live.mailbox(gid) else {
+            return self.decide_without_driver(gid, verdict, asked).await;
         };
-        let (done, answer) = oneshot::channel();
-        if mail.send(Mail::Decide { verdict, done }).is_err() {
-            return self.decide_after_race(gid, verdict).await;
+        match self.ask_driver(gid, &mail, verdict, asked.clone()).await {
+            Some(answered) => answered,
+            // The driver here was fenced out a moment ago by another
+            // coordinator (which took the transaction over to decide it, or
+            // claimed its lease) and learnt it only now: this request is
+            // then like one arriving at any coordinator that does not drive
+            // the transaction.
+            None => self.decide_without_driver(gid, verdict, asked).await,
         }
-        match answer.await {
+    }
+
+    /// Hands the decision to the driver of `gid` on this coordinator; `None`
+    /// when that driver found itself fenced out instead of deciding.
+    async fn ask_driver(
+        &self,
+        gid: &str,
+        mail: &mpsc::UnboundedSender<Mail>,
+        verdict: Verdict,
+        asked: Asked,
+    ) -> Option<Result<Status, EngineError>> {
+        let (done, answer) = oneshot::channel();
+        if mail
+            .send(Mail::Decide {
+                verdict,
+                asked,
+                done,
+            })
+            .is_err()
+        {
+            return Some(self.decide_after_race(gid, verdict).await);
+        }
+        Some(match answer.await {
             Ok(Ok(status)) => decision_answer(gid, status, verdict),
+            Ok(Err(StoreError::Fenced)) => return None,
             Ok(Err(e)) => Err(e.into()),
             Err(_) => self.decide_after_race(gid, verdict).await,
+        })
+    }
+
+    /// A decision for a transaction no driver on this coordinator holds:
+    /// answered from the store when it is decided already, else taken over
+    /// (which fences the other driver out) and handed to the new driver.
+    async fn decide_without_driver(
+        &self,
+        gid: &str,
+        verdict: Verdict,
+        asked: Asked,
+    ) -> Result<Status, EngineError> {
+        let record = self.stored(gid).await?;
+        if record.status != Status::Open {
+            return decision_answer(gid, record.status, verdict);
+        }
+        // In a task of its own, for the reason given in `register`.
+        let engine = self.clone();
+        let owned_gid = gid.to_owned();
+        let taken = tokio::spawn(async move { engine.take_over_and_drive(&owned_gid).await })
+            .await
+            .map_err(|e| EngineError::Internal(Cause::explained("the takeover task failed", e)))?;
+        match taken {
+            Ok(true) => {}
+            Ok(false) => return self.decide_after_race(gid, verdict).await,
+            Err(StoreError::NotFound) => return Err(EngineError::NotFound(gid.to_owned())),
+            Err(e) => return Err(e.into()),
+        };
+        let mail = self
+            .shared
+            .live
+            .mailbox(gid)
+            .ok_or_else(|| EngineError::Internal("driver vanished".into()))?;
+        // Fenced again at once: a third coordinator took it in between.
+        // Answer from the store rather than chase it.
+        match self.ask_driver(gid, &mail, verdict, asked).await {
+            Some(answered) => answered,
+            None => self.decide_after_race(gid, verdict).await,
         }
     }
 
     /// The driver finished or moved while we asked it: answer from the store.
     async fn decide_after_race(&self, gid: &str, verdict: Verdict) -> Result<Status, EngineError> {
-        let record = self
-            .shared
+        let record = self.stored(gid).await?;
+        decision_answer(gid, record.status, verdict)
+    }
+
+    /// The transaction as the store has it; `NotFound` when it has none.
+    async fn stored(&self, gid: &str) -> Result<TransactionRecord, EngineError> {
+        self.shared
             .store
             .get(gid)
             .await?
-            .ok_or_else(|| EngineError::NotFound(gid.to_owned()))?;
-        decision_answer(gid, record.status, verdict)
+            .ok_or_else(|| EngineError::NotFound(gid.to_owned()))
     }
 
     /// Waits until the transaction is final or `timeout` passes; returns it
@@ -426,6 +490,7 @@ fn record_of_new(new: &NewTransaction, epoch: i64) -> TransactionRecord {
         lease_expires_at_ms: new.now_ms + crate::store::lease_ms(new.lease),
         epoch,
         attention: None,
+        namespace: new.namespace.clone(),
         branches: new
             .branches
             .iter()
@@ -437,6 +502,7 @@ fn record_of_new(new: &NewTransaction, epoch: i64) -> TransactionRecord {
                 attempts: 0,
                 last_http_status: None,
                 last_error: None,
+                refusal: None,
                 failing_since_ms: None,
             })
             .collect(),

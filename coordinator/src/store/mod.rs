@@ -1,5 +1,12 @@
 //! The durable transaction log: the [`Store`] trait, the records it reads and
-//! writes, and its error type. One module per backend implements it.
+//! writes, and its error type.
+//!
+//! Each backend implements [`Store`] itself, with writes of its own:
+//! [`sqlite`] (one file, one writer thread) and [`postgres`] (shared by
+//! several coordinators, batched writes). What both really share (the reads,
+//! the decoding of rows, the statements both run, the history's sentences,
+//! the listing cursor, the meaning of `sqlx`'s errors) is in `shared`;
+//! [`text`] makes free text storable, the same on both.
 //!
 //! Every write by a driver is *fenced*: it names the owner and the epoch it
 //! believes it holds ([`Fence`]), and the store refuses it when either has
@@ -21,7 +28,7 @@
 
 mod error;
 pub mod postgres;
-mod rows;
+mod shared;
 pub mod sqlite;
 pub mod text;
 
@@ -63,6 +70,12 @@ pub struct NewTransaction {
     pub branches: Vec<BranchSpec>,
     /// The registering coordinator, which owns the transaction from the start.
     pub owner: String,
+    /// The namespace of the token that registered it (`default` without
+    /// tokens); only that namespace's tokens and operators see it.
+    pub namespace: String,
+    /// The name of the token that registered it, for the history; `None`
+    /// without tokens.
+    pub registered_by: Option<String>,
     /// Wall-clock time of the registration, in Unix milliseconds.
     pub now_ms: i64,
     /// How long the owner's lease lasts; the store starts it by its own
@@ -128,6 +141,8 @@ pub struct TransactionRecord {
     pub epoch: i64,
     /// Why an operator should look at this transaction, if they should.
     pub attention: Option<String>,
+    /// The namespace it belongs to (see [`NewTransaction::namespace`]).
+    pub namespace: String,
     /// Branches, in registration order.
     pub branches: Vec<BranchRecord>,
 }
@@ -147,6 +162,9 @@ pub struct BranchRecord {
     pub last_http_status: Option<u16>,
     /// The last error (transport error or unexpected status), if any.
     pub last_error: Option<String>,
+    /// Why the participant refused the branch's work (the detail of its
+    /// refusal), if it did; stays when later calls replace `last_error`.
+    pub refusal: Option<String>,
     /// Unix milliseconds since which the current phase-two operation has
     /// been failing, if it is.
     pub failing_since_ms: Option<i64>,
@@ -165,6 +183,8 @@ pub struct BranchUpdate {
     pub last_http_status: Option<u16>,
     /// The last error.
     pub last_error: Option<String>,
+    /// Why the participant refused the branch's work.
+    pub refusal: Option<String>,
     /// Since when the current phase-two operation has been failing.
     pub failing_since_ms: Option<i64>,
 }
@@ -215,6 +235,8 @@ pub struct ListQuery {
     pub mode: Option<Mode>,
     /// Only flagged (`true`) or unflagged (`false`) transactions.
     pub attention: Option<bool>,
+    /// Only this namespace's transactions.
+    pub namespace: Option<String>,
     /// Continue after this cursor (from [`Page::next_cursor`]).
     pub cursor: Option<String>,
     /// At most this many (the store caps it at 1000).
@@ -245,11 +267,12 @@ pub trait Store: Send + Sync + 'static {
         gid: &str,
         spec: BranchSpec,
         now_ms: i64,
+        by: Option<&str>,
     ) -> Result<BranchRegistered, StoreError>;
 
     /// Applies one fenced write. Its free text (attention, last errors,
-    /// event details) is stored as [`text::storable`] makes it: control
-    /// characters but tab and newline replaced, at most
+    /// refusals, event details) is stored as [`text::storable`] makes it:
+    /// control characters but tab and newline replaced, at most
     /// [`text::STORED_TEXT_MAX_CHARS`] characters each.
     async fn update(&self, update: Update) -> Result<(), StoreError>;
 

@@ -13,35 +13,44 @@
 //!
 //! The two writes every transaction makes, `create` and `update`, are group
 //! committed: concurrent creates leave as ONE statement, and so do
-//! concurrent updates ([`batcher`], [`batch`], [`sql`]), sent in autocommit,
-//! one round trip and one commit for the lot, each write still all or
-//! nothing and fenced on its own ([`writes`]). They go out on connections of
-//! their own, set up for those two statements ([`WRITE_SETTINGS`]). A batch
-//! holds several row locks at once, so every statement that does takes them
-//! in gid order (see [`sql`]). The rare writes (branch registration,
-//! takeover, claims, leases) are the generic operations of `rows::ops`,
-//! each in a transaction of its own on a pooled connection, and so are the
-//! reads; lease renewal and release lock their rows in gid order first.
+//! concurrent updates ([`batcher`], [`batch`], [`batch_sql`]), sent in
+//! autocommit, one round trip and one commit for the lot, each write still
+//! all or nothing and fenced on its own ([`batched_writes`]). They go out on
+//! connections of their own, set up for those two statements
+//! ([`WRITE_SETTINGS`]). A batch holds several row locks at once, so every
+//! statement that does takes them in gid order (see [`batch_sql`]). The rare
+//! writes (branch registration, the operator flag, takeover, claims, leases;
+//! [`rare_writes`]) each run in a transaction of their own on a pooled
+//! connection; lease renewal and release lock their rows in gid order first.
+//! The reads are the ones SQLite runs too (`store::shared::reads`), on a
+//! pooled connection.
 //!
-//! Every lease is timed by the server's clock (`rows::sql::pg_now_ms`), never
-//! by a coordinator's: the coordinators sharing the database need not agree
-//! on the time for one not to claim another's live transactions.
+//! Every lease is timed by the server's clock ([`server_clock`]), never by a
+//! coordinator's: the coordinators sharing the database need not agree on
+//! the time for one not to claim another's live transactions.
 
 mod batch;
+mod batch_sql;
+mod batched_writes;
 mod batcher;
-mod sql;
-mod writes;
+mod rare_writes;
+mod server_clock;
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{Connection, Postgres};
+use async_trait::async_trait;
+use dtx_protocol::BranchSpec;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection, Postgres, Transaction};
 
 use self::batch::{NewRow, UpdateRow};
 use self::batcher::Batcher;
-use super::rows::backend::{Backend, BoxFuture};
-use super::rows::sql::{CLAIM_EXPIRED_POSTGRES, TAKE_OVER_POSTGRES};
-use super::{Created, NewTransaction, StoreError, Update};
+use super::shared::reads::postgres as reads;
+use super::shared::rows::gids_json;
+use super::{
+    BranchRegistered, Created, Event, Fence, ListQuery, NewTransaction, Page, Store, StoreError,
+    TransactionRecord, Update, lease_ms, not_renewed,
+};
 
 /// Connections per coordinator for reads, the rare writes, and the reads
 /// that explain a refused create or update. Several coordinators share one
@@ -53,7 +62,7 @@ const MAX_CONNECTIONS: u32 = 8;
 const WRITE_CONNECTIONS: u32 = 2 * batcher::MAX_IN_FLIGHT as u32;
 
 /// The settings the write connections run with; they run nothing but the
-/// two batched statements of [`sql`].
+/// two batched statements of [`batch_sql`].
 ///
 /// PostgreSQL plans a prepared statement afresh for its first five
 /// executions, then keeps a generic plan only if its estimated cost is no
@@ -66,9 +75,10 @@ const WRITE_CONNECTIONS: u32 = 2 * batcher::MAX_IN_FLIGHT as u32;
 /// cheaper than looking rows up; kept while the table grows, such a plan
 /// reads all of it for every batch. The statements are written so that
 /// their one sensible plan is index lookups from the array rows (see
-/// [`sql`]); forbidding sequential scans and hash and merge joins leaves the
-/// planner no other, whatever the tables' sizes when it plans. The foreign
-/// key checks the statements trigger look rows up by primary key too.
+/// [`batch_sql`]); forbidding sequential scans and hash and merge joins
+/// leaves the planner no other, whatever the tables' sizes when it plans.
+/// The foreign key checks the statements trigger look rows up by primary
+/// key too.
 const WRITE_SETTINGS: [(&str, &str); 4] = [
     ("plan_cache_mode", "force_generic_plan"),
     ("enable_seqscan", "off"),
@@ -138,50 +148,121 @@ fn pool_options(max: u32) -> PgPoolOptions {
         })
 }
 
-impl Backend for PostgresStore {
-    type Db = Postgres;
-
-    const TAKE_OVER: &'static str = TAKE_OVER_POSTGRES;
-    const CLAIM_EXPIRED: &'static str = CLAIM_EXPIRED_POSTGRES;
-    const RENEW: &'static str = sql::RENEW;
-    const RELEASE: &'static str = sql::RELEASE;
-
-    async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, StoreError>>
-            + Send
-            + 'static,
-    {
-        let mut tx = self.pool.begin().await?;
-        match op(&mut tx).await {
-            Ok(value) => {
-                // A commit whose answer is lost may or may not have happened;
-                // the caller sees `Unavailable` and retries, which every
-                // operation tolerates (create and register are idempotent, a
-                // fenced update applies the same change again).
-                tx.commit().await?;
-                Ok(value)
-            }
-            Err(e) => {
-                // Dropping the transaction rolls it back too; rolling back
-                // here returns the connection to the pool clean at once.
-                let _ = tx.rollback().await;
-                Err(e)
-            }
+/// Ends a rare write's transaction: commits it when the write returned
+/// `Ok`, rolls it back otherwise. Returns only once the commit is durable.
+async fn commit_if_ok<T>(
+    tx: Transaction<'_, Postgres>,
+    outcome: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match outcome {
+        Ok(value) => {
+            // A commit whose answer is lost may or may not have happened;
+            // the caller sees `Unavailable` and retries, which every
+            // operation tolerates (create and register are idempotent, a
+            // fenced update applies the same change again).
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(e) => {
+            // Dropping the transaction rolls it back too; rolling back
+            // here returns the connection to the pool clean at once.
+            let _ = tx.rollback().await;
+            Err(e)
         }
     }
+}
 
-    fn readers(&self) -> &PgPool {
-        &self.pool
+/// Creates and updates go to their batchers ([`batched_writes`]); every
+/// other write runs in a transaction of its own ([`rare_writes`],
+/// [`commit_if_ok`]); reads run on a pooled connection.
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create(&self, new: NewTransaction) -> Result<Created, StoreError> {
+        batched_writes::create(&self.pool, &self.creates, new).await
     }
 
-    async fn create_tx(&self, new: NewTransaction) -> Result<Created, StoreError> {
-        writes::create(&self.pool, &self.creates, new).await
+    async fn register_branch(
+        &self,
+        gid: &str,
+        spec: BranchSpec,
+        now_ms: i64,
+        by: Option<&str>,
+    ) -> Result<BranchRegistered, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let outcome = rare_writes::register_branch(&mut tx, gid, &spec, now_ms, by).await;
+        commit_if_ok(tx, outcome).await
     }
 
-    async fn update_tx(&self, update: Update) -> Result<(), StoreError> {
+    async fn update(&self, update: Update) -> Result<(), StoreError> {
         let update = super::text::storable_update(update);
-        writes::update(&self.pool, &self.updates, update).await
+        batched_writes::update(&self.pool, &self.updates, update).await
+    }
+
+    async fn set_attention(
+        &self,
+        fence: &Fence,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let outcome = rare_writes::set_attention(&mut tx, fence, reason, now_ms).await;
+        commit_if_ok(tx, outcome).await
+    }
+
+    async fn get(&self, gid: &str) -> Result<Option<TransactionRecord>, StoreError> {
+        reads::get(&self.pool, gid).await
+    }
+
+    async fn events(&self, gid: &str) -> Result<Vec<Event>, StoreError> {
+        reads::events(&self.pool, gid).await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
+        reads::list(&self.pool, query).await
+    }
+
+    async fn take_over(
+        &self,
+        gid: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<(Fence, TransactionRecord)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let outcome = rare_writes::take_over(&mut tx, gid, owner, lease_ms(lease)).await;
+        commit_if_ok(tx, outcome).await
+    }
+
+    async fn claim_expired(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<(Fence, TransactionRecord)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let outcome = rare_writes::claim_expired(&mut tx, owner, lease_ms(lease), limit).await;
+        commit_if_ok(tx, outcome).await
+    }
+
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        gids: &[String],
+        lease: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        let named = gids_json(gids)?;
+        let mut tx = self.pool.begin().await?;
+        let outcome = rare_writes::renew(&mut tx, owner, &named, lease_ms(lease)).await;
+        let renewed = commit_if_ok(tx, outcome).await?;
+        Ok(not_renewed(gids, renewed))
+    }
+
+    async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let outcome = rare_writes::release(&mut tx, owner).await;
+        commit_if_ok(tx, outcome).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        reads::ping(&self.pool).await
     }
 }

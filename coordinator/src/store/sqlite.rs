@@ -17,13 +17,15 @@
 //! (fenced out, a conflict) or fails rolls back to its savepoint and gets
 //! its own error; the others in the batch are not affected. Only a failure
 //! of the batch itself (cannot begin or commit, e.g. the disk is full) fails
-//! every write in it, with `Unavailable`. The writes themselves are in
-//! [`writes`]; the log's checkpoints run on a thread of their own
+//! every write in it, with `Unavailable`. The writes themselves, and the
+//! statements only SQLite runs, are in [`writes`], run through
+//! [`connection`]; the log's checkpoints run on a thread of their own
 //! ([`checkpoint`]).
 //!
 //! Reads do not queue behind writes: they use a separate pool of read-only
 //! `sqlx` connections, which WAL lets read a consistent snapshot while the
-//! writer writes, and share their SQL and row decoding with PostgreSQL.
+//! writer writes, and share their SQL and row decoding with PostgreSQL
+//! (`store::shared::reads`).
 //!
 //! # Lease times
 //!
@@ -33,6 +35,7 @@
 //! under tokio's paused time they follow the virtual clock).
 
 mod checkpoint;
+mod connection;
 mod writer;
 mod writes;
 
@@ -41,15 +44,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dtx_protocol::BranchSpec;
+use sqlx::Connection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{Connection, Sqlite};
 
 pub use writer::MAX_BATCH;
 
-use super::rows::ops::Ops;
+use super::shared::reads::sqlite as reads;
+use super::shared::rows::{existing, gids_json};
 use super::{
     BranchRegistered, Created, Event, Fence, ListQuery, NewTransaction, Page, Store, StoreError,
     TransactionRecord, Update, lease_ms, not_renewed,
@@ -111,8 +115,7 @@ impl SqliteStore {
     /// Reads a transaction that a committed write just changed, for the
     /// writer's caller.
     async fn load_committed(&self, gid: &str) -> Result<TransactionRecord, StoreError> {
-        let mut conn = self.readers.acquire().await?;
-        let loaded = <Sqlite as Ops>::load(&mut conn, gid).await?;
+        let loaded = reads::load_pooled(&self.readers, gid).await?;
         loaded.map(|l| l.record).ok_or_else(|| {
             StoreError::Other(format!("transaction `{gid}` was written but cannot be read").into())
         })
@@ -134,17 +137,8 @@ impl Store for SqliteStore {
             Inserted::GidTaken => {
                 // The batch that answered has committed, and with it any
                 // earlier insert of this gid: the row is there to read.
-                let mut conn = self.readers.acquire().await?;
-                let existing = <Sqlite as Ops>::load(&mut conn, &gid).await?;
-                let existing = existing.ok_or_else(|| {
-                    StoreError::Other(
-                        format!("transaction `{gid}` conflicted but cannot be read").into(),
-                    )
-                })?;
-                Ok(Created::Exists {
-                    same_request: existing.request_hash == request_hash,
-                    existing: Box::new(existing.record),
-                })
+                let loaded = reads::load_pooled(&self.readers, &gid).await?;
+                existing(&gid, &request_hash, loaded)
             }
         }
     }
@@ -154,10 +148,12 @@ impl Store for SqliteStore {
         gid: &str,
         spec: BranchSpec,
         now_ms: i64,
+        by: Option<&str>,
     ) -> Result<BranchRegistered, StoreError> {
         let gid = gid.to_owned();
+        let by = by.map(str::to_owned);
         self.writer
-            .write(move |c| writes::register_branch(c, &gid, &spec, now_ms))
+            .write(move |c| writes::register_branch(c, &gid, &spec, now_ms, by.as_deref()))
             .await
     }
 
@@ -179,20 +175,15 @@ impl Store for SqliteStore {
     }
 
     async fn get(&self, gid: &str) -> Result<Option<TransactionRecord>, StoreError> {
-        let mut conn = self.readers.acquire().await?;
-        Ok(<Sqlite as Ops>::load(&mut conn, gid)
-            .await?
-            .map(|loaded| loaded.record))
+        reads::get(&self.readers, gid).await
     }
 
     async fn events(&self, gid: &str) -> Result<Vec<Event>, StoreError> {
-        let mut conn = self.readers.acquire().await?;
-        <Sqlite as Ops>::events(&mut conn, gid).await
+        reads::events(&self.readers, gid).await
     }
 
     async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
-        let mut conn = self.readers.acquire().await?;
-        <Sqlite as Ops>::list(&mut conn, query).await
+        reads::list(&self.readers, query).await
     }
 
     async fn take_over(
@@ -246,7 +237,7 @@ impl Store for SqliteStore {
         lease: Duration,
     ) -> Result<Vec<String>, StoreError> {
         let owner = owner.to_owned();
-        let named = super::rows::gids_json(gids)?;
+        let named = gids_json(gids)?;
         let (lease, now) = (lease_ms(lease), now_ms());
         let renewed = self
             .writer
@@ -264,7 +255,6 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.readers.acquire().await?;
-        <Sqlite as Ops>::ping(&mut conn).await
+        reads::ping(&self.readers).await
     }
 }

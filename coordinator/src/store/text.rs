@@ -1,7 +1,7 @@
 //! Free text made storable on every backend: what a participant or the
-//! engine wrote into a branch's `last_error`, an event's `detail` or a
-//! transaction's `attention` is cleaned here, once, before either backend
-//! binds it.
+//! engine wrote into a branch's `last_error` or `refusal`, an event's
+//! `detail` or a transaction's `attention` is cleaned here, once, before
+//! either backend binds it.
 //!
 //! PostgreSQL refuses a NUL character in `text` ("invalid byte sequence for
 //! encoding UTF8: 0x00"). A participant whose error body held one made every
@@ -53,11 +53,11 @@ fn clean(text: &mut String) {
     }
 }
 
-/// The update with its free text (attention, each branch's last error, each
-/// event's detail) made storable. Both backends call it first thing in
-/// `update`; the other writes carry no free text from outside (branch ids
-/// and gids are checked at registration, specs are stored as JSON, which
-/// escapes control characters).
+/// The update with its free text (attention, each branch's last error and
+/// refusal, each event's detail) made storable. Both backends call it first
+/// thing in `update`; the other writes carry no free text from outside
+/// (branch ids and gids are checked at registration, specs are stored as
+/// JSON, which escapes control characters).
 pub(super) fn storable_update(mut update: Update) -> Update {
     if let Some(attention) = &mut update.attention {
         clean(attention);
@@ -65,6 +65,9 @@ pub(super) fn storable_update(mut update: Update) -> Update {
     for branch in &mut update.branches {
         if let Some(error) = &mut branch.last_error {
             clean(error);
+        }
+        if let Some(refusal) = &mut branch.refusal {
+            clean(refusal);
         }
     }
     for event in &mut update.events {

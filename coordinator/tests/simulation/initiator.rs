@@ -3,21 +3,24 @@
 //! 3PC initiator registers and waits; a TCC initiator opens, registers each
 //! branch and calls its Try on the participant itself, then commits or
 //! aborts through `Engine::decide` (or vanishes and leaves it to the
-//! deadline). A node that does not answer in time (dead, stalled) is
-//! given up on and the request is sent again, to whichever node is drawn.
+//! deadline); an abort or a deadline may meet a branch of the same
+//! operation still being registered, through any node. A node that does
+//! not answer in time (dead, stalled) is given up on and the request is
+//! sent again, to whichever node is drawn.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dtx_coordinator::engine::{Engine, EngineError, Registered};
+use dtx_coordinator::engine::{Asked, Engine, EngineError, Registered};
 use dtx_coordinator::store::NewTransaction;
-use dtx_protocol::{Mode, Status};
+use dtx_protocol::{BranchSpec, Mode, Status};
+use tokio::time::Instant;
 
 use super::network::send;
 use super::nodes::Cluster;
 use super::participants::SimOp;
-use super::plan::{TccEnding, TxPlan};
+use super::plan::{BranchPlan, TccEnding, TxPlan};
 use super::world::Sim;
 
 /// How long an initiator waits for one answer of a node.
@@ -39,6 +42,8 @@ pub async fn run(sim: Arc<Sim>, cluster: Arc<Cluster>, tx: TxPlan) {
             Mode::TwoPhase | Mode::ThreePhase => Status::Preparing,
         },
         request_hash: format!("request-of-{}", tx.gid),
+        namespace: "default".into(),
+        registered_by: None,
         options: tx.options.clone(),
         branches: if tx.mode == Mode::Tcc {
             vec![]
@@ -83,27 +88,7 @@ async fn tcc(sim: &Arc<Sim>, cluster: &Arc<Cluster>, tx: &TxPlan) {
     let gid = &tx.gid;
     let mut all_tried = true;
     for branch in &tx.branches {
-        let spec = branch.spec.clone();
-        let added = ask(sim, cluster, gid, "register_branch", |engine: Engine| {
-            let (gid, spec) = (gid.clone(), spec.clone());
-            async move {
-                let added = engine.register_branch(&gid, spec).await?;
-                Ok(format!("{added:?}"))
-            }
-        })
-        .await;
-        if !matches!(added, Some(Ok(_))) {
-            all_tried = false;
-            break;
-        }
-        let key = (gid.clone(), branch.spec.id.clone());
-        let answer = send(sim, key, SimOp::Try, TRY_TIMEOUT).await;
-        sim.trace(format!(
-            "initiator {gid}: try {} -> {:?}",
-            branch.spec.id,
-            answer.map(|a| a.status)
-        ));
-        if answer.map(|a| a.status) != Some(200) {
+        if !register_and_try(sim, cluster, gid, &branch.spec, "register_branch").await {
             all_tried = false;
             break;
         }
@@ -111,12 +96,23 @@ async fn tcc(sim: &Arc<Sim>, cluster: &Arc<Cluster>, tx: &TxPlan) {
     let commit = match tx.ending {
         TccEnding::Vanish => {
             sim.trace(format!("initiator {gid}: vanishes"));
+            if let Some(late) = &tx.late {
+                // Aimed at the deadline's decision. The simulation reads
+                // the deadline the engine stored; the service could not.
+                let deadline = sim.store.get(gid).map(|record| {
+                    let from_now = record.deadline_at_ms - dtx_coordinator::clock::now_ms();
+                    Instant::now() + Duration::from_millis(from_now.max(0) as u64)
+                });
+                if let Some(deadline) = deadline {
+                    late_branch(sim, cluster, gid, &late.branch, deadline + late.after).await;
+                }
+            }
             return;
         }
         TccEnding::Abort => false,
         TccEnding::CommitIfTried => all_tried,
     };
-    ask(sim, cluster, gid, "decide", |engine: Engine| {
+    let decide = ask(sim, cluster, gid, "decide", |engine: Engine| {
         let gid = gid.clone();
         async move {
             let verdict = if commit {
@@ -124,11 +120,66 @@ async fn tcc(sim: &Arc<Sim>, cluster: &Arc<Cluster>, tx: &TxPlan) {
             } else {
                 dtx_coordinator::engine::Verdict::Abort
             };
-            let status = engine.decide(&gid, verdict).await?;
+            let status = engine.decide(&gid, verdict, Asked::default()).await?;
             Ok(format!("commit={commit} -> {status}"))
+        }
+    });
+    match tx.late.as_ref().filter(|_| !commit) {
+        Some(late) => {
+            let at = Instant::now() + late.after;
+            tokio::join!(decide, late_branch(sim, cluster, gid, &late.branch, at));
+        }
+        None => {
+            decide.await;
+        }
+    }
+}
+
+/// Registers a TCC branch and, once it is registered, calls its Try;
+/// whether the Try succeeded.
+async fn register_and_try(
+    sim: &Arc<Sim>,
+    cluster: &Arc<Cluster>,
+    gid: &str,
+    spec: &BranchSpec,
+    what: &str,
+) -> bool {
+    let added = ask(sim, cluster, gid, what, |engine: Engine| {
+        let (gid, spec) = (gid.to_owned(), spec.clone());
+        async move {
+            let added = engine.register_branch(&gid, spec, None).await?;
+            Ok(format!("{added:?}"))
         }
     })
     .await;
+    if !matches!(added, Some(Ok(_))) {
+        return false;
+    }
+    let key = (gid.to_owned(), spec.id.clone());
+    let answer = send(sim, key, SimOp::Try, TRY_TIMEOUT).await;
+    sim.trace(format!(
+        "initiator {gid}: try {} -> {:?}",
+        spec.id,
+        answer.map(|a| a.status)
+    ));
+    answer.map(|a| a.status) == Some(200)
+}
+
+/// The late branch (see [`super::plan::LateBranch`]): its registration
+/// leaves at `at`, through whichever node is drawn, while the transaction is
+/// being decided. It lands before the decision's read (and is cancelled with the rest),
+/// between the read and the write (the write is refused; the decision is
+/// read again and cancels it too), or after the write (refused: the
+/// transaction no longer accepts branches, and its Try is never sent).
+async fn late_branch(
+    sim: &Arc<Sim>,
+    cluster: &Arc<Cluster>,
+    gid: &str,
+    branch: &BranchPlan,
+    at: Instant,
+) {
+    tokio::time::sleep_until(at).await;
+    register_and_try(sim, cluster, gid, &branch.spec, "register_branch (late)").await;
 }
 
 /// Sends one request to a live node, again on no answer, up to

@@ -180,6 +180,7 @@ fn classify(answer: Option<Answer>, timeout: Duration, planted: Option<Planted>)
             reply: Reply::Unknown,
             http_status: None,
             error: Some(format!("no answer within {} ms", timeout.as_millis())),
+            refusal: None,
         };
     };
     let mut status = answer.status;
@@ -191,6 +192,7 @@ fn classify(answer: Option<Answer>, timeout: Duration, planted: Option<Planted>)
         reply,
         http_status: Some(status),
         error: (!reply.is_success()).then(|| format!("HTTP {status}")),
+        refusal: (reply == Reply::Refused).then(|| "refused".to_owned()),
     }
 }
 

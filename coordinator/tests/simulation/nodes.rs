@@ -194,6 +194,8 @@ impl Node {
                 claim_interval: timing.claim_interval,
                 shutdown_grace: Duration::from_secs(1),
                 seed: Some(seed),
+                max_history_events: dtx_coordinator::limits::Limits::default().max_history_events
+                    as usize,
             },
         );
         engine.start();

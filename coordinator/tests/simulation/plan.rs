@@ -90,6 +90,23 @@ pub struct BranchPlan {
     pub behaviour: Behaviour,
 }
 
+/// A TCC branch of the same operation whose registration is still on its
+/// way (a parallel request of the initiator's service, sent to whichever
+/// node) when the transaction is decided.
+///
+/// Used only when the transaction ends in an abort or at its deadline: a
+/// service that commits while one of its branches is still being registered
+/// breaks TCC's own contract (the commit would confirm a branch whose Try may
+/// not have run), so the simulation never does that.
+#[derive(Debug, Clone)]
+pub struct LateBranch {
+    /// The branch and its participant.
+    pub branch: BranchPlan,
+    /// How long after the initiator asks for the abort (or after the
+    /// deadline, when it vanished) the registration leaves.
+    pub after: Duration,
+}
+
 /// One transaction.
 #[derive(Debug, Clone)]
 pub struct TxPlan {
@@ -105,14 +122,21 @@ pub struct TxPlan {
     pub start: Duration,
     /// TCC: how the initiator ends.
     pub ending: TccEnding,
+    /// TCC: a branch registered while the transaction is decided.
+    pub late: Option<LateBranch>,
 }
 
 impl TxPlan {
-    /// Whether the plan cuts any of its participants off at some point.
-    pub fn partitioned(&self) -> bool {
+    /// Every branch the plan may register: in order, then the late one.
+    pub fn all_branches(&self) -> impl Iterator<Item = &BranchPlan> {
         self.branches
             .iter()
-            .any(|b| b.behaviour.partition.is_some())
+            .chain(self.late.as_ref().map(|l| &l.branch))
+    }
+
+    /// Whether the plan cuts any of its participants off at some point.
+    pub fn partitioned(&self) -> bool {
+        self.all_branches().any(|b| b.behaviour.partition.is_some())
     }
 }
 
@@ -129,6 +153,10 @@ pub struct Plan {
     pub heal_at: Duration,
     /// Per-call fault probabilities (until heal).
     pub rates: FaultRates,
+    /// The longest round trip of a store call: each takes from none to
+    /// this, drawn per call, during which every other task runs (as they
+    /// do while a real database answers). Zero: calls are instantaneous.
+    pub store_round_trip: Duration,
     /// The transactions.
     pub txs: Vec<TxPlan>,
     /// A crash, if any.
@@ -168,6 +196,11 @@ impl Plan {
             store_unavailable: rate(0.2),
             store_error: rate(0.05),
         };
+        let store_round_trip = if rng.random_bool(0.2) {
+            Duration::ZERO
+        } else {
+            ms(rng, 1..=4)
+        };
         let count = rng.random_range(1..=4);
         let txs = (0..count).map(|i| draw_tx(rng, i, heal_at)).collect();
         let crash = rng.random_bool(0.5).then(|| CrashPlan {
@@ -196,6 +229,7 @@ impl Plan {
             claim_interval,
             heal_at,
             rates,
+            store_round_trip,
             txs,
             crash,
             pause,
@@ -227,31 +261,24 @@ fn draw_tx(rng: &mut StdRng, index: usize, heal_at: Duration) -> TxPlan {
     let branches = ids
         .iter()
         .zip(depends)
-        .map(|(id, depends_on)| BranchPlan {
-            spec: BranchSpec {
-                id: id.clone(),
-                urls: mode
-                    .required_ops()
-                    .iter()
-                    .map(|op| (*op, format!("sim://{gid}/{id}/{op}")))
-                    .collect::<BTreeMap<Op, String>>(),
-                payload: serde_json::json!({ "branch": id }),
-                headers: BTreeMap::new(),
-                depends_on,
-            },
-            behaviour: Behaviour {
-                refuses: rng.random_bool(refusal),
-                read_only: mode == Mode::TwoPhase && rng.random_bool(0.2),
-                refuses_pre_commit: mode == Mode::ThreePhase && rng.random_bool(0.1),
-                uncertain_timeout: ms(rng, 1_000..=20_000),
-                precommit_timeout: ms(rng, 1_000..=20_000),
-                partition: rng.random_bool(0.1).then(|| {
-                    let from = ms(rng, 0..=heal_at.as_millis() as u64);
-                    (from, (from + ms(rng, 500..=15_000)).min(heal_at))
-                }),
-            },
-        })
+        .map(|(id, depends_on)| draw_branch(rng, mode, &gid, id, depends_on, refusal, heal_at))
         .collect();
+    // Half the TCC transactions have a branch still on its way when they
+    // are decided (used only by an abort or the deadline; see LateBranch).
+    let late = (mode == Mode::Tcc && rng.random_bool(0.5)).then(|| LateBranch {
+        branch: draw_branch(
+            rng,
+            mode,
+            &gid,
+            &format!("b{count}"),
+            None,
+            refusal,
+            heal_at,
+        ),
+        // Within a few store round trips, where the decision reads and
+        // writes.
+        after: ms(rng, 0..=8),
+    });
     let initial_ms = rng.random_range(20..=300);
     TxPlan {
         gid,
@@ -273,6 +300,43 @@ fn draw_tx(rng: &mut StdRng, index: usize, heal_at: Duration) -> TxPlan {
             0 => TccEnding::Vanish,
             1 => TccEnding::Abort,
             _ => TccEnding::CommitIfTried,
+        },
+        late,
+    }
+}
+
+/// Branch `id` of `gid`, and how its participant behaves.
+fn draw_branch(
+    rng: &mut StdRng,
+    mode: Mode,
+    gid: &str,
+    id: &str,
+    depends_on: Option<Vec<String>>,
+    refusal: f64,
+    heal_at: Duration,
+) -> BranchPlan {
+    BranchPlan {
+        spec: BranchSpec {
+            id: id.to_owned(),
+            urls: mode
+                .required_ops()
+                .iter()
+                .map(|op| (*op, format!("sim://{gid}/{id}/{op}")))
+                .collect::<BTreeMap<Op, String>>(),
+            payload: serde_json::json!({ "branch": id }),
+            headers: BTreeMap::new(),
+            depends_on,
+        },
+        behaviour: Behaviour {
+            refuses: rng.random_bool(refusal),
+            read_only: mode == Mode::TwoPhase && rng.random_bool(0.2),
+            refuses_pre_commit: mode == Mode::ThreePhase && rng.random_bool(0.1),
+            uncertain_timeout: ms(rng, 1_000..=20_000),
+            precommit_timeout: ms(rng, 1_000..=20_000),
+            partition: rng.random_bool(0.1).then(|| {
+                let from = ms(rng, 0..=heal_at.as_millis() as u64);
+                (from, (from + ms(rng, 500..=15_000)).min(heal_at))
+            }),
         },
     }
 }

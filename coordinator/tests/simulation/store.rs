@@ -7,7 +7,9 @@
 //! simulation awaited them, tokio's paused clock would have advanced while
 //! it waited, by however long the threads took, and the order of events
 //! would have followed thread timing. Blocking instead makes every store
-//! operation atomic and instantaneous in virtual time.
+//! operation atomic and instantaneous in virtual time. The time a call
+//! takes on its way is the plan's instead: a drawn round trip of virtual
+//! time before the operation, during which every other task runs.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, mpsc};
@@ -126,12 +128,25 @@ pub struct NodeStore {
 }
 
 impl NodeStore {
-    /// Runs one write: through the gate, then the crash point the plan drew
-    /// for this node (before or after its k-th write), then the write.
-    ///
-    /// The trace gets `what` and `summary` of the answer (nothing when it
-    /// says `None`), never a whole record: records carry Unix timestamps,
-    /// which differ between runs.
+    /// The call's way to the store: a round trip drawn from the plan (in
+    /// whole milliseconds: the coordinator's clock then reads the same
+    /// differences in every run), during which every other task runs, then
+    /// the node's gate. Without it nothing could happen between two store
+    /// calls of one task that await nothing else, such as a TCC decision's
+    /// read of the branch list and its write.
+    async fn arrive(&self) {
+        let longest = self.sim.store_round_trip.as_millis() as u64;
+        if longest > 0 {
+            let ms = self.sim.draw(|rng| rng.random_range(0..=longest));
+            if ms > 0 {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+        }
+        self.life.gate().await;
+    }
+
+    /// Runs one write: on its way ([`Self::arrive`]), then see
+    /// [`Self::write_arrived`].
     async fn write<T, F, Fut>(
         &self,
         what: String,
@@ -143,7 +158,27 @@ impl NodeStore {
         F: FnOnce(SqliteStore) -> Fut + Send + 'static,
         Fut: Future<Output = T>,
     {
-        self.life.gate().await;
+        self.arrive().await;
+        self.write_arrived(what, call, summary).await
+    }
+
+    /// Runs one write that has arrived: the crash point the plan drew for
+    /// this node (before or after its k-th write), then the write.
+    ///
+    /// The trace gets `what` and `summary` of the answer (nothing when it
+    /// says `None`), never a whole record: records carry Unix timestamps,
+    /// which differ between runs.
+    async fn write_arrived<T, F, Fut>(
+        &self,
+        what: String,
+        call: F,
+        summary: impl FnOnce(&T) -> Option<String>,
+    ) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(SqliteStore) -> Fut + Send + 'static,
+        Fut: Future<Output = T>,
+    {
         let fate = self.life.count_write();
         if fate == WriteFate::CrashBefore {
             self.crash(&format!("before its write {what}")).await;
@@ -165,7 +200,7 @@ impl NodeStore {
         F: FnOnce(SqliteStore) -> Fut + Send + 'static,
         Fut: Future<Output = T>,
     {
-        self.life.gate().await;
+        self.arrive().await;
         self.sim.store.run(call)
     }
 
@@ -256,19 +291,21 @@ impl Store for NodeStore {
         gid: &str,
         spec: BranchSpec,
         now_ms: i64,
+        by: Option<&str>,
     ) -> Result<BranchRegistered, StoreError> {
         let what = format!("register_branch {gid}/{}", spec.id);
         let gid = gid.to_owned();
+        let by = by.map(str::to_owned);
         self.write(
             what,
-            move |s| async move { s.register_branch(&gid, spec, now_ms).await },
+            move |s| async move { s.register_branch(&gid, spec, now_ms, by.as_deref()).await },
             |out| Some(format!("{out:?}")),
         )
         .await
     }
 
     async fn update(&self, mut update: Update) -> Result<(), StoreError> {
-        self.life.gate().await;
+        self.arrive().await;
         if let Some(error) = self.injected_error() {
             self.sim.trace(format!(
                 "{} write update {}@{} -> injected {error}",
@@ -284,6 +321,7 @@ impl Store for NodeStore {
         }
         let gid = update.fence.gid.clone();
         let status = update.status;
+        let a_decision = update.expect_branch_count.is_some();
         let what = format!(
             "update {gid}@{} status={} branches={:?}",
             update.fence.epoch,
@@ -295,14 +333,16 @@ impl Store for NodeStore {
                 .collect::<Vec<_>>()
         );
         let out = self
-            .write(
+            .write_arrived(
                 what,
                 move |s| async move { s.update(update).await },
                 |out| Some(format!("{out:?}")),
             )
             .await;
-        if let (Ok(()), Some(to)) = (&out, status) {
-            self.check_status_moves_forward(&gid, to);
+        match (&out, status) {
+            (Ok(()), Some(to)) => self.check_status_moves_forward(&gid, to),
+            (Err(StoreError::Conflict(_)), _) if a_decision => self.sim.note_decision_refused(),
+            _ => {}
         }
         out
     }

@@ -84,6 +84,8 @@ pub struct Sim {
     pub store: BlockingStore,
     /// Per-call fault probabilities.
     pub rates: FaultRates,
+    /// The longest round trip of a store call.
+    pub store_round_trip: Duration,
     /// The participants.
     pub participants: Mutex<Participants>,
     rng: Mutex<StdRng>,
@@ -92,6 +94,9 @@ pub struct Sim {
     faults_on: AtomicBool,
     /// The last status each transaction was written with.
     statuses: Mutex<BTreeMap<String, Status>>,
+    /// TCC decisions whose write was refused because a branch arrived
+    /// after their read.
+    decisions_refused: AtomicUsize,
 }
 
 impl Sim {
@@ -141,6 +146,11 @@ impl Sim {
     pub fn note_status(&self, gid: &str, to: Status) -> Option<Status> {
         self.statuses.lock().unwrap().insert(gid.to_owned(), to)
     }
+
+    /// Notes a TCC decision's write refused because a branch arrived.
+    pub fn note_decision_refused(&self) {
+        self.decisions_refused.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// What one seed's run came to.
@@ -153,6 +163,9 @@ pub struct Outcome {
     pub findings: Vec<Violation>,
     /// The final status of each transaction (`None`: never registered).
     pub finals: Vec<(Mode, Option<Status>)>,
+    /// TCC decisions whose write a branch that arrived after their read
+    /// refused (the race this counts must stay explored).
+    pub decisions_refused: usize,
     /// What the plan drew, in one line.
     pub plan: String,
     /// The whole trace.
@@ -196,12 +209,14 @@ async fn run(seed: u64, planted: Option<Planted>, store: BlockingStore) -> (Arc<
         planted,
         store,
         rates: plan.rates.clone(),
+        store_round_trip: plan.store_round_trip,
         participants: Mutex::new(participants),
         rng: Mutex::new(rng),
         trace: Mutex::new(Trace::new()),
         violations: Mutex::new(Vec::new()),
         faults_on: AtomicBool::new(true),
         statuses: Mutex::new(BTreeMap::new()),
+        decisions_refused: AtomicUsize::new(0),
     });
     let summary = summarize(&plan);
     sim.trace(format!("PLAN seed={seed} planted={planted:?} {summary}"));
@@ -272,6 +287,7 @@ async fn run(seed: u64, planted: Option<Planted>, store: BlockingStore) -> (Arc<
         violations,
         findings,
         finals,
+        decisions_refused: sim.decisions_refused.load(Ordering::SeqCst),
         plan: summary,
         trace: Trace::new(),
     };
@@ -309,6 +325,12 @@ fn add_participants(participants: &mut Participants, tx: &TxPlan) {
         participants.insert(
             (tx.gid.clone(), branch.spec.id.clone()),
             Participant::new(tx.mode, branch.behaviour.clone(), dependents),
+        );
+    }
+    if let Some(late) = &tx.late {
+        participants.insert(
+            (tx.gid.clone(), late.branch.spec.id.clone()),
+            Participant::new(tx.mode, late.branch.behaviour.clone(), vec![]),
         );
     }
 }
@@ -381,16 +403,19 @@ fn summarize(plan: &Plan) -> String {
         .map(|t| {
             let deps = t.branches.iter().any(|b| b.spec.depends_on.is_some());
             format!(
-                "{}({} branches{}{})",
+                "{}({} branches{}{}{})",
                 t.gid,
                 t.branches.len(),
                 if deps { ", graph" } else { "" },
-                if t.partitioned() { ", partition" } else { "" }
+                if t.partitioned() { ", partition" } else { "" },
+                t.late
+                    .as_ref()
+                    .map_or(String::new(), |l| format!(", late +{:?}", l.after))
             )
         })
         .collect();
     format!(
-        "nodes={} lease={:?} heal_at={:?} txs={txs:?} crash={:?} pause={:?}",
-        plan.nodes, plan.lease, plan.heal_at, plan.crash, plan.pause
+        "nodes={} lease={:?} heal_at={:?} store_round_trip<={:?} txs={txs:?} crash={:?} pause={:?}",
+        plan.nodes, plan.lease, plan.heal_at, plan.store_round_trip, plan.crash, plan.pause
     )
 }

@@ -30,6 +30,7 @@ fn succeeded(index: u32) -> BranchUpdate {
         attempts: 1,
         last_http_status: Some(200),
         last_error: None,
+        refusal: None,
         failing_since_ms: None,
     }
 }

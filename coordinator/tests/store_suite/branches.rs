@@ -13,12 +13,12 @@ pub async fn register_branch_adds_each_branch_at_the_next_index(db: TestDb) {
     create(&*db.store, tcc("g1", "coord-a", T0)).await;
     let a = db
         .store
-        .register_branch("g1", spec(Mode::Tcc, "a"), T0 + 1)
+        .register_branch("g1", spec(Mode::Tcc, "a"), T0 + 1, None)
         .await
         .unwrap();
     let b = db
         .store
-        .register_branch("g1", spec(Mode::Tcc, "b"), T0 + 2)
+        .register_branch("g1", spec(Mode::Tcc, "b"), T0 + 2, None)
         .await
         .unwrap();
     assert_eq!(
@@ -57,16 +57,16 @@ pub async fn register_branch_adds_each_branch_at_the_next_index(db: TestDb) {
 pub async fn registering_the_same_branch_again_answers_its_first_index(db: TestDb) {
     create(&*db.store, tcc("g1", "coord-a", T0)).await;
     db.store
-        .register_branch("g1", spec(Mode::Tcc, "a"), T0 + 1)
+        .register_branch("g1", spec(Mode::Tcc, "a"), T0 + 1, None)
         .await
         .unwrap();
     db.store
-        .register_branch("g1", spec(Mode::Tcc, "b"), T0 + 2)
+        .register_branch("g1", spec(Mode::Tcc, "b"), T0 + 2, None)
         .await
         .unwrap();
     let retry = db
         .store
-        .register_branch("g1", spec(Mode::Tcc, "a"), T0 + 3)
+        .register_branch("g1", spec(Mode::Tcc, "a"), T0 + 3, None)
         .await
         .unwrap();
     assert_eq!(retry, BranchRegistered::AlreadyRegistered(0));
@@ -76,7 +76,7 @@ pub async fn registering_the_same_branch_again_answers_its_first_index(db: TestD
     // The next new branch still gets the next index.
     let c = db
         .store
-        .register_branch("g1", spec(Mode::Tcc, "c"), T0 + 4)
+        .register_branch("g1", spec(Mode::Tcc, "c"), T0 + 4, None)
         .await
         .unwrap();
     assert_eq!(c, BranchRegistered::Added(2));
@@ -85,12 +85,16 @@ pub async fn registering_the_same_branch_again_answers_its_first_index(db: TestD
 pub async fn same_branch_id_with_another_spec_is_an_id_conflict(db: TestDb) {
     create(&*db.store, tcc("g1", "coord-a", T0)).await;
     db.store
-        .register_branch("g1", spec(Mode::Tcc, "a"), T0 + 1)
+        .register_branch("g1", spec(Mode::Tcc, "a"), T0 + 1, None)
         .await
         .unwrap();
     let mut other = spec(Mode::Tcc, "a");
     other.payload = serde_json::json!({ "amount": 4 });
-    let answer = db.store.register_branch("g1", other, T0 + 2).await.unwrap();
+    let answer = db
+        .store
+        .register_branch("g1", other, T0 + 2, None)
+        .await
+        .unwrap();
     assert_eq!(answer, BranchRegistered::IdConflict);
     let tx = db.store.get("g1").await.unwrap().unwrap();
     assert_eq!(tx.branches.len(), 1);
@@ -104,7 +108,7 @@ pub async fn same_branch_id_with_another_spec_is_an_id_conflict(db: TestDb) {
 pub async fn register_branch_on_a_missing_transaction_is_not_found(db: TestDb) {
     let answer = db
         .store
-        .register_branch("nowhere", spec(Mode::Tcc, "a"), T0)
+        .register_branch("nowhere", spec(Mode::Tcc, "a"), T0, None)
         .await;
     assert!(matches!(answer, Err(StoreError::NotFound)), "{answer:?}");
 }
@@ -112,7 +116,7 @@ pub async fn register_branch_on_a_missing_transaction_is_not_found(db: TestDb) {
 pub async fn register_branch_on_a_decided_transaction_is_refused_with_its_status(db: TestDb) {
     let fence = create(&*db.store, tcc("g1", "coord-a", T0)).await;
     db.store
-        .register_branch("g1", spec(Mode::Tcc, "a"), T0 + 1)
+        .register_branch("g1", spec(Mode::Tcc, "a"), T0 + 1, None)
         .await
         .unwrap();
     for status in [Status::Aborting, Status::Aborted] {
@@ -123,7 +127,7 @@ pub async fn register_branch_on_a_decided_transaction_is_refused_with_its_status
         db.store.update(decision).await.unwrap();
         let answer = db
             .store
-            .register_branch("g1", spec(Mode::Tcc, "late"), T0 + 3)
+            .register_branch("g1", spec(Mode::Tcc, "late"), T0 + 3, None)
             .await
             .unwrap();
         assert_eq!(answer, BranchRegistered::NotOpen(status));
@@ -131,7 +135,7 @@ pub async fn register_branch_on_a_decided_transaction_is_refused_with_its_status
         // too: the initiator must not call Try on a decided transaction.
         let retry = db
             .store
-            .register_branch("g1", spec(Mode::Tcc, "a"), T0 + 3)
+            .register_branch("g1", spec(Mode::Tcc, "a"), T0 + 3, None)
             .await
             .unwrap();
         assert_eq!(retry, BranchRegistered::NotOpen(status));
@@ -147,7 +151,7 @@ pub async fn concurrent_registrations_get_unique_consecutive_indices(db: TestDb)
             let store = Arc::clone(&db.store);
             tokio::spawn(async move {
                 store
-                    .register_branch("g1", spec(Mode::Tcc, &format!("b{i}")), T0 + 1)
+                    .register_branch("g1", spec(Mode::Tcc, &format!("b{i}")), T0 + 1, None)
                     .await
             })
         })
@@ -196,7 +200,7 @@ pub async fn a_registration_racing_a_decision_never_lands_on_the_decided_transac
                 let (store, gid) = (Arc::clone(&db.store), gid.clone());
                 tokio::spawn(async move {
                     store
-                        .register_branch(&gid, spec(Mode::Tcc, &format!("b{i}")), T0 + 1)
+                        .register_branch(&gid, spec(Mode::Tcc, &format!("b{i}")), T0 + 1, None)
                         .await
                 })
             })

@@ -29,6 +29,7 @@ fn branch_update(
         attempts,
         last_http_status: http,
         last_error: http.filter(|s| *s >= 500).map(|s| format!("HTTP {s}")),
+        refusal: None,
         // A failing phase-two call keeps the start of its failure run.
         failing_since_ms: http.filter(|s| *s >= 500).map(|_| T0 + 1),
     }
@@ -68,8 +69,12 @@ pub async fn create_inserts_the_transaction_owned_at_epoch_one(db: TestDb) {
         assert_eq!(branch.spec, new.branches[i]);
         assert_eq!((branch.status, branch.attempts), (BranchStatus::Pending, 0));
         assert_eq!(
-            (branch.last_http_status, branch.last_error.as_deref()),
-            (None, None)
+            (
+                branch.last_http_status,
+                branch.last_error.as_deref(),
+                branch.refusal.as_deref()
+            ),
+            (None, None, None)
         );
     }
     let events = db.store.events("g1").await.unwrap();
@@ -270,7 +275,7 @@ pub async fn update_of_a_missing_transaction_is_not_found(db: TestDb) {
 pub async fn update_expecting_another_branch_count_is_a_conflict_and_changes_nothing(db: TestDb) {
     let fence = create(&*db.store, tcc("g1", "coord-a", T0)).await;
     db.store
-        .register_branch("g1", spec(Mode::Tcc, "a"), T0 + 1)
+        .register_branch("g1", spec(Mode::Tcc, "a"), T0 + 1, None)
         .await
         .unwrap();
     let before = db.store.get("g1").await.unwrap();
@@ -409,7 +414,7 @@ pub async fn missing_transaction_reads_as_none_and_has_no_events(db: TestDb) {
 pub async fn acknowledged_writes_survive_reopening_the_store(mut db: TestDb) {
     let fence = create(&*db.store, tcc("g1", "coord-a", T0)).await;
     db.store
-        .register_branch("g1", spec(Mode::Tcc, "a"), T0 + 1)
+        .register_branch("g1", spec(Mode::Tcc, "a"), T0 + 1, None)
         .await
         .unwrap();
     let decision = Update {

@@ -1,5 +1,6 @@
 //! Cases on free text: whatever a participant answered, the store keeps
-//! what every backend accepts and reads back the same text on each.
+//! what every backend accepts and reads back the same text on each; and a
+//! branch's refusal, the participant's reason, kept beside its last error.
 
 use dtx_coordinator::store::text::STORED_TEXT_MAX_CHARS;
 use dtx_coordinator::store::{BranchUpdate, Event, Update};
@@ -22,6 +23,7 @@ pub async fn update_stores_text_with_control_characters_replaced_on_every_backen
             attempts: 1,
             last_http_status: Some(500),
             last_error: Some(body.to_owned()),
+            refusal: None,
             failing_since_ms: None,
         }],
         events: vec![Event {
@@ -71,4 +73,64 @@ pub async fn update_cuts_overlong_text_by_characters(db: TestDb) {
     let detail = &history.last().unwrap().detail;
     assert_eq!(detail.chars().count(), STORED_TEXT_MAX_CHARS);
     assert!(long.starts_with(detail.as_str()));
+}
+
+pub async fn a_refusal_is_stored_cleaned_beside_the_last_error_and_written_like_it(db: TestDb) {
+    let fence = create(&*db.store, saga("g1", "coord-a", T0, 2)).await;
+    let change = |attempts: u32, last_error: Option<&str>, refusal: Option<&str>| BranchUpdate {
+        index: 1,
+        status: BranchStatus::Refused,
+        attempts,
+        last_http_status: Some(409),
+        last_error: last_error.map(str::to_owned),
+        refusal: refusal.map(str::to_owned),
+        failing_since_ms: None,
+    };
+    let write = |at: i64, branch: BranchUpdate| Update {
+        branches: vec![branch],
+        ..touch(&fence, at)
+    };
+
+    // The participant's reason, with a NUL that PostgreSQL would refuse.
+    let reason = "out of stock: sku\0 42";
+    let cleaned = "out of stock: sku\u{FFFD} 42";
+    let refused = write(T0 + 1, change(1, None, Some(reason)));
+    db.store.update(refused).await.expect("the write succeeds");
+    let tx = db.store.get("g1").await.unwrap().unwrap();
+    let branch = &tx.branches[1];
+    assert_eq!(branch.refusal.as_deref(), Some(cleaned));
+    assert_eq!(branch.last_error, None);
+    assert_eq!(tx.branches[0].refusal, None, "another branch keeps none");
+    // The transaction view shows it right after the last error.
+    let view = serde_json::to_string(branch).unwrap();
+    assert!(
+        view.contains(&format!(r#""last_error":null,"refusal":"{cleaned}""#)),
+        "{view}"
+    );
+
+    // A later write of the branch writes both as given, the refusal bounded
+    // like the last error.
+    let long = "é".repeat(STORED_TEXT_MAX_CHARS + 10);
+    let failed = write(T0 + 2, change(2, Some("HTTP 500"), Some(&long)));
+    db.store.update(failed).await.unwrap();
+    let tx = db.store.get("g1").await.unwrap().unwrap();
+    let branch = &tx.branches[1];
+    assert_eq!(branch.last_error.as_deref(), Some("HTTP 500"));
+    let kept = branch.refusal.as_deref().expect("a refusal");
+    assert_eq!(kept.chars().count(), STORED_TEXT_MAX_CHARS);
+    assert!(long.starts_with(kept));
+
+    // And clears it, as it clears the last error.
+    db.store
+        .update(write(T0 + 3, change(3, None, None)))
+        .await
+        .unwrap();
+    let tx = db.store.get("g1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            tx.branches[1].last_error.as_deref(),
+            tx.branches[1].refusal.as_deref()
+        ),
+        (None, None)
+    );
 }

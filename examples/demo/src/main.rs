@@ -1,19 +1,23 @@
 //! `cargo run -p dtx-demo`: the whole dtx story in one command.
 //!
 //! It builds the coordinator and the two sample services, starts them on
-//! SQLite files in a temporary directory, seeds stock, and places orders in
+//! SQLite files in a temporary directory, secured as in production (API
+//! tokens, signed calls; see `credentials`), seeds stock, and places orders in
 //! every mode (saga, TCC, 2PC, 3PC): some succeed, some are refused (out of
 //! stock), and some meet an inventory that fails once, answers slowly, or
-//! loses its answer after doing the work. It prints what happened to each order and the final
+//! loses its answer after doing the work. It prints what happened to each order (a refused
+//! one with the participant's reason, as the coordinator keeps it) and the final
 //! stock, and exits non-zero unless, once every order is settled (the order
 //! service's reads are passive: the demo polls `GET /orders` while the
 //! service's reconciler settles any order left unsettled), the stock adds
 //! up: for every product, available + reserved + sold = initial, nothing is
 //! left reserved, and sold = the units of its confirmed orders.
 
+mod credentials;
 mod procs;
 
 use anyhow::{Context, bail};
+use credentials::Credentials;
 use procs::Proc;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -112,7 +116,19 @@ async fn main() -> anyhow::Result<()> {
     let path = dir.path();
 
     let (dtx_db, inv_db, ord_db) = (db("dtx.db"), db("inventory.db"), db("orders.db"));
-    let dtx_args = ["serve", "--listen", "127.0.0.1:0", "--db", &dtx_db];
+    let keys = Credentials::create(&bin.join("dtx"), path)?;
+    let tokens_file = keys.tokens_file.display().to_string();
+    let dtx_args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        &dtx_db,
+        "--tokens",
+        &tokens_file,
+        "--signing-key",
+        &keys.coordinator_key,
+    ];
     let coordinator =
         Proc::start("coordinator", &bin.join("dtx"), &dtx_args, "dtx: ", path).await?;
     let inv_args = [
@@ -122,6 +138,14 @@ async fn main() -> anyhow::Result<()> {
         &inv_db,
         "--coordinator",
         &coordinator.url,
+        "--coordinator-token",
+        &keys.inventory_token,
+        "--coordinator-key",
+        &keys.coordinator_key,
+        "--accept-key",
+        &keys.orders_key,
+        // The demo arms faults (`POST /faults`) and reads calls (`GET /calls`).
+        "--fault-injection",
     ];
     let inventory = Proc::start(
         "inventory",
@@ -142,6 +166,12 @@ async fn main() -> anyhow::Result<()> {
         &inventory.url,
         "--request-timeout-ms",
         "1000",
+        "--coordinator-token",
+        &keys.orders_token,
+        "--signing-key",
+        &keys.orders_key,
+        "--accept-key",
+        &keys.coordinator_key,
     ];
     let orders = Proc::start(
         "orders",
@@ -155,7 +185,13 @@ async fn main() -> anyhow::Result<()> {
         println!("{:<12} {}  (log: {})", p.name, p.url, p.log.display());
     }
 
-    let outcome = run(&coordinator.url, &inventory.url, &orders.url).await;
+    let outcome = run(
+        &coordinator.url,
+        &keys.demo_token,
+        &inventory.url,
+        &orders.url,
+    )
+    .await;
     let mut clean = true;
     for p in [orders, inventory, coordinator] {
         let name = p.name;
@@ -177,8 +213,15 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Seeds, places every order, prints the tables and checks the stock.
-async fn run(coordinator: &str, inventory: &str, orders: &str) -> anyhow::Result<()> {
+async fn run(coordinator: &str, token: &str, inventory: &str, orders: &str) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
+    // The coordinator answers only callers with a token.
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse()?,
+    );
+    let coordinator_http = reqwest::Client::builder().default_headers(auth).build()?;
     for (sku, qty) in STOCK {
         post(
             &http,
@@ -201,7 +244,11 @@ async fn run(coordinator: &str, inventory: &str, orders: &str) -> anyhow::Result
         let order = post(&http, &format!("{orders}/orders"), &body).await?;
         let id = order["id"].as_str().context("order id")?.to_owned();
         let status = order["status"].as_str().unwrap_or("?").to_owned();
-        let tx = get(&http, &format!("{coordinator}/v1/transactions/{id}")).await?;
+        let tx = get(
+            &coordinator_http,
+            &format!("{coordinator}/v1/transactions/{id}"),
+        )
+        .await?;
         let attempts: Vec<String> = tx["branches"]
             .as_array()
             .into_iter()
@@ -227,11 +274,31 @@ async fn run(coordinator: &str, inventory: &str, orders: &str) -> anyhow::Result
         if let Some(reason) = order["reason"].as_str().filter(|_| status != "confirmed") {
             println!("    why: {reason}");
         }
+        // What the coordinator itself keeps of a refusal: the participant's
+        // reason on the refusing branch (`GET /v1/transactions/{gid}`).
+        for (branch, refusal) in refusals(&tx) {
+            println!("    coordinator: branch {branch} refused: {refusal}");
+        }
     }
     println!("\n(coordinator attempts: calls it made per branch, every phase counted; TCC Trys");
     println!(" are made by the order service itself. A call cut off by the timeout never");
     println!(" reaches the inventory's log. 2PC/3PC votes go to both branches at once.)\n");
     check(&http, inventory, orders).await
+}
+
+/// (branch id, reason) of every branch of a transaction view whose
+/// participant refused it, as the coordinator reports them.
+fn refusals(tx: &Value) -> Vec<(String, String)> {
+    tx["branches"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| {
+            let refusal = b["refusal"].as_str()?;
+            let id = b["spec"]["id"].as_str().unwrap_or("?");
+            Some((id.to_owned(), refusal.to_owned()))
+        })
+        .collect()
 }
 
 /// `try: 500,200 confirm: 200`: the inventory's call log for one order.

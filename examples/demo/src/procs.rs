@@ -23,8 +23,28 @@ pub fn profile_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// Builds the coordinator and both services with the demo's profile, so one
-/// `cargo run -p dtx-demo` is all a newcomer types.
+/// `cargo run -p dtx-demo` is all a newcomer types. With
+/// `DTX_DEMO_PREBUILT` set, the binaries beside the demo are used as they
+/// are: the demo's test runs within a workspace test build, which built
+/// them already, and a `cargo build` of three packages alone could resolve
+/// other features and replace binaries that other tests are running.
 pub fn build(profile_dir: &Path) -> anyhow::Result<()> {
+    if std::env::var_os("DTX_DEMO_PREBUILT").is_some() {
+        for binary in ["dtx", "inventory-service", "order-service"] {
+            let path = profile_dir.join(binary);
+            if !path.is_file() {
+                bail!(
+                    "DTX_DEMO_PREBUILT is set but {} is missing: build the workspace first",
+                    path.display()
+                );
+            }
+        }
+        println!(
+            "using the binaries built already in {}",
+            profile_dir.display()
+        );
+        return Ok(());
+    }
     let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => "dev",
         Some(other) => other,

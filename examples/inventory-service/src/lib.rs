@@ -53,13 +53,13 @@ use axum::{Json, Router, middleware};
 use dtx_sdk::barrier::BarrierError;
 use dtx_sdk::three_phase::{ThreePhaseConfig, Watchdog};
 use dtx_sdk::xa::RecoverySummary;
-use dtx_sdk::{BranchAnswer, BranchContext, BranchOp, CallbackSecret, Client, Mode, SignedJson};
+use dtx_sdk::{BranchAnswer, BranchContext, BranchOp, Client, Mode, SignatureKeys, SignedJson};
 use faults::Faults;
 use plants::Plant;
 use serde::Deserialize;
 use serde_json::Value;
 use std::future::Future;
-use store::{Db, LedgerEntry, Product, StockRequest};
+use store::{LedgerEntry, Product, StockRequest, Store};
 use three_phase::StockThreePhase;
 use tokio::net::TcpListener;
 use two_phase::TwoPhase;
@@ -69,24 +69,30 @@ use two_phase::TwoPhase;
 pub struct Settings {
     /// `sqlite:<file>` or `postgres://user:pass@host/db`.
     pub db: String,
-    /// The secret branch calls are signed with (disabled by default).
-    pub secret: CallbackSecret,
+    /// The keys branch calls must be signed with: the coordinator's and the
+    /// order service's (its TCC Trys). Disabled by default.
+    pub signature_keys: SignatureKeys,
     /// The 3PC watchdog's timeouts.
     pub three_phase: ThreePhaseConfig,
     /// A deliberate defect ([`plants`]), so that the fault-injection
     /// harness can prove its checker catches it. `None` (the default) in
     /// anything real.
     pub plant: Option<Plant>,
+    /// Serve the fault-injection aids (`POST /faults`, `GET /calls`, see
+    /// [`faults`]): for the demo and the harness only, since anyone who
+    /// reaches the port could then make the service fail or read its calls.
+    pub fault_injection: bool,
 }
 
 impl Settings {
-    /// On `db`, with no secret and the SDK's default 3PC settings.
+    /// On `db`, with no signature check and the SDK's default 3PC settings.
     pub fn new(db: impl Into<String>) -> Settings {
         Settings {
             db: db.into(),
-            secret: CallbackSecret::disabled(),
+            signature_keys: SignatureKeys::disabled(),
             three_phase: ThreePhaseConfig::default(),
             plant: None,
+            fault_injection: false,
         }
     }
 }
@@ -95,10 +101,10 @@ impl Settings {
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The inventory's database.
-    pub db: Db,
-    /// The secret branch calls are signed with. Set it through
+    pub db: Store,
+    /// The keys branch calls must be signed with. Set them through
     /// [`Settings`]: the 3PC participant keeps its own copy.
-    pub secret: CallbackSecret,
+    pub signature_keys: SignatureKeys,
     /// Injected faults and the call log (demo/test aid).
     pub faults: Faults,
     /// How 2PC branches are prepared on this database.
@@ -107,10 +113,12 @@ pub struct AppState {
     pub three_phase: StockThreePhase,
     /// See [`Settings::plant`].
     pub plant: Option<Plant>,
+    /// See [`Settings::fault_injection`].
+    pub fault_injection: bool,
 }
 
 impl AppState {
-    /// Connects to `db_url` and prepares the schema; no secret, no faults,
+    /// Connects to `db_url` and prepares the schema; no signature check, no faults,
     /// default 3PC settings.
     pub async fn connect(db_url: &str) -> anyhow::Result<AppState> {
         AppState::open(Settings::new(db_url)).await
@@ -126,20 +134,21 @@ impl AppState {
                  (--unsafe-plant {plant}) for the fault-injection harness; never run it for real"
             );
         }
-        let db = Db::connect(&settings.db).await?;
+        let db = Store::connect(&settings.db).await?;
         Ok(AppState {
             two_phase: TwoPhase::for_db(&db).await?,
             three_phase: StockThreePhase::new(
                 &db,
                 settings.three_phase,
-                settings.secret.clone(),
+                settings.signature_keys.clone(),
                 settings.plant,
             )
             .await?,
             db,
-            secret: settings.secret,
+            signature_keys: settings.signature_keys,
             faults: Faults::default(),
             plant: settings.plant,
+            fault_injection: settings.fault_injection,
         })
     }
 
@@ -161,9 +170,9 @@ impl AppState {
     }
 }
 
-impl FromRef<AppState> for CallbackSecret {
+impl FromRef<AppState> for SignatureKeys {
     fn from_ref(state: &AppState) -> Self {
-        state.secret.clone()
+        state.signature_keys.clone()
     }
 }
 
@@ -187,19 +196,24 @@ pub fn app(state: AppState) -> Router {
         .route("/3pc/can_commit", three_phase_branch(BranchOp::CanCommit))
         .route("/3pc/pre_commit", three_phase_branch(BranchOp::PreCommit))
         .route("/3pc/do_commit", three_phase_branch(BranchOp::DoCommit))
-        .route("/3pc/abort", three_phase_branch(BranchOp::Abort))
-        .layer(middleware::from_fn_with_state(
+        .route("/3pc/abort", three_phase_branch(BranchOp::Abort));
+    let mut router = Router::new()
+        .route("/products", get(products).post(seed))
+        .route("/products/{sku}", get(product))
+        .route("/ledger", get(ledger));
+    if state.fault_injection {
+        let branches = branches.layer(middleware::from_fn_with_state(
             state.faults.clone(),
             faults::inject,
         ));
-    Router::new()
-        .merge(branches)
-        .route("/products", get(products).post(seed))
-        .route("/products/{sku}", get(product))
-        .route("/ledger", get(ledger))
-        .route("/faults", post(faults::arm))
-        .route("/calls", get(faults::calls))
-        .with_state(state)
+        router = router
+            .merge(branches)
+            .route("/faults", post(faults::arm))
+            .route("/calls", get(faults::calls));
+    } else {
+        router = router.merge(branches);
+    }
+    router.with_state(state)
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves, letting
@@ -214,8 +228,10 @@ pub async fn run(
         .await
 }
 
-/// The route of a branch operation: the handler knows which operation it
-/// carries out, so a misrouted call cannot move stock the wrong way.
+/// The route of a branch operation: the handler is bound to the operation
+/// it carries out ([`BranchContext::expect`]), so a misrouted call (a
+/// forged one, two URLs swapped at registration) is answered 400 and cannot
+/// move stock the wrong way.
 fn branch(expected: BranchOp) -> MethodRouter<AppState> {
     post(
         move |state: State<AppState>, ctx: BranchContext, body: SignedJson<StockRequest>| {
@@ -232,9 +248,8 @@ async fn handle(
     ctx: BranchContext,
     SignedJson(req): SignedJson<StockRequest>,
 ) -> Response {
-    if ctx.op() != expected {
-        let detail = format!("this route carries out `{expected}`, not `{}`", ctx.op());
-        return (StatusCode::BAD_REQUEST, detail).into_response();
+    if let Err(wrong) = ctx.expect(expected) {
+        return wrong.into_response();
     }
     if req.qty <= 0 {
         return (StatusCode::BAD_REQUEST, "qty must be positive").into_response();
@@ -258,9 +273,8 @@ fn three_phase_branch(expected: BranchOp) -> MethodRouter<AppState> {
         move |State(state): State<AppState>,
               ctx: BranchContext,
               SignedJson(payload): SignedJson<Value>| async move {
-            if ctx.op() != expected {
-                let detail = format!("this route carries out `{expected}`, not `{}`", ctx.op());
-                return (StatusCode::BAD_REQUEST, detail).into_response();
+            if let Err(wrong) = ctx.expect(expected) {
+                return wrong.into_response();
             }
             state
                 .three_phase

@@ -5,8 +5,10 @@
 //! stops cleanly on SIGTERM or Ctrl-C.
 
 use clap::Parser;
+use dtx_protocol::signature::KeyParser;
+use dtx_sdk::signature::Keyring;
 use dtx_sdk::three_phase::ThreePhaseConfig;
-use dtx_sdk::{CallbackSecret, Client};
+use dtx_sdk::{Client, SignatureKeys, SigningKey};
 use inventory_service::plants::Plant;
 use inventory_service::{AppState, Settings, run};
 use std::time::Duration;
@@ -21,14 +23,19 @@ struct Args {
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, env = "INVENTORY_LISTEN", default_value = "127.0.0.1:7710")]
     listen: String,
-    /// The coordinator, asked about 2PC branches in doubt at start and by
-    /// the 3PC watchdog.
+    /// The coordinators (sharing one store), asked about 2PC branches in
+    /// doubt at start and by the 3PC watchdog: repeat the flag, or separate
+    /// the URLs with commas. A question goes to another coordinator when
+    /// one does not answer or answers 503.
     #[arg(
         long,
         env = "INVENTORY_COORDINATOR",
+        value_name = "URL",
+        value_delimiter = ',',
+        num_args = 1,
         default_value = "http://127.0.0.1:7707"
     )]
-    coordinator: String,
+    coordinator: Vec<String>,
     /// 3PC: how long a branch that voted yes, or pre-committed, waits for
     /// the next call before the watchdog asks the coordinator (and, if it
     /// gives no answer at all, aborts or commits by the timeout rule).
@@ -44,9 +51,44 @@ struct Args {
     /// set it in anything real.
     #[arg(long, env = "INVENTORY_UNSAFE_PLANT", value_name = "NAME", hide = true)]
     unsafe_plant: Option<Plant>,
-    /// Check the coordinator's signature on branch calls with this secret.
-    #[arg(long, env = "INVENTORY_CALLBACK_SECRET")]
-    callback_secret: Option<String>,
+    /// The coordinator's key, `ID:SECRET` (`dtx serve --signing-key`):
+    /// branch calls signed with it are accepted, and the coordinator's
+    /// answers to the termination query (2PC recovery, 3PC watchdog) must
+    /// be signed with it. Repeat the flag, or separate the keys with commas
+    /// in the variable; during a rotation give the old and the new key.
+    #[arg(
+        long = "coordinator-key",
+        env = "INVENTORY_COORDINATOR_KEYS",
+        value_name = "ID:SECRET",
+        value_delimiter = ',',
+        value_parser = KeyParser::id_and_secret(),
+        hide_env_values = true
+    )]
+    coordinator_keys: Vec<SigningKey>,
+    /// Accept branch calls signed with this key too, `ID:SECRET`: the order
+    /// service's (`--signing-key`, for its TCC Trys). It does not count for
+    /// the termination query's answers: only the coordinator may say commit
+    /// or roll back. With neither flag, calls and answers are not checked
+    /// (a warning says so).
+    #[arg(
+        long = "accept-key",
+        env = "INVENTORY_ACCEPT_KEYS",
+        value_name = "ID:SECRET",
+        value_delimiter = ',',
+        value_parser = KeyParser::id_and_secret(),
+        hide_env_values = true
+    )]
+    accept_keys: Vec<SigningKey>,
+    /// The API token the coordinator knows this service by (`dtx token new
+    /// --role reader`, in the namespace of the order service): sent with the
+    /// decision queries of 2PC recovery and the 3PC watchdog.
+    #[arg(long, env = "INVENTORY_COORDINATOR_TOKEN", hide_env_values = true)]
+    coordinator_token: Option<String>,
+    /// Serve `POST /faults` and `GET /calls`, the fault-injection aids of the
+    /// demo and the harness. Never in anything real: anyone who reaches the
+    /// port could make the service fail.
+    #[arg(long, env = "INVENTORY_FAULT_INJECTION")]
+    fault_injection: bool,
     /// Log filter.
     #[arg(long, env = "INVENTORY_LOG", default_value = "info")]
     log: String,
@@ -61,15 +103,33 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let settings = Settings {
         db: args.db.clone(),
-        secret: args
-            .callback_secret
-            .as_deref()
-            .map_or_else(CallbackSecret::disabled, CallbackSecret::new),
+        signature_keys: {
+            let callers: Vec<SigningKey> = args
+                .coordinator_keys
+                .iter()
+                .chain(&args.accept_keys)
+                .cloned()
+                .collect();
+            if callers.is_empty() {
+                SignatureKeys::disabled()
+            } else {
+                SignatureKeys::new(callers)?
+            }
+        },
         three_phase: three_phase_config(&args),
         plant: args.unsafe_plant,
+        fault_injection: args.fault_injection,
     };
     let state = AppState::open(settings).await?;
-    let coordinator = Client::new(&args.coordinator)?;
+    let mut coordinator = Client::builder_for(&args.coordinator);
+    if let Some(token) = &args.coordinator_token {
+        coordinator = coordinator.bearer_token(token.clone());
+    }
+    // Recovery and the watchdog act only on answers signed with it.
+    if !args.coordinator_keys.is_empty() {
+        coordinator = coordinator.coordinator_keys(Keyring::new(args.coordinator_keys.clone())?);
+    }
+    let coordinator = coordinator.build()?;
     // Before listening: branches prepared by the previous run hold locks
     // until resolved. A coordinator that cannot be asked now is not fatal;
     // it sends the decision itself (phase two is retried until acknowledged).
@@ -78,29 +138,9 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     // The one line on stdout: scripts and the demo read the address from it.
     println!("inventory: listening on http://{}", listener.local_addr()?);
-    run(listener, state, shutdown_signal()).await?;
+    run(listener, state, dtx_sdk::shutdown_signal()).await?;
     tracing::info!("inventory: stopped");
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-    tracing::info!("shutting down");
 }
 
 /// The SDK's 3PC settings, with the timeouts given on the command line.
@@ -140,6 +180,31 @@ mod tests {
         ]);
         let twice = twice.expect_err("at most one plant");
         assert_eq!(twice.kind(), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn coordinators_are_repeated_or_comma_separated() {
+        let parse = |args: &[&str]| {
+            Args::try_parse_from(std::iter::once("inventory-service").chain(args.iter().copied()))
+        };
+        assert_eq!(parse(&[]).unwrap().coordinator, ["http://127.0.0.1:7707"]);
+        let several = parse(&[
+            "--coordinator",
+            "http://127.0.0.1:7707,http://127.0.0.1:7708",
+            "--coordinator",
+            "http://127.0.0.1:7709",
+        ])
+        .unwrap();
+        assert_eq!(
+            several.coordinator,
+            [
+                "http://127.0.0.1:7707",
+                "http://127.0.0.1:7708",
+                "http://127.0.0.1:7709"
+            ]
+        );
+        let client = Client::builder_for(&several.coordinator).build().unwrap();
+        assert_eq!(client.endpoints().len(), 3);
     }
 
     #[test]

@@ -22,13 +22,14 @@
 //! is one movement choice in [`crate::three_phase`]'s abort hook.
 
 use crate::AppState;
-use crate::store::{Db, Movement, StockConn, on_db};
+use crate::store::{CallRef, Movement, Store, move_stock, not_enough};
 use crate::two_phase::TwoPhase;
 use axum::response::{IntoResponse, Response};
 use clap::ValueEnum;
 use dtx_sdk::barrier::{BarrierError, Entry, Skipped};
+use dtx_sdk::db::Conn;
 use dtx_sdk::xa::{XaError, XaParticipant, Xid};
-use dtx_sdk::{BranchAnswer, BranchContext, BranchOp, Mode};
+use dtx_sdk::{BranchAnswer, BranchContext, BranchOp, Mode, on_db};
 use std::fmt;
 
 /// A deliberate defect; see the module documentation for what each does
@@ -175,17 +176,17 @@ impl Passed {
     }
 }
 
-/// Runs `business` behind the barrier, as [`Db::apply`] runs the normal
+/// Runs `business` behind the barrier, as [`Store::apply`] runs the normal
 /// movement.
 async fn behind_barrier(
-    db: &Db,
+    db: &Store,
     ctx: &BranchContext,
     business: Business,
     sku: &str,
     qty: i64,
 ) -> Result<Passed, BarrierError> {
-    let (gid, branch, op) = (ctx.gid(), ctx.branch_id(), ctx.op().as_str());
-    on_db!(db, |pool, barrier| {
+    let call = CallRef::of(ctx);
+    on_db!(db.db(), |pool, barrier| {
         let mut work = match barrier.begin(pool, ctx).await? {
             Entry::Proceed(work) => work,
             Entry::Skip(skipped) => return Ok(Passed::Skipped(skipped)),
@@ -194,7 +195,7 @@ async fn behind_barrier(
         let short = match business {
             Business::Nothing => None,
             Business::Move(movement) => {
-                let moved = work.move_stock(gid, branch, op, movement, sku, qty).await?;
+                let moved = move_stock(Conn::from(&mut *work), &call, movement, sku, qty).await?;
                 (!moved).then_some(movement)
             }
             Business::MoveUnrecorded(movement) => {
@@ -208,11 +209,7 @@ async fn behind_barrier(
             }
         };
         let answer = match short {
-            Some(movement) => {
-                let from = movement.source();
-                work.refuse(format!("not enough {sku} {from} for {qty} unit(s)"))
-                    .await?
-            }
+            Some(movement) => work.refuse(not_enough(sku, movement, qty)).await?,
             None => work.succeed().await?,
         };
         Ok(Passed::Answered(answer))
@@ -222,20 +219,17 @@ async fn behind_barrier(
 /// Moves `movement` with its ledger row in a plain local transaction, no
 /// barrier: a repeated call moves stock again.
 async fn without_barrier(
-    db: &Db,
+    db: &Store,
     ctx: &BranchContext,
     movement: Movement,
     sku: &str,
     qty: i64,
 ) -> Result<BranchAnswer, BarrierError> {
-    let (gid, branch, op) = (ctx.gid(), ctx.branch_id(), ctx.op().as_str());
-    on_db!(db, |pool| {
+    let call = CallRef::of(ctx);
+    on_db!(db.db(), |pool| {
         let mut tx = pool.begin().await?;
-        if !tx.move_stock(gid, branch, op, movement, sku, qty).await? {
-            let from = movement.source();
-            return Ok(BranchAnswer::refused(format!(
-                "not enough {sku} {from} for {qty} unit(s)"
-            )));
+        if !move_stock(Conn::from(&mut *tx), &call, movement, sku, qty).await? {
+            return Ok(BranchAnswer::refused(not_enough(sku, movement, qty)));
         }
         tx.commit().await?;
         Ok(BranchAnswer::success())
@@ -245,7 +239,7 @@ async fn without_barrier(
 /// `compensate-without-action`: the normal compensation, except that a null
 /// compensation still moves sold → available (with its ledger row).
 async fn compensate_anyway(
-    db: &Db,
+    db: &Store,
     ctx: &BranchContext,
     sku: &str,
     qty: i64,

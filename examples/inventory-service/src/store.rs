@@ -1,21 +1,19 @@
 //! The inventory's own database: products with their stock split into
 //! `available`, `reserved` and `sold`, and a ledger of every stock movement
-//! applied by a branch call, on SQLite or PostgreSQL.
+//! applied by a branch call, on SQLite or PostgreSQL (the SDK's [`Db`]).
 //!
 //! Every movement runs inside a local transaction that also records the
 //! call (the SDK barrier's row, the XA helper's prepared transaction, or the
 //! 3PC helper's state row), so the stock change, the ledger row and that
 //! record commit together or not at all: a retried or duplicated call cannot
-//! move stock twice. [`StockConn`] holds the statements every path shares.
+//! move stock twice. [`move_stock`] and [`has_available`] are the statements
+//! every path shares, written once for both backends on the SDK's [`Conn`].
 
-use dtx_sdk::barrier::{BarrierError, Entry};
-use dtx_sdk::{BranchAnswer, BranchContext, BranchOp};
+use dtx_sdk::barrier::BarrierError;
+use dtx_sdk::db::{Conn, Db};
+use dtx_sdk::{BranchAnswer, BranchContext, BranchOp, WorkError, on_conn, on_db};
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{PgPool, SqlitePool};
-use std::future::Future;
-use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A product and where its units are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
@@ -144,174 +142,131 @@ impl Movement {
     }
 }
 
-/// Stock statements on one connection (or local transaction) of either
-/// backend, so that the barrier path, the XA prepare and the 3PC hooks
-/// share them.
-pub trait StockConn: Send {
-    /// Moves `qty` units of `sku` and writes the ledger row (`op` under
-    /// `gid`/`branch`); `false`, changing nothing, when the source column
-    /// does not hold enough (or there is no such product).
-    fn move_stock(
-        &mut self,
-        gid: &str,
-        branch: &str,
-        op: &str,
-        movement: Movement,
-        sku: &str,
-        qty: i64,
-    ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
-
-    /// Whether `qty` units of `sku` are available now.
-    fn has_available(
-        &mut self,
-        sku: &str,
-        qty: i64,
-    ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
-}
-
 const LEDGER: &str = "INSERT INTO ledger (gid, branch, op, sku, qty, moved_from, moved_to, at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 const HAS_AVAILABLE: &str =
     "SELECT EXISTS (SELECT 1 FROM products WHERE sku = $1 AND available >= $2)";
 
-/// One implementation per backend: the statements are the same text, the
-/// connection types are not.
-macro_rules! stock_conn {
-    ($conn:ty) => {
-        impl StockConn for $conn {
-            async fn move_stock(
-                &mut self,
-                gid: &str,
-                branch: &str,
-                op: &str,
-                movement: Movement,
-                sku: &str,
-                qty: i64,
-            ) -> Result<bool, sqlx::Error> {
-                let (from, to, update) = movement.sql();
-                let moved = sqlx::query(update)
-                    .bind(qty)
-                    .bind(sku)
-                    .execute(&mut *self)
-                    .await?;
-                if moved.rows_affected() == 0 {
-                    tracing::info!(gid, op, sku, qty, "not enough {from}");
-                    return Ok(false);
-                }
-                sqlx::query(LEDGER)
-                    .bind(gid)
-                    .bind(branch)
-                    .bind(op)
-                    .bind(sku)
-                    .bind(qty)
-                    .bind(from)
-                    .bind(to)
-                    .bind(now_ms())
-                    .execute(&mut *self)
-                    .await?;
-                tracing::info!(gid, op, sku, qty, "moved {from} -> {to}");
-                Ok(true)
-            }
-
-            async fn has_available(&mut self, sku: &str, qty: i64) -> Result<bool, sqlx::Error> {
-                sqlx::query_scalar(HAS_AVAILABLE)
-                    .bind(sku)
-                    .bind(qty)
-                    .fetch_one(&mut *self)
-                    .await
-            }
-        }
-    };
+/// Which call a ledger row records: the transaction, the branch and the
+/// operation (`dtx-op`) that moved the units.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRef {
+    /// The global transaction.
+    pub gid: String,
+    /// The branch.
+    pub branch: String,
+    /// The operation, as the ledger names it.
+    pub op: String,
 }
 
-stock_conn!(sqlx::SqliteConnection);
-stock_conn!(sqlx::PgConnection);
+impl CallRef {
+    /// The call `ctx` describes.
+    pub fn of(ctx: &BranchContext) -> CallRef {
+        CallRef {
+            gid: ctx.gid().to_owned(),
+            branch: ctx.branch_id().to_owned(),
+            op: ctx.op().as_str().to_owned(),
+        }
+    }
+}
 
-const SQLITE_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS products (
-    sku TEXT PRIMARY KEY,
-    available BIGINT NOT NULL CHECK (available >= 0),
-    reserved BIGINT NOT NULL CHECK (reserved >= 0),
-    sold BIGINT NOT NULL CHECK (sold >= 0));
-CREATE TABLE IF NOT EXISTS ledger (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    gid TEXT NOT NULL, branch TEXT NOT NULL, op TEXT NOT NULL,
-    sku TEXT NOT NULL, qty BIGINT NOT NULL,
-    moved_from TEXT NOT NULL, moved_to TEXT NOT NULL, at BIGINT NOT NULL);";
+/// Moves `qty` units of `sku` and writes the ledger row of `call`, on the
+/// connection (or local transaction) of either backend; `false`, changing
+/// nothing, when the source column does not hold enough (or there is no
+/// such product).
+pub async fn move_stock(
+    conn: Conn<'_>,
+    call: &CallRef,
+    movement: Movement,
+    sku: &str,
+    qty: i64,
+) -> Result<bool, sqlx::Error> {
+    let (from, to, update) = movement.sql();
+    let CallRef { gid, branch, op } = call;
+    on_conn!(conn, |c| {
+        let moved = sqlx::query(update)
+            .bind(qty)
+            .bind(sku)
+            .execute(&mut *c)
+            .await?;
+        if moved.rows_affected() == 0 {
+            tracing::info!(gid, op, sku, qty, "not enough {from}");
+            return Ok(false);
+        }
+        sqlx::query(LEDGER)
+            .bind(gid)
+            .bind(branch)
+            .bind(op)
+            .bind(sku)
+            .bind(qty)
+            .bind(from)
+            .bind(to)
+            .bind(now_ms())
+            .execute(&mut *c)
+            .await?;
+    });
+    tracing::info!(gid, op, sku, qty, "moved {from} -> {to}");
+    Ok(true)
+}
 
-const POSTGRES_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS products (
-    sku TEXT PRIMARY KEY,
-    available BIGINT NOT NULL CHECK (available >= 0),
-    reserved BIGINT NOT NULL CHECK (reserved >= 0),
-    sold BIGINT NOT NULL CHECK (sold >= 0));
-CREATE TABLE IF NOT EXISTS ledger (
-    id BIGSERIAL PRIMARY KEY,
-    gid TEXT NOT NULL, branch TEXT NOT NULL, op TEXT NOT NULL,
-    sku TEXT NOT NULL, qty BIGINT NOT NULL,
-    moved_from TEXT NOT NULL, moved_to TEXT NOT NULL, at BIGINT NOT NULL);";
+/// Whether `qty` units of `sku` are available now.
+pub async fn has_available(conn: Conn<'_>, sku: &str, qty: i64) -> Result<bool, sqlx::Error> {
+    on_conn!(conn, |c| sqlx::query_scalar(HAS_AVAILABLE)
+        .bind(sku)
+        .bind(qty)
+        .fetch_one(&mut *c)
+        .await)
+}
 
-/// The database, on either backend.
+/// The refusal of a movement whose source column is short.
+pub fn not_enough(sku: &str, movement: Movement, qty: i64) -> String {
+    format!("not enough {sku} {} for {qty} unit(s)", movement.source())
+}
+
+/// The schema; only the ledger's id column is written differently on the
+/// two backends (`ledger_id`).
+fn schema(ledger_id: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS products (
+            sku TEXT PRIMARY KEY,
+            available BIGINT NOT NULL CHECK (available >= 0),
+            reserved BIGINT NOT NULL CHECK (reserved >= 0),
+            sold BIGINT NOT NULL CHECK (sold >= 0));
+        CREATE TABLE IF NOT EXISTS ledger (
+            id {ledger_id},
+            gid TEXT NOT NULL, branch TEXT NOT NULL, op TEXT NOT NULL,
+            sku TEXT NOT NULL, qty BIGINT NOT NULL,
+            moved_from TEXT NOT NULL, moved_to TEXT NOT NULL, at BIGINT NOT NULL);"
+    )
+}
+
+/// The inventory's database, on either backend.
 #[derive(Debug, Clone)]
-pub enum Db {
-    /// An SQLite file (the default).
-    Sqlite(SqlitePool),
-    /// A PostgreSQL database.
-    Postgres(PgPool),
+pub struct Store {
+    db: Db,
 }
 
-/// Runs `$body` with `$pool` (and `$barrier`) bound to the concrete pool of
-/// whichever backend this is. The body is expanded once per backend, so it
-/// is written once with concrete types instead of a wall of generic bounds.
-macro_rules! on_db {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            $crate::store::Db::Sqlite($pool) => $body,
-            $crate::store::Db::Postgres($pool) => $body,
-        }
-    };
-    ($db:expr, |$pool:ident, $barrier:ident| $body:expr) => {
-        match $db {
-            $crate::store::Db::Sqlite($pool) => {
-                let $barrier = ::dtx_sdk::barrier::Barrier::sqlite();
-                $body
-            }
-            $crate::store::Db::Postgres($pool) => {
-                let $barrier = ::dtx_sdk::barrier::Barrier::postgres();
-                $body
-            }
-        }
-    };
-}
-// The planted defects (`crate::plants`) run their own statements per backend.
-pub(crate) use on_db;
+impl Store {
+    /// Connects to `url` (`sqlite:<file>`, created if missing, or
+    /// `postgres://...`), and applies the SDK's migrations and the schema.
+    pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        let db = Db::connect(url).await?;
+        db.migrate().await?;
+        let schema = schema(match &db {
+            Db::Sqlite(_) => "INTEGER PRIMARY KEY AUTOINCREMENT",
+            Db::Postgres(_) => "BIGSERIAL PRIMARY KEY",
+        });
+        on_db!(&db, |pool| {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(schema))
+                .execute(pool)
+                .await?;
+        });
+        Ok(Store { db })
+    }
 
-impl Db {
-    /// Connects to `url` (`sqlite:<file>` or `postgres://...`), creating an
-    /// SQLite file if missing, and applies the schema and the barrier's
-    /// migrations.
-    pub async fn connect(url: &str) -> anyhow::Result<Db> {
-        let db = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Db::Postgres(PgPool::connect(url).await?)
-        } else {
-            // WAL and a busy timeout: concurrent barrier transactions wait
-            // for each other's write lock instead of failing at once.
-            let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .busy_timeout(Duration::from_secs(10));
-            Db::Sqlite(SqlitePoolOptions::new().connect_with(options).await?)
-        };
-        on_db!(&db, |pool, barrier| barrier.migrate(pool).await?);
-        match &db {
-            Db::Sqlite(pool) => {
-                sqlx::raw_sql(SQLITE_SCHEMA).execute(pool).await?;
-            }
-            Db::Postgres(pool) => {
-                sqlx::raw_sql(POSTGRES_SCHEMA).execute(pool).await?;
-            }
-        }
-        Ok(db)
+    /// The pool of whichever backend it is.
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     /// Adds `qty` available units of `sku`, creating the product if new.
@@ -319,7 +274,7 @@ impl Db {
         const SQL: &str = "INSERT INTO products (sku, available, reserved, sold) \
              VALUES ($1, $2, 0, 0) \
              ON CONFLICT (sku) DO UPDATE SET available = products.available + excluded.available";
-        on_db!(self, |pool| {
+        on_db!(&self.db, |pool| {
             sqlx::query(SQL).bind(sku).bind(qty).execute(pool).await?;
         });
         Ok(self
@@ -331,7 +286,7 @@ impl Db {
     /// One product.
     pub async fn product(&self, sku: &str) -> Result<Option<Product>, sqlx::Error> {
         const SQL: &str = "SELECT sku, available, reserved, sold FROM products WHERE sku = $1";
-        on_db!(self, |pool| sqlx::query_as(SQL)
+        on_db!(&self.db, |pool| sqlx::query_as(SQL)
             .bind(sku)
             .fetch_optional(pool)
             .await)
@@ -340,13 +295,13 @@ impl Db {
     /// Every product, by sku.
     pub async fn products(&self) -> Result<Vec<Product>, sqlx::Error> {
         const SQL: &str = "SELECT sku, available, reserved, sold FROM products ORDER BY sku";
-        on_db!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await)
+        on_db!(&self.db, |pool| sqlx::query_as(SQL).fetch_all(pool).await)
     }
 
     /// The ledger, oldest first.
     pub async fn ledger(&self) -> Result<Vec<LedgerEntry>, sqlx::Error> {
         const SQL: &str = "SELECT id, gid, branch, op, sku, qty, moved_from, moved_to, at FROM ledger ORDER BY id";
-        on_db!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await)
+        on_db!(&self.db, |pool| sqlx::query_as(SQL).fetch_all(pool).await)
     }
 
     /// Applies the stock movement of `ctx`'s operation
@@ -360,26 +315,18 @@ impl Db {
         qty: i64,
     ) -> Result<BranchAnswer, BarrierError> {
         let movement = Movement::of(ctx.op());
-        on_db!(self, |pool, barrier| {
-            let mut work = match barrier.begin(pool, ctx).await? {
-                Entry::Proceed(work) => work,
-                // A duplicate, a null compensation or a suspended forward
-                // step: the barrier already knows the answer.
-                Entry::Skip(skipped) => {
-                    tracing::info!(gid = ctx.gid(), branch = ctx.branch_id(), op = %ctx.op(),
-                        ?skipped, "barrier skipped the call");
-                    return Ok(skipped.answer());
-                }
-            };
-            let (gid, branch, op) = (ctx.gid(), ctx.branch_id(), ctx.op().as_str());
-            if !work.move_stock(gid, branch, op, movement, sku, qty).await? {
-                let from = movement.source();
-                return work
-                    .refuse(format!("not enough {sku} {from} for {qty} unit(s)"))
-                    .await;
-            }
-            work.succeed().await
-        })
+        let (call, sku) = (CallRef::of(ctx), sku.to_owned());
+        self.db
+            .barrier(ctx, move |conn| {
+                Box::pin(async move {
+                    if move_stock(conn, &call, movement, &sku, qty).await? {
+                        Ok(())
+                    } else {
+                        Err(WorkError::refused(not_enough(&sku, movement, qty)))
+                    }
+                })
+            })
+            .await
     }
 }
 

@@ -16,15 +16,17 @@
 //! hook sells reserved → sold instead.
 
 use crate::plants::Plant;
-use crate::store::{Db, Movement, StockConn, StockRequest};
+use crate::store::{CallRef, Movement, StockRequest, Store, has_available, move_stock, not_enough};
+use dtx_sdk::db::{Conn, Db};
 use dtx_sdk::three_phase::{
-    HookError, ThreePhase, ThreePhaseBranch, ThreePhaseConfig, ThreePhaseError, Watchdog,
+    ThreePhase, ThreePhaseConfig, ThreePhaseError, ThreePhaseHooks, Watchdog,
 };
-use dtx_sdk::{BranchAnswer, BranchContext, CallbackSecret, Client};
+use dtx_sdk::{BranchAnswer, BranchContext, Client, SignatureKeys, WorkError};
 use serde_json::Value;
 use sqlx::{Postgres, Sqlite};
 
-/// The stock hooks of the 3PC branch; the payload is `{"sku", "qty"}`.
+/// The stock hooks of the 3PC branch, written once for both backends; the
+/// payload is `{"sku", "qty"}`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StockHooks {
     /// The planted defect, if any (only `abort-sells-3pc` concerns 3PC).
@@ -43,11 +45,11 @@ impl StockHooks {
 }
 
 /// The payload, or a refusal (a malformed payload can never commit).
-fn request(payload: &Value) -> Result<StockRequest, HookError> {
+fn request(payload: &Value) -> Result<StockRequest, WorkError> {
     match serde_json::from_value::<StockRequest>(payload.clone()) {
         Ok(req) if req.qty > 0 => Ok(req),
-        Ok(_) => Err(HookError::refused("qty must be positive")),
-        Err(e) => Err(HookError::refused(format!(
+        Ok(_) => Err(WorkError::refused("qty must be positive")),
+        Err(e) => Err(WorkError::refused(format!(
             "the payload is not {{sku, qty}}: {e}"
         ))),
     }
@@ -56,81 +58,65 @@ fn request(payload: &Value) -> Result<StockRequest, HookError> {
 /// Moves the payload's units and writes the ledger row named after the
 /// hook's operation; refuses when the source column is short.
 async fn step(
-    conn: &mut impl StockConn,
+    conn: Conn<'_>,
     ctx: &BranchContext,
     movement: Movement,
     payload: &Value,
-) -> Result<(), HookError> {
+) -> Result<(), WorkError> {
     let req = request(payload)?;
-    let (gid, branch, op) = (ctx.gid(), ctx.branch_id(), ctx.op().as_str());
-    if conn
-        .move_stock(gid, branch, op, movement, &req.sku, req.qty)
-        .await?
-    {
+    if move_stock(conn, &CallRef::of(ctx), movement, &req.sku, req.qty).await? {
         Ok(())
     } else {
-        Err(HookError::refused(format!(
-            "not enough {} {} for {} unit(s)",
-            req.sku,
-            movement.source(),
-            req.qty
-        )))
+        Err(WorkError::refused(not_enough(&req.sku, movement, req.qty)))
     }
 }
 
-/// The same hooks for both backends: only the connection type differs.
-macro_rules! hooks {
-    ($db:ty) => {
-        impl ThreePhaseBranch<$db> for StockHooks {
-            async fn can_commit(
-                &self,
-                conn: &mut <$db as sqlx::Database>::Connection,
-                _ctx: &BranchContext,
-                payload: &Value,
-            ) -> Result<(), HookError> {
-                let req = request(payload)?;
-                if conn.has_available(&req.sku, req.qty).await? {
-                    Ok(())
-                } else {
-                    Err(HookError::refused(format!(
-                        "not enough {} available for {} unit(s)",
-                        req.sku, req.qty
-                    )))
-                }
-            }
-
-            async fn pre_commit(
-                &self,
-                conn: &mut <$db as sqlx::Database>::Connection,
-                ctx: &BranchContext,
-                payload: &Value,
-            ) -> Result<(), HookError> {
-                step(conn, ctx, Movement::Hold, payload).await
-            }
-
-            async fn do_commit(
-                &self,
-                conn: &mut <$db as sqlx::Database>::Connection,
-                ctx: &BranchContext,
-                payload: &Value,
-            ) -> Result<(), HookError> {
-                step(conn, ctx, Movement::Apply, payload).await
-            }
-
-            async fn abort(
-                &self,
-                conn: &mut <$db as sqlx::Database>::Connection,
-                ctx: &BranchContext,
-                payload: &Value,
-            ) -> Result<(), HookError> {
-                step(conn, ctx, self.abort_movement(), payload).await
-            }
+impl ThreePhaseHooks for StockHooks {
+    async fn can_commit(
+        &self,
+        conn: Conn<'_>,
+        _ctx: &BranchContext,
+        payload: &Value,
+    ) -> Result<(), WorkError> {
+        let req = request(payload)?;
+        if has_available(conn, &req.sku, req.qty).await? {
+            Ok(())
+        } else {
+            Err(WorkError::refused(not_enough(
+                &req.sku,
+                Movement::Hold,
+                req.qty,
+            )))
         }
-    };
-}
+    }
 
-hooks!(Sqlite);
-hooks!(Postgres);
+    async fn pre_commit(
+        &self,
+        conn: Conn<'_>,
+        ctx: &BranchContext,
+        payload: &Value,
+    ) -> Result<(), WorkError> {
+        step(conn, ctx, Movement::Hold, payload).await
+    }
+
+    async fn do_commit(
+        &self,
+        conn: Conn<'_>,
+        ctx: &BranchContext,
+        payload: &Value,
+    ) -> Result<(), WorkError> {
+        step(conn, ctx, Movement::Apply, payload).await
+    }
+
+    async fn abort(
+        &self,
+        conn: Conn<'_>,
+        ctx: &BranchContext,
+        payload: &Value,
+    ) -> Result<(), WorkError> {
+        step(conn, ctx, self.abort_movement(), payload).await
+    }
+}
 
 /// The 3PC participant on the service's backend.
 #[derive(Debug, Clone)]
@@ -143,27 +129,27 @@ pub enum StockThreePhase {
 
 impl StockThreePhase {
     /// The participant on `db`'s pool, its state table migrated; calls are
-    /// checked against `secret`, the watchdog runs with `config`; `plant`
+    /// checked against `signature_keys`, the watchdog runs with `config`; `plant`
     /// is the planted defect, if any ([`crate::plants`]).
     pub async fn new(
-        db: &Db,
+        store: &Store,
         config: ThreePhaseConfig,
-        secret: CallbackSecret,
+        signature_keys: SignatureKeys,
         plant: Option<Plant>,
     ) -> Result<StockThreePhase, ThreePhaseError> {
         let hooks = StockHooks { plant };
-        let participant = match db {
+        let participant = match store.db() {
             Db::Sqlite(pool) => StockThreePhase::Sqlite(ThreePhase::with_config(
                 pool.clone(),
                 hooks,
                 config,
-                secret,
+                signature_keys,
             )),
             Db::Postgres(pool) => StockThreePhase::Postgres(ThreePhase::with_config(
                 pool.clone(),
                 hooks,
                 config,
-                secret,
+                signature_keys,
             )),
         };
         match &participant {

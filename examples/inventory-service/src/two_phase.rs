@@ -17,12 +17,21 @@
 //!   row (`prepare`, `commit`, `rollback`).
 //!
 //! Either way a prepare that finds too few units available votes no (409).
+//!
+//! A prepared sale keeps the product row locked until its decision, so
+//! every other call moving that product waits for it. The SDK bounds those
+//! waits ([`dtx_sdk::db::POSTGRES_LOCK_TIMEOUT`]: past it the call answers
+//! 503 or 500 and the coordinator asks again) and gives the decisions
+//! connections of their own, so the calls waiting on a prepared row can
+//! never take the connection its commit needs (the lock-up of issue 16,
+//! `tests/lock_waits_postgres.rs`).
 
 use crate::AppState;
-use crate::store::{Db, Movement, StockConn};
+use crate::store::{CallRef, Movement, Store, move_stock, not_enough};
 use axum::response::{IntoResponse, Response};
-use dtx_sdk::xa::{RecoverySummary, WorkError, XaError, XaParticipant};
-use dtx_sdk::{BranchContext, BranchOp, Client};
+use dtx_sdk::db::{Conn, Db};
+use dtx_sdk::xa::{RecoverySummary, XaError, XaParticipant};
+use dtx_sdk::{BranchContext, BranchOp, Client, WorkError};
 
 /// How this inventory prepares 2PC branches; see the module documentation.
 #[derive(Debug, Clone)]
@@ -37,8 +46,8 @@ pub enum TwoPhase {
 impl TwoPhase {
     /// The way `db` supports: XA on a PostgreSQL server that allows prepared
     /// transactions (its tables migrated), the reservation otherwise.
-    pub async fn for_db(db: &Db) -> anyhow::Result<TwoPhase> {
-        let Db::Postgres(pool) = db else {
+    pub async fn for_db(store: &Store) -> anyhow::Result<TwoPhase> {
+        let Db::Postgres(pool) = store.db() else {
             return Ok(TwoPhase::Reservation);
         };
         match XaParticipant::new(pool.clone()).await {
@@ -75,23 +84,14 @@ pub(crate) async fn call(state: &AppState, ctx: &BranchContext, sku: &str, qty: 
     };
     let answer = match ctx.op() {
         BranchOp::Prepare => {
-            let (gid, branch, sku) = (
-                ctx.gid().to_owned(),
-                ctx.branch_id().to_owned(),
-                sku.to_owned(),
-            );
+            let (call, sku) = (CallRef::of(ctx), sku.to_owned());
             xa.prepare(ctx, move |conn| {
                 Box::pin(async move {
                     // Sold at once: the prepared transaction is the hold.
-                    if conn
-                        .move_stock(&gid, &branch, "prepare", Movement::Sell, &sku, qty)
-                        .await?
-                    {
+                    if move_stock(Conn::from(conn), &call, Movement::Sell, &sku, qty).await? {
                         Ok(())
                     } else {
-                        Err(WorkError::refused(format!(
-                            "not enough {sku} available for {qty} unit(s)"
-                        )))
+                        Err(WorkError::refused(not_enough(&sku, Movement::Sell, qty)))
                     }
                 })
             })

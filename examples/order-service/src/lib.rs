@@ -32,20 +32,20 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
-use dtx_sdk::{BranchContext, BranchOp, CallbackSecret, Client, SignedJson, TxOptions};
+use dtx_sdk::{BranchContext, BranchOp, Client, SignatureKeys, SignedJson, TxOptions};
 use place::Placed;
 use plants::Plant;
 use serde::Deserialize;
 use std::future::Future;
 use std::time::Duration;
-use store::Db;
+use store::Store;
 use tokio::net::TcpListener;
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The order database.
-    pub db: Db,
+    pub db: Store,
     /// The coordinator client.
     pub client: Client,
     /// Base URL of the inventory service, e.g. `http://127.0.0.1:7710`.
@@ -56,17 +56,19 @@ pub struct AppState {
     pub options: TxOptions,
     /// How long `POST /orders` waits for the outcome.
     pub wait: Duration,
-    /// The secret branch calls are signed with (disabled by default).
-    pub secret: CallbackSecret,
+    /// The keys branch calls to this service must be signed with: the
+    /// coordinator's, and this service's own initiator key (it Trys its own
+    /// TCC branch). Disabled: calls are not checked.
+    pub signature_keys: SignatureKeys,
     /// The orders this process is placing right now.
     pub placing: place::InFlight,
     /// The planted defect in force, if any (test-only; [`plants`]).
     pub plant: Option<Plant>,
 }
 
-impl FromRef<AppState> for CallbackSecret {
+impl FromRef<AppState> for SignatureKeys {
     fn from_ref(state: &AppState) -> Self {
-        state.secret.clone()
+        state.signature_keys.clone()
     }
 }
 
@@ -233,8 +235,9 @@ struct OrderRef {
     order_id: String,
 }
 
-/// The route of an operation of the order's own branch: the handler knows
-/// which operation it carries out, so a misrouted call changes nothing.
+/// The route of an operation of the order's own branch: the handler is bound
+/// to the operation it carries out ([`BranchContext::expect`]), so a
+/// misrouted call is answered 400 and changes nothing.
 fn branch(expected: BranchOp) -> MethodRouter<AppState> {
     post(
         move |state: State<AppState>, ctx: BranchContext, body: SignedJson<OrderRef>| {
@@ -249,9 +252,8 @@ async fn handle(
     ctx: BranchContext,
     SignedJson(req): SignedJson<OrderRef>,
 ) -> Response {
-    if ctx.op() != expected {
-        let detail = format!("this route carries out `{expected}`, not `{}`", ctx.op());
-        return (StatusCode::BAD_REQUEST, detail).into_response();
+    if let Err(wrong) = ctx.expect(expected) {
+        return wrong.into_response();
     }
     if expected == BranchOp::Compensate && state.plant == Some(Plant::CompensationKeepsOrder) {
         return state.db.succeed_without_change(&ctx).await.into_response();

@@ -4,9 +4,11 @@
 //! and stops cleanly on SIGTERM or Ctrl-C.
 
 use clap::Parser;
-use dtx_sdk::{CallbackSecret, Client, RetryPolicy, TxOptions};
+use dtx_protocol::signature::KeyParser;
+use dtx_sdk::signature::Keyring;
+use dtx_sdk::{Client, RetryPolicy, SignatureKeys, SigningKey, TxOptions};
 use order_service::plants::Plant;
-use order_service::{AppState, reconcile, run, store::Db};
+use order_service::{AppState, reconcile, run, store::Store};
 use std::time::Duration;
 
 /// The sample order service for dtx.
@@ -19,13 +21,20 @@ struct Args {
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, env = "ORDERS_LISTEN", default_value = "127.0.0.1:7711")]
     listen: String,
-    /// The coordinator.
+    /// The coordinators (sharing one store): repeat the flag, or separate
+    /// the URLs with commas. Registrations are spread over the healthy
+    /// ones, and a request goes to another when one does not answer or
+    /// answers 503; a host name resolving to several addresses counts as
+    /// one coordinator per address.
     #[arg(
         long,
         env = "ORDERS_COORDINATOR",
+        value_name = "URL",
+        value_delimiter = ',',
+        num_args = 1,
         default_value = "http://127.0.0.1:7707"
     )]
-    coordinator: String,
+    coordinator: Vec<String>,
     /// The inventory service.
     #[arg(
         long,
@@ -48,9 +57,33 @@ struct Args {
     /// How long `POST /orders` waits for the outcome.
     #[arg(long, env = "ORDERS_WAIT_MS", default_value_t = 30000)]
     wait_ms: u64,
-    /// Sign Try calls, and check the coordinator's signature, with this secret.
-    #[arg(long, env = "ORDERS_CALLBACK_SECRET")]
-    callback_secret: Option<String>,
+    /// This service's own key as an initiator, `ID:SECRET`: it signs the TCC
+    /// Try calls the service makes (to the inventory and to itself). Give it
+    /// to the inventory's `--accept-key` too.
+    #[arg(
+        long,
+        env = "ORDERS_SIGNING_KEY",
+        value_name = "ID:SECRET",
+        value_parser = KeyParser::id_and_secret(),
+        hide_env_values = true
+    )]
+    signing_key: Option<SigningKey>,
+    /// Accept branch calls signed with this key, `ID:SECRET`: give the
+    /// coordinator's (`dtx serve --signing-key`); this service's own
+    /// `--signing-key` is accepted too. Repeat the flag, or separate the keys
+    /// with commas in the variable. The client takes answers to the
+    /// termination query only when signed with one of these (this service's
+    /// own key does not count). Unset: calls are not checked (a warning says
+    /// so).
+    #[arg(
+        long = "accept-key",
+        env = "ORDERS_ACCEPT_KEYS",
+        value_name = "ID:SECRET",
+        value_delimiter = ',',
+        value_parser = KeyParser::id_and_secret(),
+        hide_env_values = true
+    )]
+    accept_keys: Vec<SigningKey>,
     /// How often the background reconciler looks for unsettled orders
     /// (asks the coordinator how their transactions ended, places again an
     /// order the coordinator never heard of).
@@ -61,6 +94,10 @@ struct Args {
     /// so a checker can prove it catches it. Never in production.
     #[arg(long, env = "ORDERS_UNSAFE_PLANT", value_enum, hide = true)]
     unsafe_plant: Option<Plant>,
+    /// The API token this service registers transactions with (`dtx token
+    /// new --role initiator`).
+    #[arg(long, env = "ORDERS_COORDINATOR_TOKEN", hide_env_values = true)]
+    coordinator_token: Option<String>,
     /// Log filter.
     #[arg(long, env = "ORDERS_LOG", default_value = "info")]
     log: String,
@@ -79,17 +116,22 @@ async fn main() -> anyhow::Result<()> {
             "UNSAFE: planted defect active; this service is deliberately wrong (test-only)"
         );
     }
-    let secret = args
-        .callback_secret
-        .as_deref()
-        .map_or_else(CallbackSecret::disabled, CallbackSecret::new);
-    let client = Client::builder(&args.coordinator)
-        .callback_secret(secret.clone())
-        .build()?;
+    let signature_keys = signature_keys(&args)?;
+    let mut client = Client::builder_for(&args.coordinator);
+    if let Some(key) = args.signing_key.clone() {
+        client = client.signing_key(key);
+    }
+    if let Some(token) = &args.coordinator_token {
+        client = client.bearer_token(token.clone());
+    }
+    if !args.accept_keys.is_empty() {
+        client = client.coordinator_keys(Keyring::new(args.accept_keys.clone())?);
+    }
+    let client = client.build()?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let addr = listener.local_addr()?;
     let state = AppState {
-        db: Db::connect(&args.db).await?,
+        db: Store::connect(&args.db).await?,
         client,
         inventory_url: args.inventory.trim_end_matches('/').to_owned(),
         public_url: args
@@ -109,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
             ..TxOptions::default()
         },
         wait: Duration::from_millis(args.wait_ms),
-        secret,
+        signature_keys,
         placing: Default::default(),
         plant: args.unsafe_plant,
     };
@@ -123,29 +165,26 @@ async fn main() -> anyhow::Result<()> {
     );
     // The one line on stdout: scripts and the demo read the address from it.
     println!("orders: listening on http://{addr}");
-    run(listener, state, shutdown_signal()).await?;
+    run(listener, state, dtx_sdk::shutdown_signal()).await?;
     tracing::info!("orders: stopped");
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+/// The keys branch calls to this service must be signed with: the
+/// `--accept-key`s and this service's own `--signing-key` (its Try of its own
+/// branch), unless a key of that id is listed already. None without
+/// `--accept-key`.
+fn signature_keys(args: &Args) -> anyhow::Result<SignatureKeys> {
+    if args.accept_keys.is_empty() {
+        return Ok(SignatureKeys::disabled());
     }
-    tracing::info!("shutting down");
+    let own = args
+        .signing_key
+        .clone()
+        .filter(|own| !args.accept_keys.iter().any(|k| k.id() == own.id()));
+    Ok(SignatureKeys::new(
+        args.accept_keys.iter().cloned().chain(own),
+    )?)
 }
 
 #[cfg(test)]
@@ -183,6 +222,59 @@ mod tests {
         let help = Args::command().render_long_help().to_string();
         assert!(!help.contains("unsafe"), "{help}");
         assert!(help.contains("--reconcile-interval-ms"), "{help}");
+    }
+
+    #[test]
+    fn the_keys_accepted_are_the_accept_keys_and_the_services_own() {
+        let coordinator = "dtx:coordinator-secret-0123456789abcdef-0123";
+        let own = "orders:orders-secret-0123456789abcdef-0123456";
+        let args = parse(&["--accept-key", coordinator, "--signing-key", own]).unwrap();
+        assert_eq!(
+            format!("{:?}", signature_keys(&args).unwrap()),
+            r#"SignatureKeys(["dtx", "orders"])"#
+        );
+        let listed_twice = parse(&[
+            "--accept-key",
+            coordinator,
+            "--accept-key",
+            own,
+            "--signing-key",
+            own,
+        ]);
+        assert!(signature_keys(&listed_twice.unwrap()).is_ok());
+        let unchecked = parse(&["--signing-key", own]).unwrap();
+        assert!(!signature_keys(&unchecked).unwrap().is_enabled());
+        let short = parse(&["--accept-key", "dtx:short"])
+            .unwrap_err()
+            .to_string();
+        assert!(short.contains("at least 32"), "{short}");
+    }
+
+    #[test]
+    fn coordinators_are_repeated_or_comma_separated() {
+        let one = parse(&[]).unwrap();
+        assert_eq!(one.coordinator, ["http://127.0.0.1:7707"]);
+        let several = parse(&[
+            "--coordinator",
+            "http://10.0.0.1:7707,http://10.0.0.2:7707",
+            "--coordinator",
+            "http://dtx.internal:7707",
+        ])
+        .unwrap();
+        assert_eq!(
+            several.coordinator,
+            [
+                "http://10.0.0.1:7707",
+                "http://10.0.0.2:7707",
+                "http://dtx.internal:7707"
+            ]
+        );
+        let client = Client::builder_for(&several.coordinator).build().unwrap();
+        assert_eq!(
+            client.endpoints().len(),
+            2,
+            "the name is resolved at first use"
+        );
     }
 
     #[test]

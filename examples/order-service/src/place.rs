@@ -7,7 +7,11 @@
 use crate::AppState;
 use crate::plants::transaction_gid;
 use crate::store::Order;
-use dtx_sdk::client::{Branch, PhasedBranch, TccBranch, Transaction};
+use dtx_sdk::client::mode::Upfront;
+use dtx_sdk::client::{
+    Branch, SagaBranch, TccBranch, ThreePhaseBranch, TransactionBuilder, TransactionView,
+    TwoPhaseBranch,
+};
 use dtx_sdk::{ClientError, Status};
 use serde_json::json;
 use std::collections::HashMap;
@@ -134,37 +138,21 @@ pub fn in_background(state: &AppState, order: Order) -> impl Future<Output = ()>
 /// refuses, the coordinator compensates both (the order is cancelled by its
 /// own compensation). The order's branch comes first so that a refusal has
 /// something real to compensate.
-async fn saga(state: &AppState, order: &Order, gid: &str) -> Result<Transaction, ClientError> {
-    let inventory = &state.inventory_url;
-    let me = &state.public_url;
-    state
-        .client
-        .saga()
-        .with_gid(gid)
-        .options(state.options.clone())
-        .branch(
-            Branch::new(
-                "order",
-                format!("{me}/saga/confirm-order"),
-                format!("{me}/saga/cancel-order"),
-            )
-            .payload(json!({"order_id": order.id})),
-        )
-        .branch(
-            Branch::new(
-                "inventory",
-                format!("{inventory}/saga/reserve"),
-                format!("{inventory}/saga/release"),
-            )
-            .payload(json!({"sku": order.sku, "qty": order.qty})),
-        )
-        .submit_and_wait(state.wait)
-        .await
+async fn saga(state: &AppState, order: &Order, gid: &str) -> Result<TransactionView, ClientError> {
+    let (inventory, me) = (&state.inventory_url, &state.public_url);
+    let order_branch = SagaBranch::new("order")
+        .action(format!("{me}/saga/confirm-order"))
+        .compensate(format!("{me}/saga/cancel-order"));
+    let inventory_branch = SagaBranch::new("inventory")
+        .action(format!("{inventory}/saga/reserve"))
+        .compensate(format!("{inventory}/saga/release"));
+    let saga = state.client.saga();
+    register(state, order, gid, saga, order_branch, inventory_branch).await
 }
 
 /// TCC: hold the order, hold the stock, commit; the coordinator confirms
 /// both, or cancels whatever was tried.
-async fn tcc(state: &AppState, order: &Order, gid: &str) -> Result<Transaction, ClientError> {
+async fn tcc(state: &AppState, order: &Order, gid: &str) -> Result<TransactionView, ClientError> {
     let inventory = state.inventory_url.clone();
     let me = state.public_url.clone();
     let (sku, qty, id) = (order.sku.clone(), order.qty, order.id.clone());
@@ -177,24 +165,20 @@ async fn tcc(state: &AppState, order: &Order, gid: &str) -> Result<Transaction, 
         .run(|scope| async move {
             scope
                 .try_branch(
-                    TccBranch::new(
-                        "order",
-                        format!("{me}/tcc/try-order"),
-                        format!("{me}/tcc/confirm-order"),
-                        format!("{me}/tcc/cancel-order"),
-                    )
-                    .payload(json!({"order_id": id})),
+                    TccBranch::new("order")
+                        .try_url(format!("{me}/tcc/try-order"))
+                        .confirm(format!("{me}/tcc/confirm-order"))
+                        .cancel(format!("{me}/tcc/cancel-order"))
+                        .payload(json!({"order_id": id})),
                 )
                 .await?;
             scope
                 .try_branch(
-                    TccBranch::new(
-                        "inventory",
-                        format!("{inventory}/tcc/try"),
-                        format!("{inventory}/tcc/confirm"),
-                        format!("{inventory}/tcc/cancel"),
-                    )
-                    .payload(json!({"sku": sku, "qty": qty})),
+                    TccBranch::new("inventory")
+                        .try_url(format!("{inventory}/tcc/try"))
+                        .confirm(format!("{inventory}/tcc/confirm"))
+                        .cancel(format!("{inventory}/tcc/cancel"))
+                        .payload(json!({"sku": sku, "qty": qty})),
                 )
                 .await?;
             Ok::<_, ClientError>(())
@@ -206,33 +190,22 @@ async fn tcc(state: &AppState, order: &Order, gid: &str) -> Result<Transaction, 
 
 /// 2PC: the coordinator asks both branches to prepare (hold the order, hold
 /// the stock) at once, then commits both, or rolls back both on a no.
-async fn two_phase(state: &AppState, order: &Order, gid: &str) -> Result<Transaction, ClientError> {
+async fn two_phase(
+    state: &AppState,
+    order: &Order,
+    gid: &str,
+) -> Result<TransactionView, ClientError> {
     let (inventory, me) = (&state.inventory_url, &state.public_url);
-    state
-        .client
-        .two_phase()
-        .with_gid(gid)
-        .options(state.options.clone())
-        .branch(
-            PhasedBranch::two_phase(
-                "order",
-                format!("{me}/2pc/prepare-order"),
-                format!("{me}/2pc/commit-order"),
-                format!("{me}/2pc/rollback-order"),
-            )
-            .payload(json!({"order_id": order.id})),
-        )
-        .branch(
-            PhasedBranch::two_phase(
-                "inventory",
-                format!("{inventory}/2pc/prepare"),
-                format!("{inventory}/2pc/commit"),
-                format!("{inventory}/2pc/rollback"),
-            )
-            .payload(json!({"sku": order.sku, "qty": order.qty})),
-        )
-        .submit_and_wait(state.wait)
-        .await
+    let order_branch = TwoPhaseBranch::new("order")
+        .prepare(format!("{me}/2pc/prepare-order"))
+        .commit(format!("{me}/2pc/commit-order"))
+        .rollback(format!("{me}/2pc/rollback-order"));
+    let inventory_branch = TwoPhaseBranch::new("inventory")
+        .prepare(format!("{inventory}/2pc/prepare"))
+        .commit(format!("{inventory}/2pc/commit"))
+        .rollback(format!("{inventory}/2pc/rollback"));
+    let two_phase = state.client.two_phase();
+    register(state, order, gid, two_phase, order_branch, inventory_branch).await
 }
 
 /// 3PC: both branches vote (nothing held), then pre-commit (hold), then
@@ -241,33 +214,46 @@ async fn three_phase(
     state: &AppState,
     order: &Order,
     gid: &str,
-) -> Result<Transaction, ClientError> {
+) -> Result<TransactionView, ClientError> {
     let (inventory, me) = (&state.inventory_url, &state.public_url);
-    state
-        .client
-        .three_phase()
+    let order_branch = ThreePhaseBranch::new("order")
+        .can_commit(format!("{me}/3pc/can-commit-order"))
+        .pre_commit(format!("{me}/3pc/pre-commit-order"))
+        .do_commit(format!("{me}/3pc/do-commit-order"))
+        .abort(format!("{me}/3pc/abort-order"));
+    let inventory_branch = ThreePhaseBranch::new("inventory")
+        .can_commit(format!("{inventory}/3pc/can_commit"))
+        .pre_commit(format!("{inventory}/3pc/pre_commit"))
+        .do_commit(format!("{inventory}/3pc/do_commit"))
+        .abort(format!("{inventory}/3pc/abort"));
+    let three_phase = state.client.three_phase();
+    register(
+        state,
+        order,
+        gid,
+        three_phase,
+        order_branch,
+        inventory_branch,
+    )
+    .await
+}
+
+/// Registers a transaction whose branches are all known at once (saga, 2PC,
+/// 3PC) under `gid`, the order's branch first, each with its payload, and
+/// waits for its outcome.
+async fn register<M: Upfront>(
+    state: &AppState,
+    order: &Order,
+    gid: &str,
+    builder: TransactionBuilder<M>,
+    order_branch: Branch<M>,
+    inventory_branch: Branch<M>,
+) -> Result<TransactionView, ClientError> {
+    builder
         .with_gid(gid)
         .options(state.options.clone())
-        .branch(
-            PhasedBranch::three_phase(
-                "order",
-                format!("{me}/3pc/can-commit-order"),
-                format!("{me}/3pc/pre-commit-order"),
-                format!("{me}/3pc/do-commit-order"),
-                format!("{me}/3pc/abort-order"),
-            )
-            .payload(json!({"order_id": order.id})),
-        )
-        .branch(
-            PhasedBranch::three_phase(
-                "inventory",
-                format!("{inventory}/3pc/can_commit"),
-                format!("{inventory}/3pc/pre_commit"),
-                format!("{inventory}/3pc/do_commit"),
-                format!("{inventory}/3pc/abort"),
-            )
-            .payload(json!({"sku": order.sku, "qty": order.qty})),
-        )
+        .branch(order_branch.payload(json!({"order_id": order.id})))
+        .branch(inventory_branch.payload(json!({"sku": order.sku, "qty": order.qty})))
         .submit_and_wait(state.wait)
         .await
 }
@@ -276,7 +262,7 @@ async fn three_phase(
 pub(crate) async fn settle(
     state: &AppState,
     id: &str,
-    tx: &Transaction,
+    tx: &TransactionView,
     reason: Option<&str>,
 ) -> anyhow::Result<Placed> {
     let aborted = tx.status == Status::Aborted;
@@ -295,19 +281,23 @@ pub(crate) async fn settle(
 }
 
 /// Why an aborted transaction was aborted, in one line: the coordinator's
-/// reason and the refusing branch's last error (e.g. "not enough stock").
-fn abort_reason(tx: &Transaction) -> String {
+/// reason and the refusing branch with its participant's own reason (e.g.
+/// "a branch refused its action (inventory: not enough pear available for
+/// 9 unit(s))"), falling back to that branch's last error when the
+/// coordinator keeps no refusal.
+fn abort_reason(tx: &TransactionView) -> String {
     let Some(cause) = tx.abort_cause() else {
         return "aborted".to_owned();
     };
-    let detail = cause
-        .branch_id
-        .and_then(|id| tx.branches.iter().find(|b| b.id() == id))
-        .and_then(|b| b.last_error.clone());
-    match (cause.branch_id, detail) {
-        (Some(branch), Some(detail)) => format!("{} ({branch}: {detail})", cause.reason),
-        (Some(branch), None) => format!("{} ({branch})", cause.reason),
-        _ => cause.reason.to_owned(),
+    let last_error = || {
+        cause
+            .branch_id
+            .and_then(|id| tx.branch(id))
+            .and_then(|branch| branch.last_error.as_deref())
+    };
+    match (cause.branch_id, cause.refusal.or_else(last_error)) {
+        (Some(branch), Some(why)) => format!("{} ({branch}: {why})", cause.reason),
+        _ => cause.to_string(),
     }
 }
 

@@ -13,13 +13,11 @@
 //! success that changes nothing (the order is then cancelled when the
 //! outcome is recorded, [`Db::settle`]).
 
-use dtx_sdk::barrier::{Barrier, BarrierError, Entry};
-use dtx_sdk::{BranchAnswer, BranchContext, BranchOp};
+use dtx_sdk::barrier::{BarrierError, Entry};
+use dtx_sdk::db::Db;
+use dtx_sdk::{BranchAnswer, BranchContext, BranchOp, WorkError, on_conn, on_db};
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{PgPool, SqlitePool};
-use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// An order as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
@@ -76,67 +74,34 @@ CREATE TABLE IF NOT EXISTS orders (
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL)";
 
-/// The database, on either backend.
+/// The order database, on either backend (the SDK's [`Db`]).
 #[derive(Debug, Clone)]
-pub enum Db {
-    /// An SQLite file (the default).
-    Sqlite(SqlitePool),
-    /// A PostgreSQL database.
-    Postgres(PgPool),
+pub struct Store {
+    db: Db,
 }
 
-/// Runs `$body` with `$pool` (and `$barrier`) bound to the concrete pool of
-/// whichever backend this is: the body is written once, with concrete types,
-/// and expanded per backend.
-macro_rules! on_db {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            Db::Sqlite($pool) => $body,
-            Db::Postgres($pool) => $body,
-        }
-    };
-    ($db:expr, |$pool:ident, $barrier:ident| $body:expr) => {
-        match $db {
-            Db::Sqlite($pool) => {
-                let $barrier = Barrier::sqlite();
-                $body
-            }
-            Db::Postgres($pool) => {
-                let $barrier = Barrier::postgres();
-                $body
-            }
-        }
-    };
-}
-
-impl Db {
-    /// Connects to `url` (`sqlite:<file>` or `postgres://...`), creating an
-    /// SQLite file if missing, and applies the schema and the barrier's
-    /// migrations.
-    pub async fn connect(url: &str) -> anyhow::Result<Db> {
-        let db = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Db::Postgres(PgPool::connect(url).await?)
-        } else {
-            // WAL and a busy timeout: concurrent barrier transactions wait
-            // for each other's write lock instead of failing at once.
-            let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .busy_timeout(Duration::from_secs(10));
-            Db::Sqlite(SqlitePoolOptions::new().connect_with(options).await?)
-        };
-        on_db!(&db, |pool, barrier| {
-            barrier.migrate(pool).await?;
+impl Store {
+    /// Connects to `url` (`sqlite:<file>`, created if missing, or
+    /// `postgres://...`), and applies the SDK's migrations and the schema.
+    pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        let db = Db::connect(url).await?;
+        db.migrate().await?;
+        on_db!(&db, |pool| {
             sqlx::raw_sql(SCHEMA).execute(pool).await?;
         });
-        Ok(db)
+        Ok(Store { db })
+    }
+
+    /// The pool of whichever backend it is.
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     /// Stores a new order with status `new`.
     pub async fn insert(&self, id: &str, sku: &str, qty: i64, mode: &str) -> sqlx::Result<Order> {
         const SQL: &str = "INSERT INTO orders (id, sku, qty, mode, status, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, 'new', $5, $5)";
-        on_db!(self, |pool| {
+        on_db!(&self.db, |pool| {
             sqlx::query(SQL)
                 .bind(id)
                 .bind(sku)
@@ -153,7 +118,7 @@ impl Db {
     pub async fn get(&self, id: &str) -> sqlx::Result<Option<Order>> {
         const SQL: &str = "SELECT id, sku, qty, mode, status, reason, created_at, updated_at \
              FROM orders WHERE id = $1";
-        on_db!(self, |pool| sqlx::query_as(SQL)
+        on_db!(&self.db, |pool| sqlx::query_as(SQL)
             .bind(id)
             .fetch_optional(pool)
             .await)
@@ -163,7 +128,7 @@ impl Db {
     pub async fn list(&self) -> sqlx::Result<Vec<Order>> {
         const SQL: &str = "SELECT id, sku, qty, mode, status, reason, created_at, updated_at \
              FROM orders ORDER BY created_at, id";
-        on_db!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await)
+        on_db!(&self.db, |pool| sqlx::query_as(SQL).fetch_all(pool).await)
     }
 
     /// At most `limit` unsettled orders (neither `confirmed` nor
@@ -174,7 +139,7 @@ impl Db {
         const SQL: &str = "SELECT id, sku, qty, mode, status, reason, created_at, updated_at \
              FROM orders WHERE status NOT IN ('confirmed', 'cancelled') AND id > $1 \
              ORDER BY id LIMIT $2";
-        on_db!(self, |pool| sqlx::query_as(SQL)
+        on_db!(&self.db, |pool| sqlx::query_as(SQL)
             .bind(after)
             .bind(i64::from(limit))
             .fetch_all(pool)
@@ -188,7 +153,7 @@ impl Db {
         const SQL: &str = "UPDATE orders SET \
              status = CASE WHEN $1 AND status = 'new' THEN 'cancelled' ELSE status END, \
              reason = COALESCE($2, reason), updated_at = $3 WHERE id = $4";
-        on_db!(self, |pool| {
+        on_db!(&self.db, |pool| {
             sqlx::query(SQL)
                 .bind(aborted)
                 .bind(reason)
@@ -207,27 +172,26 @@ impl Db {
         const SQL: &str =
             "UPDATE orders SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4";
         let (from, to) = transition(ctx.op());
-        on_db!(self, |pool, barrier| {
-            let mut work = match barrier.begin(pool, ctx).await? {
-                Entry::Proceed(work) => work,
-                Entry::Skip(skipped) => {
-                    tracing::info!(gid = ctx.gid(), op = %ctx.op(), ?skipped, "barrier skipped the call");
-                    return Ok(skipped.answer());
-                }
-            };
-            let moved = sqlx::query(SQL)
-                .bind(to)
-                .bind(now_ms())
-                .bind(id)
-                .bind(from)
-                .execute(&mut *work)
-                .await?;
-            if moved.rows_affected() == 0 {
-                return work.refuse(format!("order {id} is not {from}")).await;
-            }
-            tracing::info!(gid = ctx.gid(), op = %ctx.op(), order = id, "order {from} -> {to}");
-            work.succeed().await
-        })
+        let (gid, op, id) = (ctx.gid().to_owned(), ctx.op(), id.to_owned());
+        self.db
+            .barrier(ctx, move |conn| {
+                Box::pin(async move {
+                    let moved = on_conn!(conn, |c| sqlx::query(SQL)
+                        .bind(to)
+                        .bind(now_ms())
+                        .bind(&id)
+                        .bind(from)
+                        .execute(&mut *c)
+                        .await?
+                        .rows_affected());
+                    if moved == 0 {
+                        return Err(WorkError::refused(format!("order {id} is not {from}")));
+                    }
+                    tracing::info!(gid, %op, order = id, "order {from} -> {to}");
+                    Ok(())
+                })
+            })
+            .await
     }
 
     /// Passes a branch call through the barrier and answers success without
@@ -237,7 +201,7 @@ impl Db {
         &self,
         ctx: &BranchContext,
     ) -> Result<BranchAnswer, BarrierError> {
-        on_db!(self, |pool, barrier| {
+        on_db!(&self.db, |pool, barrier| {
             match barrier.begin(pool, ctx).await? {
                 Entry::Proceed(work) => {
                     tracing::warn!(gid = ctx.gid(), op = %ctx.op(), "planted defect: the order is left as it is");

@@ -9,7 +9,7 @@
 
 mod support;
 
-use dtx_sdk::client::Branch;
+use dtx_sdk::client::SagaBranch;
 use serde_json::json;
 use std::time::Duration;
 use support::{INITIAL, Options, SKU, World};
@@ -68,12 +68,10 @@ async fn a_read_does_not_settle_an_order_whose_transaction_ended() {
         .saga()
         .with_gid(id)
         .branch(
-            Branch::new(
-                "inventory",
-                format!("{}/saga/reserve", world.inventory),
-                format!("{}/saga/release", world.inventory),
-            )
-            .payload(json!({"sku": SKU, "qty": INITIAL + 1})),
+            SagaBranch::new("inventory")
+                .action(format!("{}/saga/reserve", world.inventory))
+                .compensate(format!("{}/saga/release", world.inventory))
+                .payload(json!({"sku": SKU, "qty": INITIAL + 1})),
         )
         .submit_and_wait(Duration::from_secs(20))
         .await;

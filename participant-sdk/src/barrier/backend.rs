@@ -3,8 +3,12 @@
 //! things that differ: how a barrier transaction begins and which
 //! migrations apply.
 
+#[cfg(feature = "postgres")]
+use sqlx::Postgres;
+#[cfg(feature = "sqlite")]
+use sqlx::Sqlite;
 use sqlx::migrate::MigrateError;
-use sqlx::{Database, Pool, Postgres, Sqlite, Transaction};
+use sqlx::{Database, Pool, Transaction};
 use std::future::Future;
 
 /// The table sqlx records the SDK's migrations in. It is not sqlx's default
@@ -241,6 +245,7 @@ macro_rules! backend {
 // BEGIN, a transaction that read before its first write fails with
 // SQLITE_BUSY when another writer committed in between (the busy timeout
 // does not apply to that case), which would turn every race into a retry.
+#[cfg(feature = "sqlite")]
 backend!(
     Sqlite,
     "BEGIN IMMEDIATE",
@@ -249,4 +254,5 @@ backend!(
 // PostgreSQL: the default READ COMMITTED is what the barrier relies on; an
 // insert that meets a concurrent uncommitted row waits for it, and the
 // statements after it see the winner's committed row.
+#[cfg(feature = "postgres")]
 backend!(Postgres, "BEGIN", sqlx::migrate!("./migrations/postgres"));

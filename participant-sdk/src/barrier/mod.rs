@@ -59,21 +59,32 @@
 //! would run and never be cancelled.
 
 mod backend;
+mod error;
 mod work;
 
 use crate::answer::BranchAnswer;
-use crate::context::{BranchContext, BranchOp};
-use axum::response::{IntoResponse, Response};
+use crate::context::BranchContext;
+use crate::op::BranchOp;
+use crate::refusal::WorkError;
 use backend::{Backend, Key, SAVEPOINT, StoredRow};
-use sqlx::{Database, Pool, Postgres, Sqlite, Transaction};
+use futures_util::future::BoxFuture;
+#[cfg(feature = "postgres")]
+use sqlx::Postgres;
+#[cfg(feature = "sqlite")]
+use sqlx::Sqlite;
+use sqlx::{Database, Pool, Transaction};
 use std::marker::PhantomData;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use error::BarrierError;
 pub use work::BarrierWork;
 
-/// A database the barrier runs on: [`Sqlite`] or [`Postgres`]. Sealed.
+/// A database the barrier runs on: `Sqlite` or `Postgres` (each with its
+/// cargo feature). Sealed.
 pub trait BarrierDatabase: Database + Backend {}
+#[cfg(feature = "sqlite")]
 impl BarrierDatabase for Sqlite {}
+#[cfg(feature = "postgres")]
 impl BarrierDatabase for Postgres {}
 
 /// Row outcomes, as stored.
@@ -86,6 +97,39 @@ const NEVER_RAN: &str = "never_ran";
 const CLEANUP_BATCH: i64 = 500;
 
 /// The barrier for one backend. It holds no state; create it where needed.
+///
+/// Two ways to use it. The closure form, [`run`](Self::run), does
+/// everything around the business step: it opens the local transaction,
+/// passes the barrier, runs the step, and commits with the barrier's record
+/// (or answers a skipped call as the barrier says):
+///
+/// ```no_run
+/// use dtx_sdk::barrier::{Barrier, BarrierError};
+/// use dtx_sdk::{BranchAnswer, BranchContext, WorkError};
+///
+/// async fn reserve(pool: &sqlx::SqlitePool, ctx: &BranchContext, qty: i64)
+///     -> Result<BranchAnswer, BarrierError> {
+///     Barrier::sqlite()
+///         .run(pool, ctx, move |conn| Box::pin(async move {
+///             let updated = sqlx::query(
+///                 "UPDATE stock SET qty = qty - $1 WHERE sku = 'apple' AND qty >= $1",
+///             )
+///             .bind(qty)
+///             .execute(&mut *conn)
+///             .await?;
+///             if updated.rows_affected() == 0 {
+///                 return Err(WorkError::refused("not enough apples"));
+///             }
+///             Ok(())
+///         }))
+///         .await
+/// }
+/// ```
+///
+/// The explicit form, [`begin`](Self::begin) (or [`enter`](Self::enter) on
+/// a transaction of your own), hands you the [`Entry`] to act on, for a
+/// handler that needs more than the closure gives (a success body,
+/// answering [`BranchAnswer::StillWorking`]):
 ///
 /// ```no_run
 /// use dtx_sdk::barrier::{Barrier, Entry};
@@ -142,15 +186,17 @@ impl<DB: BarrierDatabase> Default for Barrier<DB> {
     }
 }
 
+#[cfg(feature = "sqlite")]
 impl Barrier<Sqlite> {
-    /// The barrier on SQLite. Use a pool in WAL mode with a busy timeout
-    /// (`SqliteConnectOptions::busy_timeout`), since concurrent calls wait
-    /// for each other's write lock.
+    /// The barrier on SQLite. Use a pool in WAL mode with a busy timeout,
+    /// since concurrent calls wait for each other's write lock:
+    /// [`db::sqlite_options`](crate::db::sqlite_options) gives both.
     pub fn sqlite() -> Self {
         Barrier { _db: PhantomData }
     }
 }
 
+#[cfg(feature = "postgres")]
 impl Barrier<Postgres> {
     /// The barrier on PostgreSQL (READ COMMITTED, the default isolation).
     pub fn postgres() -> Self {
@@ -218,36 +264,6 @@ impl From<Skipped> for BranchAnswer {
     }
 }
 
-/// What the barrier can fail with. As a response it is an unknown outcome
-/// (500): the coordinator retries, and the retry finds the barrier as the
-/// failed attempt left it, which is as if it never happened.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BarrierError {
-    /// A statement failed: the barrier's own, or the business's when the
-    /// handler converts its `sqlx::Error` with `?`.
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    /// The SDK's migrations could not be applied.
-    #[error("cannot apply the barrier migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    /// The barrier table holds something this SDK did not write.
-    #[error("the barrier table is inconsistent: {0}")]
-    Corrupt(String),
-}
-
-impl IntoResponse for BarrierError {
-    fn into_response(self) -> Response {
-        // Details stay in this service's log; the coordinator only needs to
-        // know that the outcome is unknown and that it should retry.
-        tracing::error!(error = %self, "participant call failed; answering 500");
-        BranchAnswer::unknown(
-            "the participant's database failed; nothing was changed, the call will be retried",
-        )
-        .into_response()
-    }
-}
-
 impl<DB: BarrierDatabase> Barrier<DB> {
     /// Creates the barrier table if needed, by versioned migrations
     /// (`migrations/sqlite`, `migrations/postgres` in this crate) recorded in
@@ -261,6 +277,50 @@ impl<DB: BarrierDatabase> Barrier<DB> {
     /// tooling instead.
     pub async fn migrate(&self, pool: &Pool<DB>) -> Result<(), BarrierError> {
         Ok(DB::migrate(pool).await?)
+    }
+
+    /// The closure form: begins a local transaction the right way for this
+    /// backend, passes the barrier, runs `work` on the transaction's
+    /// connection, and ends the call:
+    ///
+    /// - `Ok(())` → commits the business changes with the barrier's record
+    ///   and answers success;
+    /// - [`WorkError::Refused`] → undoes the business changes and answers
+    ///   refused, as [`BarrierWork::refuse`] does (remembered for `action`,
+    ///   `try` and the other forward steps);
+    /// - [`WorkError::Database`], [`WorkError::Failed`] → rolls everything
+    ///   back, barrier row included, and fails with [`BarrierError`] (500):
+    ///   the retry runs anew.
+    ///
+    /// A repeated call, a null compensation or a suspended forward step does
+    /// not run `work`: it is answered as the barrier says. Write `work` as
+    /// `move |conn| Box::pin(async move { ... })`, owning what it uses; see
+    /// [`Barrier`] for an example. For a success body, or to answer
+    /// [`BranchAnswer::StillWorking`], use [`begin`](Self::begin).
+    pub async fn run<W>(
+        &self,
+        pool: &Pool<DB>,
+        context: &BranchContext,
+        work: W,
+    ) -> Result<BranchAnswer, BarrierError>
+    where
+        W: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<(), WorkError>> + Send,
+    {
+        let mut entered = match self.begin(pool, context).await? {
+            Entry::Proceed(entered) => entered,
+            Entry::Skip(skipped) => {
+                tracing::debug!(gid = context.gid(), branch = context.branch_id(),
+                    op = %context.op(), ?skipped, "the barrier skipped the call");
+                return Ok(skipped.answer());
+            }
+        };
+        match work(&mut entered).await {
+            Ok(()) => entered.succeed().await,
+            Err(WorkError::Refused(refusal)) => entered.refuse(refusal).await,
+            // Dropping `entered` rolls everything back.
+            Err(WorkError::Database(e)) => Err(e.into()),
+            Err(WorkError::Failed(e)) => Err(BarrierError::Failed(e)),
+        }
     }
 
     /// Begins a local transaction the right way for this backend (`BEGIN

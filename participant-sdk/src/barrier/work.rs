@@ -4,7 +4,9 @@
 use super::backend::ROLLBACK_TO_SAVEPOINT;
 use super::{BarrierDatabase, BarrierError, REFUSED, stored_key};
 use crate::answer::BranchAnswer;
-use crate::context::{BranchContext, BranchOp};
+use crate::context::BranchContext;
+use crate::op::BranchOp;
+use crate::refusal::Refusal;
 use sqlx::{Database, Transaction};
 use std::ops::{Deref, DerefMut};
 
@@ -78,8 +80,13 @@ impl<'c, DB: BarrierDatabase> BarrierWork<'c, DB> {
     /// null compensation. For phase-two operations it is not remembered, since
     /// the coordinator retries them until they succeed: the retry runs the
     /// business again.
-    pub async fn refuse(mut self, reason: impl Into<String>) -> Result<BranchAnswer, BarrierError> {
-        let reason = reason.into();
+    ///
+    /// `reason` is a [`Refusal`], or a `String` or `&str` that becomes one.
+    pub async fn refuse(
+        mut self,
+        reason: impl Into<Refusal>,
+    ) -> Result<BranchAnswer, BarrierError> {
+        let reason = reason.into().into_reason();
         DB::execute(&mut *self.tx, ROLLBACK_TO_SAVEPOINT).await?;
         let key = stored_key(&self.gid, &self.branch_id, self.op);
         if self.op.is_phase_one() {

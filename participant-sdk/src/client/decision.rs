@@ -3,55 +3,40 @@
 //! ([`DecisionAnswer`]), and [`DecisionSource`], the one-method trait the
 //! 2PC recovery and the 3PC watchdog ask through, so that tests can answer
 //! with a fake.
+//!
+//! # Signed answers
+//! A participant commits or rolls back on this answer, so it must come from
+//! the coordinator: with the coordinator's keys
+//! ([`ClientBuilder::coordinator_keys`](super::ClientBuilder::coordinator_keys)),
+//! every question carries a fresh random nonce (`?nonce=`), and the answer
+//! is taken only if its `dtx-signature` header verifies under one of those
+//! keys, over this gid, the answer's mode, status and decision, and that
+//! nonce, within the window (the format:
+//! `dtx_protocol::signature::DecisionVerifier`). Anything else is
+//! [`ClientError::UnverifiedDecision`]. Without keys, answers are taken as
+//! they come, and the first one logs a warning ("DECISION ANSWERS NOT
+//! VERIFIED").
 
 use super::{Client, ClientError, encode};
-use dtx_protocol::{Mode, Status};
+use crate::signature::{DecisionNonce, unix_now};
+use dtx_protocol::signature::NONCE_PARAM;
 use reqwest::Method;
-use serde::Deserialize;
 use std::future::Future;
+use std::sync::Once;
 use std::time::Duration;
 
-/// What the coordinator decided for a transaction: the wire type of the
-/// protocol crate, so both ends agree on its names.
-pub use dtx_protocol::Decision;
-
-/// The coordinator's answer to the termination query.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct DecisionAnswer {
-    /// The decision.
-    pub decision: Decision,
-    /// The transaction's status; `None` when the coordinator has no record
-    /// of it (and the decision is then [`Decision::Abort`]). A 3PC
-    /// participant reads `pre_committing` here as "the coordinator decided
-    /// to pre-commit".
-    #[serde(default)]
-    pub status: Option<Status>,
-    /// The transaction's mode; `None` for an unknown gid.
-    #[serde(default)]
-    pub mode: Option<Mode>,
-}
-
-impl DecisionAnswer {
-    /// An answer with this decision and no status or mode, e.g. for a fake
-    /// [`DecisionSource`] in tests.
-    pub fn new(decision: Decision) -> Self {
-        DecisionAnswer {
-            decision,
-            status: None,
-            mode: None,
-        }
-    }
-
-    /// The same answer with a status.
-    #[must_use]
-    pub fn with_status(mut self, status: Status) -> Self {
-        self.status = Some(status);
-        self
-    }
-}
+/// What the coordinator decided for a transaction, and its answer to the
+/// termination query: the wire types of the protocol crate, shared with the
+/// coordinator, so both ends agree on their names.
+pub use dtx_protocol::{Decision, DecisionAnswer};
 
 /// Where a participant in doubt learns the decision: the [`Client`] in a
 /// service, a fake in tests.
+///
+/// Through a [`Client`] that knows several coordinators, the question fails
+/// over like every request: it goes to the next coordinator when one gives
+/// no answer or answers 503, so the 2PC recovery and the 3PC watchdog learn
+/// the decision from any coordinator that is up.
 ///
 /// An error means the decision could not be learnt. The 3PC timeout rules
 /// apply only when [`ClientError::is_unreachable`] says the coordinator gave
@@ -92,22 +77,62 @@ impl Client {
     /// [`Decision::Abort`] with no status (presumed abort: a transaction
     /// without a logged decision never committed).
     ///
-    /// Fails with [`ClientError::Unreachable`] when the coordinator does not
-    /// answer; see [`ClientError::is_unreachable`].
+    /// Any coordinator the client knows may answer (they share the store
+    /// the decision is logged in). Fails with [`ClientError::Unreachable`]
+    /// when none answers; see [`ClientError::is_unreachable`]. With the
+    /// coordinator's keys, an answer that does not verify fails with
+    /// [`ClientError::UnverifiedDecision`] (see the module documentation).
     pub async fn decision(&self, gid: &str) -> Result<DecisionAnswer, ClientError> {
-        let path = format!("v1/transactions/{}/decision", encode(gid));
-        self.call(Method::GET, &path, None::<&()>, Duration::ZERO)
-            .await
-            .map(|(_, answer)| answer)
+        // Fresh per question (attempts at several coordinators are one
+        // question and share it): the signed answer must echo it, so no
+        // answer to an earlier question can stand in for this one.
+        let nonce = DecisionNonce::from_bytes(rand::random());
+        let path = format!(
+            "v1/transactions/{}/decision?{NONCE_PARAM}={nonce}",
+            encode(gid)
+        );
+        let answered = self
+            .call::<(), DecisionAnswer>(Method::GET, &path, None, Duration::ZERO, None)
+            .await?;
+        let Some(verifier) = &self.inner.coordinator_keys else {
+            UNVERIFIED_WARNING.call_once(|| {
+                tracing::warn!(
+                    "DECISION ANSWERS NOT VERIFIED: 2PC recovery and the 3PC watchdog commit or \
+                     roll back on whatever answers the termination query in the coordinator's \
+                     place. Give the client the coordinator's signing key \
+                     (`ClientBuilder::coordinator_keys`, the key of dtx serve --signing-key)"
+                )
+            });
+            return Ok(answered.body);
+        };
+        verifier
+            .verify(
+                answered.signature.as_deref(),
+                gid,
+                &nonce,
+                &answered.body,
+                unix_now(),
+            )
+            .map_err(|source| ClientError::UnverifiedDecision {
+                gid: gid.to_owned(),
+                source,
+            })?;
+        Ok(answered.body)
     }
 }
+
+/// Says once per process that decision answers are taken unverified.
+static UNVERIFIED_WARNING: Once = Once::new();
 
 impl ClientError {
     /// Whether this error means the coordinator gave no answer at all: the
     /// connection was refused or reset, no answer came in time, the name
     /// did not resolve, the answer broke off ([`ClientError::Unreachable`],
     /// except a request that could not even be built from the configuration
-    /// and a redirect loop, which is an answer).
+    /// and a redirect loop, which is an answer). With several coordinators,
+    /// it means that none of them answered: a client returns
+    /// `Unreachable` only when every coordinator it tried failed without an
+    /// answer, and the 503 of any one of them otherwise.
     ///
     /// This is the "cannot reach the coordinator" of the 3PC timeout rules,
     /// so it is deliberately narrow: an HTTP answer of any status, 503 (its
@@ -127,6 +152,7 @@ impl ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dtx_protocol::{Mode, Status};
 
     #[test]
     fn reads_the_documented_answers() {
@@ -142,7 +168,7 @@ mod tests {
             r#"{"gid": "g2", "mode": null, "status": null, "decision": "abort"}"#,
         )
         .unwrap();
-        assert_eq!(unknown, DecisionAnswer::new(Decision::Abort));
+        assert_eq!(unknown, DecisionAnswer::new("g2", Decision::Abort));
 
         let pending: DecisionAnswer = serde_json::from_str(
             r#"{"gid": "g3", "mode": "3pc", "status": "pre_committing", "decision": "pending"}"#,
@@ -168,6 +194,10 @@ mod tests {
             },
             ClientError::NotFound {
                 detail: "no such route".into(),
+            },
+            ClientError::UnverifiedDecision {
+                gid: "g1".into(),
+                source: crate::signature::DecisionSignatureError::Unsigned,
             },
         ] {
             assert!(!answered.is_unreachable(), "{answered:?}");

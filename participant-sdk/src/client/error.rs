@@ -1,7 +1,10 @@
 //! [`ClientError`]: everything the initiator client can fail with, each
 //! variant saying what went wrong and what to do.
 
+use crate::op::BranchOp;
+use crate::signature::DecisionSignatureError;
 use dtx_protocol::Status;
+use dtx_protocol::problem::detail_of;
 use std::time::Duration;
 
 /// What an initiator call can fail with.
@@ -36,7 +39,7 @@ pub enum ClientError {
     /// passed), or the commit request was lost before it reached the
     /// coordinator and the scope aborted it. Every Try is cancelled; nothing
     /// of the business operation stays. Starting it again is safe.
-    #[error("transaction `{gid}` was aborted: {reason}")]
+    #[error("transaction `{gid}` was aborted: {reason}{}", refused_by(.branch, .refusal))]
     Aborted {
         /// The transaction.
         gid: String,
@@ -44,6 +47,18 @@ pub enum ClientError {
         reason: String,
         /// The branch that caused the abort, if one did.
         branch: Option<String>,
+        /// That branch's own reason (its participant's refusal), when the
+        /// coordinator has one.
+        refusal: Option<String>,
+    },
+    /// A branch lacks the URL of one of its mode's operations; nothing was
+    /// sent. Set each with the builder method named in the message.
+    #[error("branch `{branch}` has no URL for {}", setters(.missing))]
+    IncompleteBranch {
+        /// The branch.
+        branch: String,
+        /// The operations without a URL.
+        missing: Vec<BranchOp>,
     },
     /// The answer to the TCC commit was lost and the coordinator could not
     /// be asked what became of it before the scope gave up. The transaction
@@ -70,12 +85,13 @@ pub enum ClientError {
         /// Its status when the wait ended.
         status: Status,
     },
-    /// The coordinator could not be reached or did not answer in time. The
-    /// request may or may not have taken effect: repeat it (every request is
-    /// idempotent by gid).
+    /// The coordinator could not be reached or did not answer in time; with
+    /// several coordinators, none of them could (every one was tried, and
+    /// none answered at all). The request may or may not have taken effect:
+    /// repeat it (every request is idempotent by gid).
     #[error("cannot reach the coordinator at {url}: {source}")]
     Unreachable {
-        /// The URL that was called.
+        /// The URL that was called last.
         url: String,
         /// The transport error.
         #[source]
@@ -105,7 +121,9 @@ pub enum ClientError {
         detail: String,
     },
     /// The coordinator's database is unavailable (503); nothing was changed.
-    /// Retry later.
+    /// Retry later. With several coordinators, every one was tried, and this
+    /// is the 503 of one of them (the others answered 503 too, or not at
+    /// all).
     #[error("the coordinator is unavailable: {detail}")]
     Unavailable {
         /// The coordinator's problem detail.
@@ -119,6 +137,24 @@ pub enum ClientError {
         status: u16,
         /// What was wrong.
         detail: String,
+    },
+    /// The answer to the termination query ([`Client::decision`](crate::Client::decision))
+    /// did not verify against the coordinator's keys
+    /// ([`ClientBuilder::coordinator_keys`](crate::client::ClientBuilder::coordinator_keys)):
+    /// it is unsigned, signed with a key not among them, altered, stale, or
+    /// made for another question. Do not act on it. Something answered, so
+    /// this is not [`is_unreachable`](Self::is_unreachable) and the 3PC
+    /// timeout rule does not fire on it: the 2PC recovery leaves the branch
+    /// prepared and the 3PC watchdog waits, both asking again later. It
+    /// lasts until the coordinator signs with a key the client has (`dtx
+    /// serve --signing-key`) or whatever answers in its place is removed.
+    #[error("the answer about `{gid}` cannot be trusted, so it is not acted on: {source}")]
+    UnverifiedDecision {
+        /// The transaction asked about.
+        gid: String,
+        /// Why the answer failed verification.
+        #[source]
+        source: DecisionSignatureError,
     },
     /// The client was configured with something unusable (e.g. a bad URL).
     #[error("invalid client configuration: {0}")]
@@ -140,7 +176,7 @@ impl ClientError {
 
     /// Maps a coordinator answer that is not a success.
     pub(crate) fn from_answer(status: u16, body: &[u8]) -> ClientError {
-        let detail = crate::problem::detail_of(body);
+        let detail = detail_of(body);
         match status {
             400 | 413 => ClientError::BadRequest { status, detail },
             404 => ClientError::NotFound { detail },
@@ -149,4 +185,22 @@ impl ClientError {
             _ => ClientError::Unexpected { status, detail },
         }
     }
+}
+
+/// ` (branch: refusal)`, with what is known, for [`ClientError::Aborted`].
+fn refused_by(branch: &Option<String>, refusal: &Option<String>) -> String {
+    match (branch, refusal) {
+        (Some(branch), Some(refusal)) => format!(" ({branch}: {refusal})"),
+        (Some(branch), None) => format!(" ({branch})"),
+        (None, _) => String::new(),
+    }
+}
+
+/// `` `compensate` (set it with `.compensate(url)`) `` for each operation.
+fn setters(missing: &[BranchOp]) -> String {
+    let each: Vec<String> = missing
+        .iter()
+        .map(|&op| format!("`{op}` (set it with `.{}(url)`)", super::branch::setter(op)))
+        .collect();
+    format!("{}; nothing was sent", each.join(", "))
 }

@@ -1,39 +1,95 @@
-//! The initiator client: starts sagas, runs TCC transactions as a scope, and
-//! reads or waits for outcomes, over the coordinator's `/v1` API.
+//! The initiator client: registers sagas, 2PC and 3PC transactions, runs
+//! TCC transactions as a scope, and reads or waits for outcomes, over the
+//! coordinator's `/v1` API.
+//!
+//! One naming scheme for every mode: a [`Client`] method starts a builder
+//! ([`Client::saga`] → [`SagaBuilder`], [`Client::tcc`] → [`TccBuilder`],
+//! [`Client::two_phase`] → [`TwoPhaseBuilder`], [`Client::three_phase`] →
+//! [`ThreePhaseBuilder`]), which takes branches of its own mode
+//! ([`SagaBranch`], [`TccBranch`], [`TwoPhaseBranch`], [`ThreePhaseBranch`]),
+//! each URL set by the method named after its operation. What comes back is
+//! a [`TransactionView`].
 //!
 //! Every request is idempotent by gid, and the client chooses the gid (a
 //! UUIDv7 unless you give one) before it sends anything, so a request whose
-//! answer was lost can simply be sent again.
+//! answer was lost can simply be sent again, to the same coordinator or to
+//! another one sharing its store: that is what lets a [`Client`] know
+//! several coordinators and fail over between them.
+//!
+//! # Layout
+//! - `config`: [`ClientBuilder`] and the default timings.
+//! - `endpoints`, `health`, `prober`, `failover`: the coordinators as
+//!   endpoints (one per address of a host name), their health and backoff
+//!   (pure), the background readiness probes, and the one request path
+//!   that tries them in turn.
+//! - `builder`, `branch`, [`mode`]: describing a transaction of each mode;
+//!   `tcc`, `tcc_outcome`: the TCC scope; `decision`: the termination
+//!   query and the verification of its signed answer; `view`: what the
+//!   coordinator answers; `error`: [`ClientError`].
 
+mod branch;
+mod builder;
+mod config;
 mod decision;
+mod endpoints;
 mod error;
-mod phased;
-mod saga;
+mod failover;
+mod health;
+pub mod mode;
+mod prober;
 mod tcc;
 mod tcc_outcome;
 mod view;
 
+pub use branch::{Branch, SagaBranch, TccBranch, ThreePhaseBranch, TwoPhaseBranch};
+pub use builder::{
+    Registered, SagaBuilder, TccBuilder, ThreePhaseBuilder, TransactionBuilder, TwoPhaseBuilder,
+};
+pub use config::{
+    ClientBuilder, DEFAULT_FAILOVER_TIME, DEFAULT_PROBE_INTERVAL, DEFAULT_PROBE_TIMEOUT,
+    DEFAULT_TIMEOUT,
+};
 pub use decision::{Decision, DecisionAnswer, DecisionSource};
+pub use endpoints::CoordinatorEndpoint;
 pub use error::ClientError;
-pub use phased::{PhasedBranch, PhasedBuilder};
-pub use saga::{Branch, Registered, SagaBuilder};
-pub use tcc::{TccBranch, TccBuilder, TccScope};
-pub use view::{AbortCause, BranchView, EventView, Transaction};
+pub use tcc::TccScope;
+pub use view::{AbortCause, BranchView, EventView, TransactionView};
 
-use crate::signature::CallbackSecret;
-use reqwest::{Method, StatusCode};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use crate::signature::{DecisionVerifier, SigningKey};
+use config::BearerToken;
+use dtx_protocol::wire::AbortRequest;
+use endpoints::{Directory, Endpoint};
+use failover::Answered;
+use reqwest::Method;
 use std::sync::Arc;
 use std::time::Duration;
-use url::Url;
 
 /// The longest single wait asked of the coordinator; longer waits are made
 /// of several requests. The coordinator cuts waits to its `--max-wait-ms`
 /// (60 s by default) anyway.
 const MAX_WAIT_PER_REQUEST: Duration = Duration::from_secs(60);
 
-/// A handle on one coordinator; cheap to clone (one shared connection pool).
+/// A handle on the coordinators; cheap to clone (the clones share their
+/// connections, the coordinators' health and the prober).
+///
+/// # Several coordinators
+/// A client may know several coordinators that share one store
+/// ([`ClientBuilder::add_coordinator`], [`Client::builder_for`]), and a host
+/// name that resolves to several addresses counts as one coordinator per
+/// address. Requests are spread over the healthy ones in turn; a request
+/// moves on to the next coordinator when the one it asked gives no answer
+/// (connection error, timeout) or answers 503, and never after any other
+/// answer. Sending a request again elsewhere is safe because every request
+/// is idempotent by gid: a registration repeated under the same gid with
+/// the same body is the same transaction. A coordinator that failed is
+/// skipped for a while and probed back (`GET /readyz`); a coordinator that
+/// stops answering without closing its connections (paused, partitioned)
+/// is noticed by the probes, and the requests waiting on it go to another
+/// one within [`failover_time`](Client::failover_time). When every
+/// coordinator fails, the error is a 503 if one answered so
+/// ([`ClientError::Unavailable`]), and [`ClientError::Unreachable`] only if
+/// none answered at all, which is what the 3PC watchdog and 2PC recovery
+/// rely on (they ask through [`DecisionSource`], so they fail over too).
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -41,77 +97,16 @@ pub struct Client {
 
 #[derive(Debug)]
 struct Inner {
+    /// For the TCC Try calls to participants (and names left unresolved).
     http: reqwest::Client,
-    base: Url,
+    /// The coordinators, their endpoints and health.
+    directory: Arc<Directory>,
     timeout: Duration,
-    secret: CallbackSecret,
-}
-
-/// Builds a [`Client`] with settings other than the defaults.
-#[derive(Debug)]
-#[must_use]
-pub struct ClientBuilder {
-    base: String,
-    timeout: Duration,
-    secret: CallbackSecret,
-    http: Option<reqwest::Client>,
-}
-
-impl ClientBuilder {
-    /// How long one request may take, on top of any wait for an outcome
-    /// (default 10 s). Past it the request fails with
-    /// [`ClientError::Unreachable`].
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// The secret the coordinator signs participant calls with: the Try
-    /// calls the client makes are signed with it too, so participants can
-    /// check every call the same way.
-    pub fn callback_secret(mut self, secret: CallbackSecret) -> Self {
-        self.secret = secret;
-        self
-    }
-
-    /// Uses this reqwest client (e.g. with custom TLS roots) instead of a
-    /// new one. Its own timeout, if any, still applies.
-    pub fn http_client(mut self, http: reqwest::Client) -> Self {
-        self.http = Some(http);
-        self
-    }
-
-    /// The client.
-    pub fn build(self) -> Result<Client, ClientError> {
-        let mut base = Url::parse(&self.base)
-            .map_err(|e| ClientError::Config(format!("coordinator URL `{}`: {e}", self.base)))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(ClientError::Config(format!(
-                "coordinator URL `{}` must use http or https",
-                self.base
-            )));
-        }
-        // `Url::join` replaces the last path segment unless the base ends
-        // with a slash: keep a coordinator mounted under a path reachable.
-        if !base.path().ends_with('/') {
-            base.set_path(&format!("{}/", base.path()));
-        }
-        let http = match self.http {
-            Some(http) => http,
-            None => reqwest::Client::builder()
-                .user_agent(concat!("dtx-sdk/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| ClientError::Config(format!("cannot build the HTTP client: {e}")))?,
-        };
-        Ok(Client {
-            inner: Arc::new(Inner {
-                http,
-                base,
-                timeout: self.timeout,
-                secret: self.secret,
-            }),
-        })
-    }
+    signing_key: Option<SigningKey>,
+    /// Verifies the answers to the termination query; `None`: taken as
+    /// they come.
+    coordinator_keys: Option<DecisionVerifier>,
+    bearer_token: Option<BearerToken>,
 }
 
 impl Client {
@@ -121,48 +116,81 @@ impl Client {
         Client::builder(coordinator_url).build()
     }
 
-    /// A builder for a client with other settings.
+    /// A builder for a client with other settings; add more coordinators
+    /// with [`ClientBuilder::add_coordinator`].
     pub fn builder(coordinator_url: &str) -> ClientBuilder {
-        ClientBuilder {
-            base: coordinator_url.to_owned(),
-            timeout: Duration::from_secs(10),
-            secret: CallbackSecret::disabled(),
-            http: None,
-        }
+        ClientBuilder::new([coordinator_url])
     }
 
-    /// Starts describing a saga; send it with [`SagaBuilder::submit`].
-    pub fn saga(&self) -> SagaBuilder {
-        SagaBuilder::new(self.clone())
+    /// A builder for a client of every coordinator in `urls` (at least one,
+    /// checked by [`ClientBuilder::build`]).
+    pub fn builder_for<S: AsRef<str>>(urls: impl IntoIterator<Item = S>) -> ClientBuilder {
+        ClientBuilder::new(urls)
     }
 
-    /// Starts describing a TCC transaction; run it with [`TccBuilder::run`].
-    pub fn tcc(&self) -> TccBuilder {
-        TccBuilder::new(self.clone())
+    /// The longest a request waits on a coordinator that stopped answering
+    /// (paused, partitioned) before it is sent to another one: the probe
+    /// interval plus the probe timeout ([`DEFAULT_FAILOVER_TIME`], 1.5 s,
+    /// by default). A coordinator that refuses connections or answers 503
+    /// is left at once. Meaningful when the client knows more than one
+    /// coordinator.
+    pub fn failover_time(&self) -> Duration {
+        let settings = self.inner.directory.settings;
+        settings.probe_interval + settings.probe_timeout
+    }
+
+    /// The coordinator endpoints the client knows now and whether each is
+    /// taking requests, e.g. for a health page. Host names appear as their
+    /// addresses once resolved, at the first request.
+    pub fn endpoints(&self) -> Vec<CoordinatorEndpoint> {
+        self.inner.directory.report()
     }
 
     /// The transaction as it is now, with its history.
-    pub async fn get(&self, gid: &str) -> Result<Transaction, ClientError> {
+    pub async fn get(&self, gid: &str) -> Result<TransactionView, ClientError> {
+        self.get_at(gid, None).await.map(|a| a.body)
+    }
+
+    /// [`get`](Self::get), asking `prefer` first while it is healthy.
+    async fn get_at(
+        &self,
+        gid: &str,
+        prefer: Option<&Arc<Endpoint>>,
+    ) -> Result<Answered<TransactionView>, ClientError> {
         let path = format!("v1/transactions/{}", encode(gid));
-        self.call(Method::GET, &path, None::<&()>, Duration::ZERO)
+        self.call(Method::GET, &path, None::<&()>, Duration::ZERO, prefer)
             .await
-            .map(|(_, tx)| tx)
     }
 
     /// Waits until the transaction is final, at most `timeout`; fails with
     /// [`ClientError::TimedOut`] if it is not final by then.
-    pub async fn wait(&self, gid: &str, timeout: Duration) -> Result<Transaction, ClientError> {
+    pub async fn wait(&self, gid: &str, timeout: Duration) -> Result<TransactionView, ClientError> {
+        self.wait_at(gid, timeout, None).await
+    }
+
+    /// [`wait`](Self::wait), asking `prefer` first while it is healthy, and
+    /// then the coordinator that answered last.
+    async fn wait_at(
+        &self,
+        gid: &str,
+        timeout: Duration,
+        prefer: Option<&Arc<Endpoint>>,
+    ) -> Result<TransactionView, ClientError> {
         let started = tokio::time::Instant::now();
         let path = format!("v1/transactions/{}", encode(gid));
+        let mut prefer = prefer.cloned();
         loop {
             let left = timeout.saturating_sub(started.elapsed());
             let wait = left.min(MAX_WAIT_PER_REQUEST);
             let asked = tokio::time::Instant::now();
-            let (_, tx): (_, Transaction) =
-                self.call(Method::GET, &path, None::<&()>, wait).await?;
+            let answered: Answered<TransactionView> = self
+                .call(Method::GET, &path, None::<&()>, wait, prefer.as_ref())
+                .await?;
+            let tx = answered.body;
             if tx.is_final() {
                 return Ok(tx);
             }
+            prefer = Some(answered.endpoint);
             // A zero wait was the last look (the time was up before it).
             if started.elapsed() >= timeout || wait.is_zero() {
                 return Err(ClientError::TimedOut {
@@ -184,61 +212,32 @@ impl Client {
     /// Asks the coordinator to abort an open TCC transaction. The
     /// [TCC scope](TccBuilder::run) does this itself; this is for a
     /// transaction you opened and decided on elsewhere.
-    pub async fn abort(&self, gid: &str) -> Result<Transaction, ClientError> {
-        let path = format!("v1/transactions/{}/abort", encode(gid));
-        self.call(Method::POST, &path, None::<&()>, Duration::ZERO)
-            .await
-            .map(|(_, tx)| tx)
+    pub async fn abort(&self, gid: &str) -> Result<TransactionView, ClientError> {
+        self.abort_at(gid, None, &AbortRequest::default()).await
     }
 
-    /// Sends one request to the coordinator and reads a transaction back.
-    /// `wait` becomes `?wait_ms=` and lengthens the request timeout.
-    async fn call<B: Serialize + ?Sized, R: DeserializeOwned>(
+    /// [`abort`](Self::abort), asking `prefer` first while it is healthy.
+    /// Aborts `gid`, asking `prefer` first, saying `why` (sent only when
+    /// it says something, so an abort without a reason stays bodiless).
+    async fn abort_at(
         &self,
-        method: Method,
-        path: &str,
-        body: Option<&B>,
-        wait: Duration,
-    ) -> Result<(StatusCode, R), ClientError> {
-        let mut url =
-            self.inner.base.join(path).map_err(|e| {
-                ClientError::Config(format!("cannot build a URL for `{path}`: {e}"))
-            })?;
-        if !wait.is_zero() {
-            url.query_pairs_mut()
-                .append_pair("wait_ms", &wait.as_millis().to_string());
-        }
-        let mut request = self
-            .inner
-            .http
-            .request(method, url.clone())
-            .timeout(self.inner.timeout + wait);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let unreachable = |source| ClientError::Unreachable {
-            url: url.to_string(),
-            source,
-        };
-        let response = request.send().await.map_err(unreachable)?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(unreachable)?;
-        if !status.is_success() {
-            return Err(ClientError::from_answer(status.as_u16(), &bytes));
-        }
-        let answer = serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected {
-            status: status.as_u16(),
-            detail: format!("the answer is not what the API documents: {e}"),
-        })?;
-        Ok((status, answer))
+        gid: &str,
+        prefer: Option<&Arc<Endpoint>>,
+        why: &AbortRequest,
+    ) -> Result<TransactionView, ClientError> {
+        let path = format!("v1/transactions/{}/abort", encode(gid));
+        let body = (why != &AbortRequest::default()).then_some(why);
+        self.call(Method::POST, &path, body, Duration::ZERO, prefer)
+            .await
+            .map(|a| a.body)
     }
 
     fn http(&self) -> &reqwest::Client {
         &self.inner.http
     }
 
-    fn secret(&self) -> &CallbackSecret {
-        &self.inner.secret
+    fn signing_key(&self) -> Option<&SigningKey> {
+        self.inner.signing_key.as_ref()
     }
 }
 

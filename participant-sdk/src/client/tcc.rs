@@ -3,122 +3,36 @@
 //! panics or is cancelled. A commit whose answer is lost is settled by
 //! asking the coordinator (`tcc_outcome`).
 
+use super::endpoints::Endpoint;
+use super::failover::Answered;
 use super::tcc_outcome::settle_lost_commit;
-use super::{Client, ClientError, Transaction, encode, new_gid};
-use crate::context::{BranchOp, HEADER_TRACEPARENT};
-use dtx_protocol::wire::{HEADER_BRANCH, HEADER_GID, HEADER_MODE, HEADER_OP, HEADER_SIGNATURE};
-use dtx_protocol::{BranchSpec, Mode, Op, Reply, TxOptions};
+use super::{Client, ClientError, TccBranch, TccBuilder, TransactionView, encode};
+use crate::context::HEADER_TRACEPARENT;
+use crate::op::BranchOp;
+use crate::signature::{SignedCall, request_target, sign_now};
+use dtx_protocol::problem::detail_of;
+use dtx_protocol::wire::{
+    AbortRequest, HEADER_BRANCH, HEADER_GID, HEADER_MODE, HEADER_OP, HEADER_SIGNATURE, RefusedTry,
+};
+use dtx_protocol::{BranchSpec, Mode, RegisterRequest, Reply, TxOptions};
 use futures_util::FutureExt as _;
 use reqwest::Method;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// One TCC branch: the Try the initiator calls, and the Confirm and Cancel
-/// the coordinator calls after the decision.
-#[derive(Debug, Clone, PartialEq)]
-#[must_use]
-pub struct TccBranch {
-    try_url: String,
-    spec: BranchSpec,
-}
-
-impl TccBranch {
-    /// A branch `id` (unique in the transaction) with its three URLs.
-    pub fn new(
-        id: impl Into<String>,
-        try_url: impl Into<String>,
-        confirm_url: impl Into<String>,
-        cancel_url: impl Into<String>,
-    ) -> Self {
-        let urls = BTreeMap::from([
-            (Op::Confirm, confirm_url.into()),
-            (Op::Cancel, cancel_url.into()),
-        ]);
-        TccBranch {
-            try_url: try_url.into(),
-            spec: BranchSpec {
-                id: id.into(),
-                urls,
-                payload: serde_json::Value::Null,
-                headers: BTreeMap::new(),
-                depends_on: None,
-            },
-        }
-    }
-
-    /// The JSON body of the Try, the Confirm and the Cancel.
-    pub fn payload(mut self, payload: serde_json::Value) -> Self {
-        self.spec.payload = payload;
-        self
-    }
-
-    /// An extra header on every call of the branch.
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.spec.headers.insert(name.into(), value.into());
-        self
-    }
-}
-
-/// A TCC transaction being described; [`run`](Self::run) carries it out.
-#[derive(Debug, Clone)]
-#[must_use = "nothing is sent until `run`"]
-pub struct TccBuilder {
-    client: Client,
-    gid: String,
-    options: TxOptions,
-    wait: Duration,
-    try_attempts: u32,
-    outcome_patience: Duration,
-}
-
-#[derive(Serialize)]
-struct OpenBody<'a> {
-    gid: &'a str,
-    mode: Mode,
-    options: &'a TxOptions,
-}
-
+/// The TCC scope. The [options](TccBuilder::options)' `deadline_ms` bounds
+/// the whole scope (a transaction neither committed nor aborted by then is
+/// aborted by the coordinator); `request_timeout_ms` and `retry` also govern
+/// the Try calls.
 impl TccBuilder {
-    pub(super) fn new(client: Client) -> Self {
-        TccBuilder {
-            client,
-            gid: new_gid(),
-            options: TxOptions::default(),
-            wait: Duration::ZERO,
-            try_attempts: 3,
-            outcome_patience: Duration::from_secs(60),
-        }
-    }
-
-    /// Uses this gid instead of a fresh UUIDv7.
-    pub fn with_gid(mut self, gid: impl Into<String>) -> Self {
-        self.gid = gid.into();
-        self
-    }
-
-    /// The gid the transaction will be opened under.
-    pub fn gid(&self) -> &str {
-        &self.gid
-    }
-
-    /// Sets the options. `deadline_ms` bounds the whole scope: a transaction
-    /// neither committed nor aborted by then is aborted by the coordinator.
-    /// `request_timeout_ms` and `retry` also govern the Try calls.
-    pub fn options(mut self, options: TxOptions) -> Self {
-        self.options = options;
-        self
-    }
-
     /// After committing, wait up to this long for every Confirm to be
     /// delivered (default: do not wait; the commit decision is durable and
     /// the coordinator delivers the Confirms by itself).
     pub fn wait_for_outcome(mut self, wait: Duration) -> Self {
-        self.wait = wait;
+        self.parts.wait = wait;
         self
     }
 
@@ -126,7 +40,7 @@ impl TccBuilder {
     /// error, 425, 5xx) is sent before the scope gives up (default 3, at
     /// least 1). The participant's barrier makes the repeats harmless.
     pub fn try_attempts(mut self, attempts: u32) -> Self {
-        self.try_attempts = attempts.max(1);
+        self.parts.try_attempts = attempts.max(1);
         self
     }
 
@@ -135,7 +49,7 @@ impl TccBuilder {
     /// [`ClientError::OutcomeUnknown`] (default 60 s). The questions are
     /// spaced by the options' `retry` backoff.
     pub fn outcome_patience(mut self, patience: Duration) -> Self {
-        self.outcome_patience = patience;
+        self.parts.outcome_patience = patience;
         self
     }
 
@@ -179,26 +93,41 @@ impl TccBuilder {
         Fut: Future<Output = Result<T, E>>,
         E: From<ClientError>,
     {
-        let open = OpenBody {
-            gid: &self.gid,
+        let open = RegisterRequest {
+            gid: Some(self.gid.clone()),
             mode: Mode::Tcc,
-            options: &self.options,
+            branches: Vec::new(),
+            options: self.options.clone(),
         };
-        let _: (_, Transaction) = self
+        let opened: Answered<TransactionView> = self
             .client
-            .call(Method::POST, "v1/transactions", Some(&open), Duration::ZERO)
+            .call(
+                Method::POST,
+                "v1/transactions",
+                Some(&open),
+                Duration::ZERO,
+                None,
+            )
             .await?;
+        // The coordinator that opened the transaction drives it: the scope's
+        // branches, commit and abort go there first, so that a commit does
+        // not make another coordinator take the transaction over.
+        let home = opened.endpoint;
         let mut guard = AbortOnDrop {
             client: self.client.clone(),
+            home: home.clone(),
             gid: Some(self.gid.clone()),
         };
+        let scope_inner = Arc::new(ScopeInner {
+            client: self.client.clone(),
+            home: home.clone(),
+            gid: self.gid.clone(),
+            options: self.options.clone(),
+            try_attempts: self.parts.try_attempts,
+            refused: Mutex::new(None),
+        });
         let scope = TccScope {
-            inner: Arc::new(ScopeInner {
-                client: self.client.clone(),
-                gid: self.gid.clone(),
-                options: self.options.clone(),
-                try_attempts: self.try_attempts,
-            }),
+            inner: scope_inner.clone(),
         };
         // The body is called inside the unwind boundary too, so a panic
         // before its first await is caught like any other.
@@ -208,9 +137,15 @@ impl TccBuilder {
         let path = format!("v1/transactions/{}/commit", encode(&self.gid));
         let result = match outcome {
             Ok(Ok(value)) => {
-                let commit: Result<(_, Transaction), _> = self
+                let commit: Result<Answered<TransactionView>, _> = self
                     .client
-                    .call(Method::POST, &path, None::<&()>, self.wait)
+                    .call(
+                        Method::POST,
+                        &path,
+                        None::<&()>,
+                        self.parts.wait,
+                        Some(&home),
+                    )
                     .await;
                 match commit {
                     Ok(_) => Ok(value),
@@ -221,27 +156,30 @@ impl TccBuilder {
                         // business operation twice. Ask instead.
                         let settled = settle_lost_commit(
                             &self.client,
+                            &home,
                             &self.gid,
                             &self.options.retry,
-                            self.outcome_patience,
+                            self.parts.outcome_patience,
                             e,
                         )
                         .await;
-                        if settled.is_ok() && !self.wait.is_zero() {
+                        if settled.is_ok() && !self.parts.wait.is_zero() {
                             // Best effort, as `wait_for_outcome` is on the
                             // first try: the commit is durable either way.
-                            let _ = self.client.wait(&self.gid, self.wait).await;
+                            let _ = self.client.wait(&self.gid, self.parts.wait).await;
                         }
                         settled.map(|()| value).map_err(E::from)
                     }
                 }
             }
             Ok(Err(e)) => {
-                abort_quietly(&self.client, &self.gid).await;
+                let why = scope_inner.abort_request();
+                abort_quietly(&self.client, &home, &self.gid, &why).await;
                 Err(e)
             }
             Err(panic) => {
-                abort_quietly(&self.client, &self.gid).await;
+                let why = scope_inner.abort_request();
+                abort_quietly(&self.client, &home, &self.gid, &why).await;
                 guard.disarm();
                 std::panic::resume_unwind(panic);
             }
@@ -261,9 +199,34 @@ pub struct TccScope {
 #[derive(Debug)]
 struct ScopeInner {
     client: Client,
+    /// The coordinator that opened the transaction.
+    home: Arc<Endpoint>,
     gid: String,
     options: TxOptions,
     try_attempts: u32,
+    /// The first Try refused in the scope: the abort that follows names it,
+    /// so that the coordinator keeps the participant's reason (it never
+    /// sees a Try's answer itself).
+    refused: Mutex<Option<RefusedTry>>,
+}
+
+impl ScopeInner {
+    /// Remembers a refused Try, unless one was refused before.
+    fn note_refused(&self, branch: &str, reason: &str) {
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        refused.get_or_insert_with(|| RefusedTry {
+            branch: branch.to_owned(),
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// What the scope's abort says: the refused Try, if there was one.
+    fn abort_request(&self) -> AbortRequest {
+        let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        AbortRequest {
+            refused_try: refused.clone(),
+        }
+    }
 }
 
 impl TccScope {
@@ -274,43 +237,57 @@ impl TccScope {
 
     /// Registers `branch` with the coordinator, then POSTs its Try with the
     /// branch context headers (`dtx-op: try`, `dtx-mode: tcc`, signed when
-    /// the client has a callback secret). Returns the Try's JSON answer
+    /// the client has a signing key). Returns the Try's JSON answer
     /// (`Null` if it sent none).
     ///
     /// Registration comes first so that a Try that runs is always known to
     /// the coordinator, which then cancels it if the transaction aborts.
-    /// A refusal is [`ClientError::Refused`]; an answer still unknown after
-    /// every attempt is [`ClientError::TryUnknown`]. Return the error from
-    /// the scope (`?`) and the transaction aborts.
+    /// A branch missing a URL is [`ClientError::IncompleteBranch`] (nothing
+    /// sent); a refusal is [`ClientError::Refused`], with the participant's
+    /// reason; an answer still unknown after every attempt is
+    /// [`ClientError::TryUnknown`]. Return the error from the scope (`?`)
+    /// and the transaction aborts.
     pub async fn try_branch(&self, branch: TccBranch) -> Result<serde_json::Value, ClientError> {
         let inner = &self.inner;
+        let spec = branch.to_spec()?;
+        let try_url = branch
+            .url(BranchOp::Try)
+            .expect("a complete TCC branch has a Try URL");
         let path = format!("v1/transactions/{}/branches", encode(&inner.gid));
-        let _: (_, serde_json::Value) = inner
+        let _: Answered<serde_json::Value> = inner
             .client
-            .call(Method::POST, &path, Some(&branch.spec), Duration::ZERO)
+            .call(
+                Method::POST,
+                &path,
+                Some(&spec),
+                Duration::ZERO,
+                Some(&inner.home),
+            )
             .await?;
-        let body = serde_json::to_vec(&branch.spec.payload).unwrap_or_else(|_| b"null".to_vec());
+        let body = serde_json::to_vec(&spec.payload).unwrap_or_else(|_| b"null".to_vec());
         let mut attempt = 1;
         loop {
-            let detail = match self.send_try(&branch, &body).await {
+            let detail = match self.send_try(try_url, &spec, &body).await {
                 Ok((Reply::Success | Reply::ReadOnly, answer)) => {
                     return Ok(serde_json::from_slice(&answer).unwrap_or(serde_json::Value::Null));
                 }
                 Ok((Reply::Refused, answer)) => {
+                    let detail = detail_of(&answer);
+                    inner.note_refused(&spec.id, &detail);
                     return Err(ClientError::Refused {
                         gid: inner.gid.clone(),
-                        branch: branch.spec.id.clone(),
-                        detail: crate::problem::detail_of(&answer),
+                        branch: spec.id.clone(),
+                        detail,
                     });
                 }
                 Ok((Reply::StillWorking, _)) => "the participant is still working (425)".to_owned(),
-                Ok((Reply::Unknown, answer)) => crate::problem::detail_of(&answer),
+                Ok((Reply::Unknown, answer)) => detail_of(&answer),
                 Err(e) => e.to_string(),
             };
             if attempt >= inner.try_attempts {
                 return Err(ClientError::TryUnknown {
                     gid: inner.gid.clone(),
-                    branch: branch.spec.id.clone(),
+                    branch: spec.id.clone(),
                     detail: format!("after {attempt} attempt(s): {detail}"),
                 });
             }
@@ -322,15 +299,16 @@ impl TccScope {
     /// One Try call; the answer's classification and body.
     async fn send_try(
         &self,
-        branch: &TccBranch,
+        try_url: &str,
+        spec: &BranchSpec,
         body: &[u8],
     ) -> Result<(Reply, Vec<u8>), reqwest::Error> {
         let inner = &self.inner;
-        let (gid, id, op) = (&inner.gid, &branch.spec.id, BranchOp::Try.as_str());
+        let (gid, id, op) = (&inner.gid, &spec.id, BranchOp::Try.as_str());
         let mut request = inner
             .client
             .http()
-            .post(&branch.try_url)
+            .post(try_url)
             .timeout(Duration::from_millis(inner.options.request_timeout_ms))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(HEADER_GID, gid)
@@ -338,11 +316,21 @@ impl TccScope {
             .header(HEADER_OP, op)
             .header(HEADER_MODE, Mode::Tcc.as_str())
             .header(HEADER_TRACEPARENT, traceparent(gid));
-        for (name, value) in &branch.spec.headers {
+        for (name, value) in &spec.headers {
             request = request.header(name, value);
         }
-        if let Some(signature) = inner.client.secret().sign(gid, id, op, body) {
-            request = request.header(HEADER_SIGNATURE, signature);
+        if let Some(key) = inner.client.signing_key() {
+            let target = request_target(try_url);
+            let call = SignedCall {
+                method: "POST",
+                target: &target,
+                body,
+                gid,
+                branch: id,
+                op,
+                mode: Mode::Tcc.as_str(),
+            };
+            request = request.header(HEADER_SIGNATURE, sign_now(key, &call));
         }
         let response = request.body(body.to_vec()).send().await?;
         let reply = Reply::from_status(response.status().as_u16());
@@ -351,10 +339,11 @@ impl TccScope {
     }
 }
 
-/// Aborts; a refusal because the transaction is already deciding or final
-/// is fine, anything else is logged (the deadline aborts it anyway).
-async fn abort_quietly(client: &Client, gid: &str) {
-    match client.abort(gid).await {
+/// Aborts, saying `why`; a refusal because the transaction is already
+/// deciding or final is fine, anything else is logged (the deadline aborts
+/// it anyway).
+async fn abort_quietly(client: &Client, home: &Arc<Endpoint>, gid: &str, why: &AbortRequest) {
+    match client.abort_at(gid, Some(home), why).await {
         Ok(_) | Err(ClientError::Conflict { .. }) => {}
         Err(e) => tracing::warn!(
             gid,
@@ -368,6 +357,7 @@ async fn abort_quietly(client: &Client, gid: &str) {
 /// decided (the caller was cancelled, e.g. its HTTP request went away).
 struct AbortOnDrop {
     client: Client,
+    home: Arc<Endpoint>,
     /// `Some` while a decision is still owed.
     gid: Option<String>,
 }
@@ -383,8 +373,10 @@ impl Drop for AbortOnDrop {
         let Some(gid) = self.gid.take() else { return };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                let client = self.client.clone();
-                runtime.spawn(async move { abort_quietly(&client, &gid).await });
+                let (client, home) = (self.client.clone(), self.home.clone());
+                runtime.spawn(async move {
+                    abort_quietly(&client, &home, &gid, &AbortRequest::default()).await
+                });
             }
             Err(_) => tracing::warn!(
                 gid,

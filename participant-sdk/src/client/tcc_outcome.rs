@@ -2,8 +2,11 @@
 //! asks the coordinator, aborts only a transaction that is still open, and
 //! reports what actually happened instead of guessing.
 
-use super::{Client, ClientError, Transaction};
+use super::endpoints::Endpoint;
+use super::{Client, ClientError, TransactionView};
+use dtx_protocol::wire::AbortRequest;
 use dtx_protocol::{RetryPolicy, Status};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -20,6 +23,7 @@ use tokio::time::Instant;
 /// between (a 409 "cannot be aborted"): then it asks again.
 pub(super) async fn settle_lost_commit(
     client: &Client,
+    home: &Arc<Endpoint>,
     gid: &str,
     retry: &RetryPolicy,
     patience: Duration,
@@ -30,11 +34,14 @@ pub(super) async fn settle_lost_commit(
     let mut attempt = 0;
     loop {
         // Why the question is asked again, if it is.
-        let last = match client.get(gid).await {
+        let last = match client.get_at(gid, Some(home)).await.map(|a| a.body) {
             Ok(tx) => match tx.status {
                 Status::Committing | Status::Committed => return Ok(()),
                 Status::Aborting | Status::Aborted => return Err(aborted(&tx)),
-                Status::Open => match client.abort(gid).await {
+                Status::Open => match client
+                    .abort_at(gid, Some(home), &AbortRequest::default())
+                    .await
+                {
                     Ok(_) => {
                         return Err(ClientError::Aborted {
                             gid: gid.to_owned(),
@@ -42,6 +49,7 @@ pub(super) async fn settle_lost_commit(
                                      coordinator, so the scope aborted the transaction"
                                 .to_owned(),
                             branch: None,
+                            refusal: None,
                         });
                     }
                     // The commit arrived after all (or the deadline aborted
@@ -76,8 +84,8 @@ pub(super) async fn settle_lost_commit(
 }
 
 /// The abort error for a transaction found aborting or aborted, with the
-/// coordinator's reason from its history.
-fn aborted(tx: &Transaction) -> ClientError {
+/// coordinator's reason from its history and the refusing branch's own.
+fn aborted(tx: &TransactionView) -> ClientError {
     let cause = tx.abort_cause();
     ClientError::Aborted {
         gid: tx.gid.clone(),
@@ -86,5 +94,6 @@ fn aborted(tx: &Transaction) -> ClientError {
             |c| c.reason.to_owned(),
         ),
         branch: cause.and_then(|c| c.branch_id.map(str::to_owned)),
+        refusal: cause.and_then(|c| c.refusal.map(str::to_owned)),
     }
 }

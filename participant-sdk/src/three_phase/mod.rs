@@ -37,8 +37,10 @@
 //! - `commit` → commit (from `voted_yes`, the pre-commit hook runs first);
 //!   `abort` → abort.
 //! - The coordinator answered without a decision: `pending`, 503 (its
-//!   database is down), 425, any other status → keep waiting and ask again
-//!   on the next pass. An answer proves the coordinator is there; deciding
+//!   database is down), 425, any other status, or an answer that failed
+//!   verification against the coordinator's keys
+//!   ([`ClientBuilder::coordinator_keys`](crate::client::ClientBuilder::coordinator_keys))
+//!   → keep waiting and ask again on the next pass. An answer proves the coordinator is there; deciding
 //!   alone then is how one participant commits while another aborts with no
 //!   partition at all.
 //! - No answer at all (connection refused, timeout, DNS failure:
@@ -83,83 +85,79 @@ pub use watchdog::{Watchdog, WatchdogAction, WatchdogOutcome};
 
 use crate::barrier::{BarrierDatabase, BarrierError};
 use crate::context::BranchContext;
-use crate::signature::CallbackSecret;
+use crate::db::Conn;
+use crate::refusal::WorkError;
+use crate::signature::SignatureKeys;
 use serde_json::Value;
-use sqlx::{Database, Pool, Postgres, Sqlite};
+use sqlx::Pool;
+#[cfg(feature = "postgres")]
+use sqlx::Postgres;
+#[cfg(feature = "sqlite")]
+use sqlx::Sqlite;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A database the 3PC helper runs on: [`Sqlite`] or [`Postgres`]. Sealed.
+/// A database the 3PC helper runs on: `Sqlite` or `Postgres` (each with its
+/// cargo feature). Sealed.
 pub trait ThreePhaseDatabase: BarrierDatabase + store::Store {}
+#[cfg(feature = "sqlite")]
 impl ThreePhaseDatabase for Sqlite {}
+#[cfg(feature = "postgres")]
 impl ThreePhaseDatabase for Postgres {}
 
-/// What a hook can end with, other than success.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum HookError {
-    /// The business says no. For `can_commit` and `pre_commit`: the hook's
-    /// changes are undone, the branch is aborted here and the call answers
-    /// 409 (a no vote). For `do_commit` and `abort`, which must succeed, it
-    /// answers 409 and changes nothing: the coordinator retries and flags
-    /// the transaction for an operator.
-    #[error("refused: {0}")]
-    Refused(String),
-    /// A statement failed: everything is rolled back and the call answers
-    /// 500; the retry runs anew.
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-}
-
-impl HookError {
-    /// A refusal with a reason for the coordinator's log.
-    pub fn refused(reason: impl Into<String>) -> Self {
-        HookError::Refused(reason.into())
-    }
-}
-
-/// The business side of a 3PC branch, implemented by the service. Every
-/// hook runs inside the helper's local transaction (on `conn`), which also
-/// changes the state row: do not commit or roll it back yourself.
+/// The business side of a 3PC branch, implemented by the service, once for
+/// every database: each hook receives the helper's connection as a
+/// [`Conn`], whichever backend the [`ThreePhase`] runs on, and runs its
+/// statements with [`on_conn!`](crate::on_conn). Every hook runs inside the
+/// helper's local transaction, which also changes the state row: do not
+/// commit or roll it back yourself.
+///
+/// A hook ends with `Ok(())` or a [`WorkError`]. A refusal
+/// ([`WorkError::Refused`]) of `can_commit` or `pre_commit` undoes the
+/// hook's changes, aborts the branch here and answers 409 (a no vote); of
+/// `do_commit` or `abort`, which must succeed, it answers 409 and changes
+/// nothing: the coordinator retries and flags the transaction for an
+/// operator. Any other error rolls everything back and answers 500; the
+/// retry runs anew.
 ///
 /// `payload` is the branch payload the coordinator sent with `can_commit`
 /// (stored in the state row, so the watchdog can run hooks without a call).
-pub trait ThreePhaseBranch<DB: Database>: Send + Sync + 'static {
+pub trait ThreePhaseHooks: Send + Sync + 'static {
     /// The vote: can this branch commit? Check, hold nothing. `Ok` is yes,
-    /// [`HookError::Refused`] is no.
+    /// [`WorkError::Refused`] is no.
     fn can_commit(
         &self,
-        conn: &mut DB::Connection,
+        conn: Conn<'_>,
         ctx: &BranchContext,
         payload: &Value,
-    ) -> impl Future<Output = Result<(), HookError>> + Send;
+    ) -> impl Future<Output = Result<(), WorkError>> + Send;
 
     /// Everyone voted yes: do the work and hold it so that `do_commit` can
     /// only succeed and `abort` can undo it.
     fn pre_commit(
         &self,
-        conn: &mut DB::Connection,
+        conn: Conn<'_>,
         ctx: &BranchContext,
         payload: &Value,
-    ) -> impl Future<Output = Result<(), HookError>> + Send;
+    ) -> impl Future<Output = Result<(), WorkError>> + Send;
 
     /// Make the held work final. Must succeed eventually.
     fn do_commit(
         &self,
-        conn: &mut DB::Connection,
+        conn: Conn<'_>,
         ctx: &BranchContext,
         payload: &Value,
-    ) -> impl Future<Output = Result<(), HookError>> + Send;
+    ) -> impl Future<Output = Result<(), WorkError>> + Send;
 
     /// Undo the held work of a `pre_commit`. Must succeed eventually. Only
     /// called for a pre-committed branch.
     fn abort(
         &self,
-        conn: &mut DB::Connection,
+        conn: Conn<'_>,
         ctx: &BranchContext,
         payload: &Value,
-    ) -> impl Future<Output = Result<(), HookError>> + Send;
+    ) -> impl Future<Output = Result<(), WorkError>> + Send;
 }
 
 /// What the watchdog does with a pre-committed branch when the coordinator
@@ -336,14 +334,19 @@ pub struct BranchRecord {
 }
 
 /// What the 3PC helper can fail with. As a response it is an unknown
-/// outcome (500): the coordinator retries, and the retry finds the state as
-/// it was before the failed attempt.
+/// outcome (500, or 503 when a statement gave up waiting for a lock,
+/// [`crate::db::is_lock_timeout`]): the coordinator retries, and the retry
+/// finds the state as it was before the failed attempt.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ThreePhaseError {
     /// A statement failed (the helper's or a hook's).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A hook failed for a reason other than the database
+    /// ([`WorkError::Failed`]); everything was rolled back.
+    #[error("a 3PC hook failed: {0}")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The SDK's migrations could not be applied.
     #[error("cannot apply the SDK migrations: {0}")]
     Migrate(#[from] BarrierError),
@@ -354,6 +357,11 @@ pub enum ThreePhaseError {
 
 impl axum::response::IntoResponse for ThreePhaseError {
     fn into_response(self) -> axum::response::Response {
+        if let ThreePhaseError::Database(e) = &self
+            && crate::db::is_lock_timeout(e)
+        {
+            return crate::db::lock_timeout_answer("3PC participant call");
+        }
         tracing::error!(error = %self, "3PC participant call failed; answering 500");
         crate::BranchAnswer::unknown(
             "the participant's database failed; nothing was changed, the call will be retried",
@@ -369,7 +377,7 @@ impl axum::response::IntoResponse for ThreePhaseError {
 ///
 /// ```no_run
 /// # use dtx_sdk::three_phase::*;
-/// # async fn run<B: ThreePhaseBranch<sqlx::Sqlite>>(pool: sqlx::SqlitePool, hooks: B, client: dtx_sdk::Client)
+/// # async fn run<B: ThreePhaseHooks>(pool: sqlx::SqlitePool, hooks: B, client: dtx_sdk::Client)
 /// #     -> Result<(), Box<dyn std::error::Error>> {
 /// let participant = ThreePhase::new(pool, hooks);
 /// participant.migrate().await?;
@@ -387,7 +395,7 @@ struct Inner<DB: ThreePhaseDatabase, B> {
     pool: Pool<DB>,
     branch: B,
     config: ThreePhaseConfig,
-    secret: CallbackSecret,
+    signature_keys: SignatureKeys,
 }
 
 impl<DB: ThreePhaseDatabase, B> Clone for ThreePhase<DB, B> {
@@ -406,32 +414,32 @@ impl<DB: ThreePhaseDatabase, B> std::fmt::Debug for ThreePhase<DB, B> {
     }
 }
 
-impl<DB: ThreePhaseDatabase, B: ThreePhaseBranch<DB>> ThreePhase<DB, B> {
+impl<DB: ThreePhaseDatabase, B: ThreePhaseHooks> ThreePhase<DB, B> {
     /// A participant on `pool` with the default [`ThreePhaseConfig`] and no
-    /// callback signature check.
+    /// signature check (the first unsigned call logs a warning).
     pub fn new(pool: Pool<DB>, branch: B) -> Self {
         Self::with_config(
             pool,
             branch,
             ThreePhaseConfig::default(),
-            CallbackSecret::disabled(),
+            SignatureKeys::disabled(),
         )
     }
 
-    /// A participant with these watchdog settings, checking the coordinator's
-    /// signature with `secret` in [`router`](Self::router).
+    /// A participant with these watchdog settings, checking the signature
+    /// of every call against `signature_keys` in [`router`](Self::router).
     pub fn with_config(
         pool: Pool<DB>,
         branch: B,
         config: ThreePhaseConfig,
-        secret: CallbackSecret,
+        signature_keys: SignatureKeys,
     ) -> Self {
         ThreePhase {
             inner: Arc::new(Inner {
                 pool,
                 branch,
                 config,
-                secret,
+                signature_keys,
             }),
         }
     }

@@ -17,9 +17,11 @@ pub enum CoordinatorReply {
     /// presumed abort).
     Abort,
     /// The coordinator answered, but not with a decision: `pending`, 503
-    /// (its database is down), 425, any other HTTP status, or a body this
-    /// SDK cannot read. It is alive and has not told us anything we may act
-    /// on: keep waiting and ask again. This is never "unreachable".
+    /// (its database is down), 425, any other HTTP status, a body this SDK
+    /// cannot read, or an answer that failed verification against the
+    /// coordinator's keys ([`ClientError::UnverifiedDecision`]). Something
+    /// is there and has not told us anything we may act on: keep waiting
+    /// and ask again. This is never "unreachable".
     NoDecision,
     /// No answer at all: connection refused, no answer in time, a name that
     /// does not resolve. Only this lets the timeout rule fire.
@@ -180,7 +182,7 @@ mod tests {
 
     #[test]
     fn only_no_answer_at_all_is_no_answer() {
-        let answer = |decision| Ok(DecisionAnswer::new(decision));
+        let answer = |decision| Ok(DecisionAnswer::new("g", decision));
         assert_eq!(CoordinatorReply::of(&answer(Decision::Commit)), Commit);
         assert_eq!(CoordinatorReply::of(&answer(Decision::Abort)), Abort);
         assert_eq!(CoordinatorReply::of(&answer(Decision::Pending)), NoDecision);
@@ -200,8 +202,30 @@ mod tests {
                 detail: "no such route".into(),
             },
             ClientError::Config("bad URL".into()),
+            // Something answered, if not the coordinator: counting it as
+            // no answer would let a forger fire the timeout rule.
+            ClientError::UnverifiedDecision {
+                gid: "g".into(),
+                source: crate::signature::DecisionSignatureError::Unsigned,
+            },
         ] {
             assert_eq!(CoordinatorReply::of(&Err(error)), NoDecision);
+        }
+    }
+
+    #[test]
+    fn an_unverified_answer_never_fires_the_timeout_rule() {
+        let config = ThreePhaseConfig::default();
+        let unverified = CoordinatorReply::of(&Err(ClientError::UnverifiedDecision {
+            gid: "g".into(),
+            source: crate::signature::DecisionSignatureError::Mismatch,
+        }));
+        for state in [VotedYes, PreCommitted] {
+            assert_eq!(
+                timeout_rule(state, Duration::from_secs(86_400), &config, unverified),
+                V::Wait(W::CoordinatorUndecided),
+                "{state:?}"
+            );
         }
     }
 }

@@ -3,7 +3,12 @@
 //! row is locked, implemented once per backend by a macro (as the barrier's
 //! backend is).
 
-use sqlx::{Database, Pool, Postgres, Sqlite, Transaction};
+use crate::db::Conn;
+#[cfg(feature = "postgres")]
+use sqlx::Postgres;
+#[cfg(feature = "sqlite")]
+use sqlx::Sqlite;
+use sqlx::{Database, Pool, Transaction};
 use std::future::Future;
 
 /// A state row as read back.
@@ -46,6 +51,9 @@ const SELECT: &str = "SELECT state, decided_by, payload, detail, updated_at_ms \
 /// What the helper needs from a database. Sealed: it lives in a private
 /// module, so only this crate implements it.
 pub trait Store: Database {
+    /// The connection as the hooks receive it.
+    fn hook_conn(conn: &mut Self::Connection) -> Conn<'_>;
+
     /// Begins a transaction that will change the state row.
     fn begin_step(
         pool: &Pool<Self>,
@@ -96,6 +104,10 @@ pub trait Store: Database {
 macro_rules! store {
     ($db:ty, $begin:literal, $lock:literal) => {
         impl Store for $db {
+            fn hook_conn(conn: &mut Self::Connection) -> Conn<'_> {
+                Conn::from(conn)
+            }
+
             fn begin_step(
                 pool: &Pool<Self>,
             ) -> impl Future<Output = Result<Transaction<'static, Self>, sqlx::Error>> + Send + '_
@@ -224,7 +236,9 @@ fn row_of(
 
 // SQLite: BEGIN IMMEDIATE takes the write lock at once, which serializes the
 // steps of a branch (SQLite has no row locks; see the barrier's backend).
+#[cfg(feature = "sqlite")]
 store!(Sqlite, "BEGIN IMMEDIATE", "");
 // PostgreSQL: FOR UPDATE makes concurrent steps of one branch wait for each
 // other; two first steps racing on a missing row meet at the primary key.
+#[cfg(feature = "postgres")]
 store!(Postgres, "BEGIN", " FOR UPDATE");

@@ -4,11 +4,12 @@
 
 use super::store::Change;
 use super::{
-    BranchState, DecidedBy, HookError, ThreePhase, ThreePhaseBranch, ThreePhaseDatabase,
-    ThreePhaseError,
+    BranchState, DecidedBy, ThreePhase, ThreePhaseDatabase, ThreePhaseError, ThreePhaseHooks,
 };
 use crate::answer::BranchAnswer;
-use crate::context::{BranchContext, BranchOp};
+use crate::context::BranchContext;
+use crate::op::BranchOp;
+use crate::refusal::WorkError;
 use serde_json::Value;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -126,7 +127,7 @@ fn plan(step: Step, current: Option<BranchState>, detail: Option<&str>) -> Plan 
     }
 }
 
-impl<DB: ThreePhaseDatabase, B: ThreePhaseBranch<DB>> ThreePhase<DB, B> {
+impl<DB: ThreePhaseDatabase, B: ThreePhaseHooks> ThreePhase<DB, B> {
     /// Carries out the call described by `ctx` (its `dtx-op`: `can_commit`,
     /// `pre_commit`, `do_commit` or `abort`) with the branch payload the
     /// coordinator sent, in one local transaction with the state row, and
@@ -174,6 +175,10 @@ impl<DB: ThreePhaseDatabase, B: ThreePhaseBranch<DB>> ThreePhase<DB, B> {
         // row runs again and then answers as the winner's row says.
         for _ in 0..2 {
             let mut tx = DB::begin_step(&self.inner.pool).await?;
+            // A hook waiting on a row a prepared 2PC branch holds would keep
+            // this connection until that branch's decision: give up instead
+            // (see `crate::db`, "Lock waits on PostgreSQL").
+            DB::hook_conn(&mut tx).bound_lock_waits().await?;
             let row = DB::load(&mut *tx, gid, branch_id).await?;
             let current = match &row {
                 None => None,
@@ -219,9 +224,10 @@ impl<DB: ThreePhaseDatabase, B: ThreePhaseBranch<DB>> ThreePhase<DB, B> {
             for &hook in hooks {
                 match self.run_hook(hook, &mut *tx, ctx, &payload).await {
                     Ok(()) => {}
-                    Err(HookError::Database(e)) => return Err(e.into()),
-                    Err(HookError::Refused(reason)) => {
-                        refusal = Some(reason);
+                    Err(WorkError::Database(e)) => return Err(e.into()),
+                    Err(WorkError::Failed(e)) => return Err(ThreePhaseError::Failed(e)),
+                    Err(WorkError::Refused(refused)) => {
+                        refusal = Some(refused.into_reason());
                         break;
                     }
                 }
@@ -265,7 +271,7 @@ impl<DB: ThreePhaseDatabase, B: ThreePhaseBranch<DB>> ThreePhase<DB, B> {
         conn: &mut DB::Connection,
         ctx: &BranchContext,
         payload: &Value,
-    ) -> Result<(), HookError> {
+    ) -> Result<(), WorkError> {
         // The watchdog runs hooks without a call: give each hook a context
         // naming its own operation.
         let own;
@@ -275,12 +281,12 @@ impl<DB: ThreePhaseDatabase, B: ThreePhaseBranch<DB>> ThreePhase<DB, B> {
             own = BranchContext::new(ctx.gid(), ctx.branch_id(), hook.op());
             &own
         };
-        let branch = &self.inner.branch;
+        let (hooks, conn) = (&self.inner.branch, DB::hook_conn(conn));
         match hook {
-            Hook::CanCommit => branch.can_commit(conn, ctx, payload).await,
-            Hook::PreCommit => branch.pre_commit(conn, ctx, payload).await,
-            Hook::DoCommit => branch.do_commit(conn, ctx, payload).await,
-            Hook::Abort => branch.abort(conn, ctx, payload).await,
+            Hook::CanCommit => hooks.can_commit(conn, ctx, payload).await,
+            Hook::PreCommit => hooks.pre_commit(conn, ctx, payload).await,
+            Hook::DoCommit => hooks.do_commit(conn, ctx, payload).await,
+            Hook::Abort => hooks.abort(conn, ctx, payload).await,
         }
     }
 }

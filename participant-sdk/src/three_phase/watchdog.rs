@@ -6,11 +6,12 @@
 use super::rule::{CoordinatorReply, TimeoutVerdict, WaitReason, timeout_rule};
 use super::transition::{Step, ms_of};
 use super::{
-    BranchState, DecidedBy, ThreePhase, ThreePhaseBranch, ThreePhaseDatabase, ThreePhaseError,
+    BranchState, DecidedBy, ThreePhase, ThreePhaseDatabase, ThreePhaseError, ThreePhaseHooks,
 };
 use crate::answer::BranchAnswer;
 use crate::client::{ClientError, DecisionSource};
-use crate::context::{BranchContext, BranchOp};
+use crate::context::BranchContext;
+use crate::op::BranchOp;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -74,7 +75,7 @@ impl Drop for Watchdog {
     }
 }
 
-impl<DB: ThreePhaseDatabase, B: ThreePhaseBranch<DB>> ThreePhase<DB, B> {
+impl<DB: ThreePhaseDatabase, B: ThreePhaseHooks> ThreePhase<DB, B> {
     /// Starts a task that runs [`tick`](Self::tick) every
     /// [`check_interval`](super::ThreePhaseConfig::check_interval), asking
     /// `source` (the service's [`Client`](crate::Client)). Errors of a pass
@@ -158,8 +159,9 @@ impl<DB: ThreePhaseDatabase, B: ThreePhaseBranch<DB>> ThreePhase<DB, B> {
                     }
                     (Err(error), WaitReason::CoordinatorUndecided) => {
                         // 503 (its database is down), 425, 5xx: it is there
-                        // and will decide; anything else (404, a bad URL)
-                        // needs a person, so say it louder.
+                        // and will decide; anything else (404, a bad URL, an
+                        // answer that failed verification) needs a person,
+                        // so say it louder.
                         if matches!(
                             error,
                             ClientError::Unavailable { .. } | ClientError::Unexpected { .. }

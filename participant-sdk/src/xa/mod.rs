@@ -7,7 +7,8 @@
 //!   `PREPARE TRANSACTION '<xid>'` instead of `COMMIT`. Its changes are then
 //!   durable (they survive a crash of the service *and* of PostgreSQL) but
 //!   invisible, and its locks are held, until the decision comes. Success is a
-//!   yes vote; a refusal by the business ([`WorkError::Refused`]) rolls the
+//!   yes vote; a refusal by the business
+//!   ([`WorkError::Refused`]) rolls the
 //!   work back and votes no (409).
 //! - **commit**: `COMMIT PREPARED '<xid>'`.
 //! - **rollback**: `ROLLBACK PREPARED '<xid>'`, or, if nothing is prepared,
@@ -43,7 +44,41 @@
 //! coordinator ([`DecisionSource`](crate::client::DecisionSource)): call it
 //! at service start, so that held locks are released even when the
 //! coordinator is slow to retry, and periodically if you like. It leaves
-//! alone branches whose decision is still pending.
+//! alone branches whose decision is still pending, and those whose answer
+//! failed verification against the coordinator's keys
+//! ([`ClientBuilder::coordinator_keys`](crate::client::ClientBuilder::coordinator_keys)).
+//!
+//! # Lock waits, and connections kept for the decisions
+//! A prepared branch keeps the row locks of its work until its decision,
+//! so every other transaction that changes those rows waits for the
+//! decision, holding a pool connection while it waits. Seen in the
+//! fault-injection harness (16 clients, one participant killed): all ten
+//! connections of the inventory's pool waited on one prepared product
+//! row, their callers gave up (which does not end a statement: sqlx takes
+//! the connection back only when it finishes), and the `COMMIT PREPARED`
+//! that would have let the row go waited for a connection, for good. Two
+//! rules make that impossible:
+//!
+//! - The decisions have connections of their own. [`commit`],
+//!   [`rollback`] and [`recover`] run on a second pool of
+//!   [`DECISION_CONNECTIONS`] connections that the helper opens beside the
+//!   service's pool (same connect options), and that no business work
+//!   uses: however many calls wait on a prepared row, the call that
+//!   releases it gets a connection. Count them in the server's
+//!   `max_connections`.
+//! - A prepare waits for a lock at most
+//!   [`POSTGRES_LOCK_TIMEOUT`](crate::db::POSTGRES_LOCK_TIMEOUT)
+//!   ([`Conn::bound_lock_waits`](crate::db::Conn::bound_lock_waits) on its
+//!   local transaction). Past it the work is rolled back, nothing is
+//!   prepared, and the call answers 503 (`Retry-After: 1`), an unknown
+//!   outcome to the coordinator, which asks again: a vote comes later, and
+//!   no vote is ever given that the branch could not keep. The service's
+//!   other business transactions should bound their waits the same way
+//!   (the SDK's barrier and 3PC helpers do).
+//!
+//! [`commit`]: XaParticipant::commit
+//! [`rollback`]: XaParticipant::rollback
+//! [`recover`]: XaParticipant::recover
 //!
 //! # Requirements
 //! - `max_prepared_transactions > 0` on the server (0 is PostgreSQL's
@@ -60,72 +95,28 @@
 //! SQLite has no prepared transactions; see [`sqlite`] for the
 //! reservation-based prepare that gives the same contract.
 
+mod error;
 mod recover;
 pub mod sqlite;
 mod xid;
 
+pub use error::XaError;
 pub use recover::{InDoubt, RecoveryError, RecoverySummary};
 pub use xid::{XID_PREFIX, Xid};
 
 use crate::answer::BranchAnswer;
 use crate::context::BranchContext;
+use crate::db::Conn;
+use crate::refusal::WorkError;
 use futures_util::future::BoxFuture;
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// What the business work of a prepare can end with, other than success.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum WorkError {
-    /// The business says no: the work is rolled back and the branch votes
-    /// no (409). The refusal is remembered: a repeated prepare is refused
-    /// with the same reason.
-    #[error("refused: {0}")]
-    Refused(String),
-    /// A statement failed: the work is rolled back and the call answers 500;
-    /// the coordinator asks again, and the retry runs the work anew.
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-}
-
-impl WorkError {
-    /// A refusal with a reason for the coordinator's log.
-    pub fn refused(reason: impl Into<String>) -> Self {
-        WorkError::Refused(reason.into())
-    }
-}
-
-/// What the XA helper can fail with. As a response it is an unknown outcome
-/// (500): the coordinator retries.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum XaError {
-    /// The server has prepared transactions disabled (or the setting could
-    /// not be read); the message says how to enable them.
-    #[error("PostgreSQL cannot prepare transactions: {0}")]
-    PreparedTransactionsDisabled(String),
-    /// A statement failed.
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    /// The SDK's migrations could not be applied.
-    #[error("cannot apply the SDK migrations: {0}")]
-    Migrate(#[from] crate::barrier::BarrierError),
-    /// The helper's tables hold something this SDK did not write.
-    #[error("the XA tables are inconsistent: {0}")]
-    Corrupt(String),
-}
-
-impl axum::response::IntoResponse for XaError {
-    fn into_response(self) -> axum::response::Response {
-        tracing::error!(error = %self, "2PC participant call failed; answering 500");
-        BranchAnswer::unknown("the participant's database failed; the call will be retried")
-            .into_response()
-    }
-}
-
 /// The business work of a prepare: runs on the local transaction that will
 /// be prepared (do not commit or roll it back yourself; `begin` on it opens
-/// a savepoint). Write it as `|conn| Box::pin(async move { ... })`.
+/// a savepoint). Write it as `move |conn| Box::pin(async move { ... })`. It
+/// ends with `Ok(())` (vote yes) or a [`WorkError`]: a refusal votes no.
 pub trait PrepareWork:
     for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<(), WorkError>> + Send
 {
@@ -139,8 +130,8 @@ impl<F> PrepareWork for F where
 /// A 2PC participant on PostgreSQL; cheap to clone (it holds the pool).
 ///
 /// ```no_run
-/// use dtx_sdk::xa::{WorkError, XaParticipant};
-/// use dtx_sdk::{BranchAnswer, BranchContext, Client};
+/// use dtx_sdk::xa::XaParticipant;
+/// use dtx_sdk::{BranchAnswer, BranchContext, Client, WorkError};
 ///
 /// async fn prepare(xa: &XaParticipant, ctx: &BranchContext, qty: i64)
 ///     -> Result<BranchAnswer, dtx_sdk::xa::XaError> {
@@ -168,8 +159,19 @@ impl<F> PrepareWork for F where
 /// ```
 #[derive(Debug, Clone)]
 pub struct XaParticipant {
+    /// The service's pool: prepares, and the service's own queries.
     pool: PgPool,
+    /// Kept for the decisions (commit, rollback, recovery), so that they
+    /// never wait behind calls that wait for the locks they release; see
+    /// [the module documentation](self#lock-waits-and-connections-kept-for-the-decisions).
+    decisions: PgPool,
 }
+
+/// How many connections [`XaParticipant`] keeps open for the decisions
+/// (`COMMIT PREPARED`, `ROLLBACK PREPARED`, recovery), beside the service's
+/// pool. Each decision holds one for a few milliseconds; two keep one free
+/// while the other waits on a disk flush.
+pub const DECISION_CONNECTIONS: u32 = 2;
 
 const IS_PREPARED: &str = "SELECT EXISTS (SELECT 1 FROM pg_prepared_xacts \
      WHERE gid = $1 AND database = current_database())";
@@ -202,12 +204,24 @@ impl XaParticipant {
     /// prepared transactions (`SHOW max_prepared_transactions` above 0).
     /// Fails with [`XaError::PreparedTransactionsDisabled`] otherwise, whose
     /// message says how to enable them.
+    ///
+    /// Also opens the [`DECISION_CONNECTIONS`] connections kept for the
+    /// decisions, with `pool`'s connect options (its URL, TLS and startup
+    /// `options`; hooks of its `PgPoolOptions`, such as `after_connect`,
+    /// are not carried over).
     pub async fn new(pool: PgPool) -> Result<Self, XaError> {
         let value: String = sqlx::query_scalar("SHOW max_prepared_transactions")
             .fetch_one(&pool)
             .await?;
         xid::check_max_prepared(&value).map_err(XaError::PreparedTransactionsDisabled)?;
-        Ok(XaParticipant { pool })
+        // Open, not lazy: when the service's pool is exhausted the server
+        // may be at its connection limit too, the worst moment to connect.
+        let decisions = PgPoolOptions::new()
+            .max_connections(DECISION_CONNECTIONS)
+            .min_connections(DECISION_CONNECTIONS)
+            .connect_with(pool.connect_options().as_ref().clone())
+            .await?;
+        Ok(XaParticipant { pool, decisions })
     }
 
     /// The pool, for the service's other queries.
@@ -238,7 +252,7 @@ impl XaParticipant {
         work: W,
     ) -> Result<BranchAnswer, XaError> {
         let xid = Xid::of(ctx.gid(), ctx.branch_id());
-        if self.is_prepared(&xid).await? {
+        if is_prepared(&self.pool, &xid).await? {
             return Ok(BranchAnswer::success());
         }
         // The mapping is committed on its own, before the prepare: recovery
@@ -252,12 +266,15 @@ impl XaParticipant {
             .execute(&self.pool)
             .await?;
         let mut tx = self.pool.begin().await?;
+        // The work must not wait for a row held by another prepared branch
+        // longer than this: see the module documentation.
+        Conn::from(&mut *tx).bound_lock_waits().await?;
         let (state, detail) = match lock_branch(&mut tx, &xid).await {
             Ok(row) => row,
             Err(e) if has_code(&e, LOCK_NOT_AVAILABLE) => {
                 drop(tx);
                 // The holder may have just prepared: then this is a repeat.
-                return Ok(if self.is_prepared(&xid).await? {
+                return Ok(if is_prepared(&self.pool, &xid).await? {
                     BranchAnswer::success()
                 } else {
                     BranchAnswer::StillWorking
@@ -294,7 +311,8 @@ impl XaParticipant {
             .await?;
         match work(&mut tx).await {
             Ok(()) => {}
-            Err(WorkError::Refused(reason)) => {
+            Err(WorkError::Refused(refusal)) => {
+                let reason = refusal.into_reason();
                 sqlx::query(ROLLBACK_TO_SAVEPOINT).execute(&mut *tx).await?;
                 set_state(&mut tx, &xid, REFUSED, Some(&reason)).await?;
                 tx.commit().await?;
@@ -303,6 +321,7 @@ impl XaParticipant {
             }
             // Dropping `tx` rolls everything back; the retry starts afresh.
             Err(WorkError::Database(e)) => return Err(e.into()),
+            Err(WorkError::Failed(e)) => return Err(XaError::Failed(e)),
         }
         let prepare = format!("PREPARE TRANSACTION {}", xid.literal());
         sqlx::raw_sql(AssertSqlSafe(prepare))
@@ -331,10 +350,11 @@ impl XaParticipant {
     /// transaction for an operator at once, which is what it needs.
     pub async fn commit(&self, ctx: &BranchContext) -> Result<BranchAnswer, XaError> {
         let xid = Xid::of(ctx.gid(), ctx.branch_id());
-        if self.is_prepared(&xid).await? && self.finish(&xid, "COMMIT PREPARED").await? {
+        if is_prepared(&self.decisions, &xid).await? && self.finish(&xid, "COMMIT PREPARED").await?
+        {
             return Ok(BranchAnswer::success());
         }
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.decisions.acquire().await?;
         if committed(&mut conn, &xid).await? {
             return Ok(BranchAnswer::success());
         }
@@ -368,7 +388,7 @@ impl XaParticipant {
     /// violation, see [`commit`](Self::commit).
     pub async fn rollback(&self, ctx: &BranchContext) -> Result<BranchAnswer, XaError> {
         let xid = Xid::of(ctx.gid(), ctx.branch_id());
-        if self.is_prepared(&xid).await? {
+        if is_prepared(&self.decisions, &xid).await? {
             self.finish(&xid, "ROLLBACK PREPARED").await?;
         }
         sqlx::query(INSERT_BRANCH)
@@ -377,9 +397,9 @@ impl XaParticipant {
             .bind(ctx.branch_id())
             .bind(ROLLED_BACK)
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(&self.decisions)
             .await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.decisions.begin().await?;
         match lock_branch(&mut tx, &xid).await {
             Ok(_) => {}
             // A prepare holds the row: it is running, or it prepared after
@@ -402,26 +422,30 @@ impl XaParticipant {
         Ok(BranchAnswer::success())
     }
 
-    /// Whether `xid` is a prepared transaction of this database.
-    async fn is_prepared(&self, xid: &Xid) -> Result<bool, sqlx::Error> {
-        sqlx::query_scalar(IS_PREPARED)
-            .bind(xid.as_str())
-            .fetch_one(&self.pool)
-            .await
-    }
-
-    /// Runs `COMMIT PREPARED` or `ROLLBACK PREPARED` on a plain pooled
-    /// connection (both refuse to run inside a transaction block). `false`
-    /// when the transaction is no longer prepared: a concurrent call
-    /// finished it first.
+    /// Runs `COMMIT PREPARED` or `ROLLBACK PREPARED` on a connection kept
+    /// for the decisions, outside any transaction block (both refuse to run
+    /// in one). `false` when the transaction is no longer prepared: a
+    /// concurrent call finished it first.
     async fn finish(&self, xid: &Xid, verb: &str) -> Result<bool, sqlx::Error> {
         let sql = format!("{verb} {}", xid.literal());
-        match sqlx::raw_sql(AssertSqlSafe(sql)).execute(&self.pool).await {
+        match sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&self.decisions)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) if has_code(&e, UNDEFINED_OBJECT) => Ok(false),
             Err(e) => Err(e),
         }
     }
+}
+
+/// Whether `xid` is a prepared transaction of this database, asked on
+/// `pool` (the service's for a prepare, the decisions' for the rest).
+async fn is_prepared(pool: &PgPool, xid: &Xid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(IS_PREPARED)
+        .bind(xid.as_str())
+        .fetch_one(pool)
+        .await
 }
 
 async fn lock_branch(

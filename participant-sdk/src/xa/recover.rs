@@ -53,9 +53,10 @@ impl XaParticipant {
     /// `dtx-…` in `pg_prepared_xacts`): asks `source` for each decision and
     /// runs `COMMIT PREPARED` (commit), `ROLLBACK PREPARED` (abort, and the
     /// rollback is remembered as [`rollback`](Self::rollback) does), or
-    /// leaves it (pending, or the coordinator could not be asked: it will
-    /// send the decision itself, since it retries phase two until
-    /// acknowledged).
+    /// leaves it (pending, or the coordinator could not be asked, or its
+    /// answer failed verification against the coordinator's keys
+    /// ([`ClientError::UnverifiedDecision`]): the coordinator will send the
+    /// decision itself, since it retries phase two until acknowledged).
     ///
     /// Call it at service start, after [`migrate`](Self::migrate): branches
     /// prepared by the previous run hold locks until resolved. It is safe
@@ -67,7 +68,7 @@ impl XaParticipant {
     pub async fn recover(&self, source: &impl DecisionSource) -> Result<RecoverySummary, XaError> {
         let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(IN_DOUBT)
             .bind(XID_PREFIX)
-            .fetch_all(self.pool())
+            .fetch_all(&self.decisions)
             .await?;
         let mut summary = RecoverySummary::default();
         for (xid_text, gid, branch_id) in rows {
@@ -113,7 +114,7 @@ impl XaParticipant {
             }
             Decision::Abort => {
                 self.finish(xid, "ROLLBACK PREPARED").await.map_err(db)?;
-                let mut conn = self.pool().acquire().await.map_err(db)?;
+                let mut conn = self.decisions.acquire().await.map_err(db)?;
                 set_state(&mut conn, xid, ROLLED_BACK, None)
                     .await
                     .map_err(db)?;

@@ -1,9 +1,10 @@
 //! The sub-transaction barrier against real databases: every case in
-//! `cases.rs` runs on SQLite (a temp file, several connections) and on
+//! `cases.rs` (the explicit form) and `closure.rs` (the closure form) runs on SQLite (a temp file, several connections) and on
 //! PostgreSQL (a fresh database on the shared test server), each in a
 //! multi-threaded runtime so racing tasks run in parallel.
 
 mod cases;
+mod closure;
 mod support;
 
 macro_rules! on_every_backend {
@@ -12,7 +13,7 @@ macro_rules! on_every_backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
-                    crate::cases::$case::<sqlx::Sqlite>().await;
+                    crate::$case::<sqlx::Sqlite>().await;
                 }
             )*
         }
@@ -20,12 +21,15 @@ macro_rules! on_every_backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
-                    crate::cases::$case::<sqlx::Postgres>().await;
+                    crate::$case::<sqlx::Postgres>().await;
                 }
             )*
         }
     };
 }
+
+use cases::*;
+use closure::*;
 
 on_every_backend!(
     first_call_applies,
@@ -41,4 +45,6 @@ on_every_backend!(
     cancel_racing_its_try_never_leaves_a_try_uncancelled,
     cleanup_removes_only_old_transactions,
     migrations_coexist_with_the_service_migrations,
+    closure_form_commits_refuses_and_skips_like_the_explicit_one,
+    closure_form_failure_rolls_back_and_the_retry_runs,
 );

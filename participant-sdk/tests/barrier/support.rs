@@ -2,6 +2,7 @@
 //! a small business table, a business step, and ways to look inside.
 
 use dtx_sdk::barrier::{Barrier, BarrierDatabase, BarrierError, BarrierWork, Entry, Skipped};
+use dtx_sdk::db::Db;
 use dtx_sdk::{BranchAnswer, BranchContext};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::PgPoolOptions;
@@ -19,7 +20,7 @@ pub const START_BALANCE: i64 = 100;
 
 /// A fresh database, kept alive (its temp directory, for SQLite) as long as
 /// this value lives.
-pub struct Db<D: sqlx::Database> {
+pub struct Fresh<D: sqlx::Database> {
     pub pool: Pool<D>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -27,7 +28,7 @@ pub struct Db<D: sqlx::Database> {
 /// A backend the cases run on.
 pub trait TestDb: BarrierDatabase + Sized {
     /// A fresh, migrated database with `accounts` holding one account.
-    fn fresh() -> impl Future<Output = Db<Self>> + Send;
+    fn fresh() -> impl Future<Output = Fresh<Self>> + Send;
 
     /// The business step: `balance += delta` on the work's connection. The
     /// table's CHECK makes a negative balance fail the statement.
@@ -35,6 +36,9 @@ pub trait TestDb: BarrierDatabase + Sized {
         work: &'a mut BarrierWork<'_, Self>,
         delta: i64,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
+
+    /// The pool as the SDK's backend-neutral [`Db`].
+    fn db(pool: &Pool<Self>) -> Db;
 
     /// The account's balance.
     fn balance(pool: &Pool<Self>) -> impl Future<Output = i64> + Send + '_;
@@ -58,7 +62,7 @@ pub trait TestDb: BarrierDatabase + Sized {
 const CREATE_ACCOUNTS: &str =
     "CREATE TABLE accounts (id TEXT PRIMARY KEY, balance BIGINT NOT NULL CHECK (balance >= 0))";
 const SEED_ACCOUNT: &str = "INSERT INTO accounts (id, balance) VALUES ('alice', 100)";
-const ADD: &str = "UPDATE accounts SET balance = balance + $1 WHERE id = 'alice'";
+pub const ADD: &str = "UPDATE accounts SET balance = balance + $1 WHERE id = 'alice'";
 const BALANCE: &str = "SELECT balance FROM accounts WHERE id = 'alice'";
 const ROWS: &str = "SELECT gid || '/' || branch_id || '/' || op || ' ' || origin_op || ' ' || outcome \
                     FROM dtx_barrier ORDER BY 1";
@@ -131,7 +135,7 @@ macro_rules! common {
 }
 
 impl TestDb for Sqlite {
-    async fn fresh() -> Db<Sqlite> {
+    async fn fresh() -> Fresh<Sqlite> {
         let dir = tempfile::tempdir().expect("create a temp dir");
         // WAL and a long busy timeout: racing transactions queue for the
         // write lock (taken by BEGIN IMMEDIATE) instead of failing.
@@ -146,17 +150,21 @@ impl TestDb for Sqlite {
             .await
             .expect("open the SQLite database");
         prepare(&pool).await;
-        Db {
+        Fresh {
             pool,
             _dir: Some(dir),
         }
+    }
+
+    fn db(pool: &Pool<Sqlite>) -> Db {
+        Db::Sqlite(pool.clone())
     }
 
     common!();
 }
 
 impl TestDb for Postgres {
-    async fn fresh() -> Db<Postgres> {
+    async fn fresh() -> Fresh<Postgres> {
         let url = dtx_tests::postgres::fresh_database()
             .await
             .expect("a fresh PostgreSQL database");
@@ -166,7 +174,11 @@ impl TestDb for Postgres {
             .await
             .expect("connect to PostgreSQL");
         prepare(&pool).await;
-        Db { pool, _dir: None }
+        Fresh { pool, _dir: None }
+    }
+
+    fn db(pool: &Pool<Postgres>) -> Db {
+        Db::Postgres(pool.clone())
     }
 
     common!();

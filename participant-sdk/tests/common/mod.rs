@@ -1,5 +1,7 @@
-//! A real `dtx serve` process for the client's end-to-end tests, and a
-//! proxy that loses requests on their way to it (`lossy_proxy`).
+//! A real `dtx serve` process for the client's end-to-end tests, a proxy
+//! that loses requests on their way to it (`lossy_proxy`), and a fake
+//! coordinator whose answers to the termination query are forged
+//! (`fake_coordinator`).
 //!
 //! `CARGO_BIN_EXE_dtx` exists only inside the coordinator's own package, and
 //! a dev-dependency on it would not build its binary. So the tests build it
@@ -9,6 +11,7 @@
 //! there.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod fake_coordinator;
 pub mod lossy_proxy;
 
 use dtx_tests::process::DtxProcess;
@@ -66,14 +69,18 @@ pub fn dtx_binary() -> &'static PathBuf {
     BINARY.get_or_init(build_dtx)
 }
 
-fn build_dtx() -> PathBuf {
-    // The test runs as target/<profile dir>/deps/<test>-<hash>.
+/// `target/<profile dir>`, where the test runs from (as
+/// `deps/<test>-<hash>`) and where cargo puts binaries and examples.
+pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("path of the test binary");
-    let profile_dir = exe
-        .parent()
+    exe.parent()
         .and_then(|deps| deps.parent())
         .expect("the test binary lives in target/<profile>/deps")
-        .to_path_buf();
+        .to_path_buf()
+}
+
+fn build_dtx() -> PathBuf {
+    let profile_dir = profile_dir();
     let binary = profile_dir.join("dtx");
     // Under plain `cargo test`, cargo holds the build directory's lock while
     // tests run, so a nested build would wait forever; nextest builds first

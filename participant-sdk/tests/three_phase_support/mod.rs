@@ -6,19 +6,19 @@
 // Each test binary uses part of it.
 #![allow(dead_code)]
 
+use dtx_sdk::db::Conn;
 use dtx_sdk::three_phase::{
-    BranchState, DecidedBy, HookError, ThreePhase, ThreePhaseBranch, ThreePhaseConfig,
-    ThreePhaseDatabase,
+    BranchState, DecidedBy, ThreePhase, ThreePhaseConfig, ThreePhaseDatabase, ThreePhaseHooks,
 };
-use dtx_sdk::{BranchAnswer, BranchContext, BranchOp, CallbackSecret};
+use dtx_sdk::{BranchAnswer, BranchContext, BranchOp, SignatureKeys, WorkError, on_conn};
 use serde_json::{Value, json};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{PgConnection, Pool, Postgres, Sqlite, SqliteConnection};
+use sqlx::{Pool, Postgres, Sqlite};
 use std::future::Future;
 use std::time::Duration;
 
-/// The business: `pre_commit` holds `amount` for the account, `do_commit`
+/// The business, written once for both backends: `pre_commit` holds `amount` for the account, `do_commit`
 /// moves it to the balance, `abort` releases it. `can_commit` refuses
 /// amounts over 1000.
 #[derive(Clone, Copy)]
@@ -33,70 +33,57 @@ fn amount(payload: &Value) -> i64 {
     payload["amount"].as_i64().unwrap_or(0)
 }
 
-macro_rules! hooks {
-    ($db:ty, $conn:ty) => {
-        impl ThreePhaseBranch<$db> for Deposits {
-            async fn can_commit(
-                &self,
-                _conn: &mut $conn,
-                _ctx: &BranchContext,
-                payload: &Value,
-            ) -> Result<(), HookError> {
-                if amount(payload) > 1000 {
-                    return Err(HookError::refused("deposit too large"));
-                }
-                Ok(())
-            }
-
-            async fn pre_commit(
-                &self,
-                conn: &mut $conn,
-                _ctx: &BranchContext,
-                payload: &Value,
-            ) -> Result<(), HookError> {
-                sqlx::query(HOLD)
-                    .bind(amount(payload))
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            }
-
-            async fn do_commit(
-                &self,
-                conn: &mut $conn,
-                _ctx: &BranchContext,
-                payload: &Value,
-            ) -> Result<(), HookError> {
-                sqlx::query(APPLY)
-                    .bind(amount(payload))
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            }
-
-            async fn abort(
-                &self,
-                conn: &mut $conn,
-                _ctx: &BranchContext,
-                payload: &Value,
-            ) -> Result<(), HookError> {
-                sqlx::query(RELEASE)
-                    .bind(amount(payload))
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            }
+impl ThreePhaseHooks for Deposits {
+    async fn can_commit(
+        &self,
+        _conn: Conn<'_>,
+        _ctx: &BranchContext,
+        payload: &Value,
+    ) -> Result<(), WorkError> {
+        if amount(payload) > 1000 {
+            return Err(WorkError::refused("deposit too large"));
         }
-    };
+        Ok(())
+    }
+
+    async fn pre_commit(
+        &self,
+        conn: Conn<'_>,
+        _ctx: &BranchContext,
+        payload: &Value,
+    ) -> Result<(), WorkError> {
+        change(conn, HOLD, amount(payload)).await
+    }
+
+    async fn do_commit(
+        &self,
+        conn: Conn<'_>,
+        _ctx: &BranchContext,
+        payload: &Value,
+    ) -> Result<(), WorkError> {
+        change(conn, APPLY, amount(payload)).await
+    }
+
+    async fn abort(
+        &self,
+        conn: Conn<'_>,
+        _ctx: &BranchContext,
+        payload: &Value,
+    ) -> Result<(), WorkError> {
+        change(conn, RELEASE, amount(payload)).await
+    }
 }
-hooks!(Sqlite, SqliteConnection);
-hooks!(Postgres, PgConnection);
+
+/// Runs one of the statements above on whichever backend `conn` is.
+async fn change(conn: Conn<'_>, sql: &'static str, amount: i64) -> Result<(), WorkError> {
+    on_conn!(conn, |c| {
+        sqlx::query(sql).bind(amount).execute(&mut *c).await?;
+    });
+    Ok(())
+}
 
 /// A backend the cases run on.
-pub trait TestDb: ThreePhaseDatabase + Sized
-where
-    Deposits: ThreePhaseBranch<Self>,
-{
+pub trait TestDb: ThreePhaseDatabase + Sized {
     /// A fresh database (and what keeps it alive).
     fn fresh() -> impl Future<Output = (Pool<Self>, Option<tempfile::TempDir>)> + Send;
     /// (balance, held) of alice.
@@ -150,21 +137,17 @@ impl TestDb for Postgres {
 
 const ACCOUNT: &str = "SELECT balance, held FROM accounts WHERE id = 'alice'";
 
-pub struct Fixture<D: TestDb>
-where
-    Deposits: ThreePhaseBranch<D>,
-{
+pub struct Fixture<D: TestDb> {
     pub participant: ThreePhase<D, Deposits>,
     _dir: Option<tempfile::TempDir>,
 }
 
 pub async fn fixture<D: TestDb>(config: ThreePhaseConfig) -> Fixture<D>
 where
-    Deposits: ThreePhaseBranch<D>,
     for<'c> &'c Pool<D>: sqlx::Executor<'c, Database = D>,
 {
     let (pool, dir) = D::fresh().await;
-    let participant = ThreePhase::with_config(pool, Deposits, config, CallbackSecret::disabled());
+    let participant = ThreePhase::with_config(pool, Deposits, config, SignatureKeys::disabled());
     participant
         .migrate()
         .await
@@ -184,10 +167,7 @@ where
     }
 }
 
-impl<D: TestDb> Fixture<D>
-where
-    Deposits: ThreePhaseBranch<D>,
-{
+impl<D: TestDb> Fixture<D> {
     pub async fn call(&self, gid: &str, op: BranchOp) -> BranchAnswer {
         let ctx = BranchContext::new(gid, "b1", op);
         self.participant

@@ -6,14 +6,19 @@
 //! cargo run -p dtx-tests --bin dtx-harness -- --scenarios mixed --seed 42 --window-s 300 --per-kind 5 --release   # a soak
 //! ```
 //!
-//! Exits 1 when any scenario broke a rule it had to keep, did not reach
-//! quiescence within its bound, or could not carry out a fault.
+//! Exits 1 when any scenario broke a rule it had to keep (a service that
+//! never answered the final reads included), did not reach quiescence
+//! within its bound, or could not carry out a fault. Availability is printed
+//! per fault kind, with the target where issue 16 sets one; a missed target
+//! is printed, and does not change the exit code (targets hold "on this
+//! machine": CI asserts them in tests/tests/harness.rs).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use dtx_tests::harness::availability::KindAvailability;
 use dtx_tests::harness::binaries::Binaries;
 use dtx_tests::harness::scenario::{self, CATALOGUE, Settings};
 use dtx_tests::harness::{MODES, report};
@@ -34,9 +39,9 @@ struct Args {
     /// How many times each fault kind strikes per scenario.
     #[arg(long, default_value_t = 2)]
     per_kind: usize,
-    /// Concurrent clients.
-    #[arg(long, default_value_t = 4)]
-    clients: usize,
+    /// Concurrent clients (default: as in CI).
+    #[arg(long)]
+    clients: Option<usize>,
     /// Build and run the release binaries (for a soak).
     #[arg(long)]
     release: bool,
@@ -68,7 +73,9 @@ async fn main() -> anyhow::Result<()> {
     let mut settings = Settings::ci(MODES);
     settings.window = Duration::from_secs(args.window_s);
     settings.per_kind = args.per_kind;
-    settings.workload.clients = args.clients;
+    if let Some(clients) = args.clients {
+        settings.workload.clients = clients;
+    }
     eprintln!("dtx-harness: building the programs");
     let binaries = Binaries::build(args.release)?;
     let bar = ProgressBar::new(chosen.len() as u64);
@@ -92,6 +99,9 @@ async fn main() -> anyhow::Result<()> {
             report.faults.len(),
             report.attempts.len()
         ));
+        for kind in &report.availability.kinds {
+            bar.suspend(|| eprintln!("  {}", availability_line(kind)));
+        }
         reports.push(report);
         bar.inc(1);
     }
@@ -107,4 +117,28 @@ async fn main() -> anyhow::Result<()> {
         bail!("failed: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// One fault kind's availability in a line: its figures against the healthy
+/// rate, and the target's verdict.
+fn availability_line(k: &KindAvailability) -> String {
+    let verdict = match k.met() {
+        None => "no target".to_owned(),
+        Some(true) => "target met".to_owned(),
+        Some(false) => format!("target MISSED: {}", k.misses.join("; ")),
+    };
+    format!(
+        "{:?}: {:.1}/s during vs {:.1}/s healthy ({}), longest gap {:.1} s, full rate {} ({verdict})",
+        k.kind,
+        k.rate_during,
+        k.healthy_rate,
+        k.ratio
+            .map_or("no ratio".to_owned(), |r| format!("{:.0}%", r * 100.0)),
+        k.longest_gap_ms as f64 / 1000.0,
+        k.to_full_rate_ms
+            .map_or("not back within the run".to_owned(), |ms| format!(
+                "back {:.1} s after",
+                ms as f64 / 1000.0
+            )),
+    )
 }

@@ -1,7 +1,9 @@
 //! One cluster of the harness: PostgreSQL, two coordinators sharing it, the
 //! inventory service and the order service, each in a container of its own
-//! on a private Docker network, plus the operations the nemesis needs (kill,
-//! start again, pause, resume, disconnect, reconnect, add latency).
+//! on a private Docker network. The operations the nemesis needs (kill,
+//! start again, pause, resume, disconnect, reconnect, add latency) are in
+//! `faults`, what the containers say about themselves (logs, state) in
+//! `logs`.
 //!
 //! Containers reach each other by container name on the private network.
 //! The harness reaches each service through a port published on 127.0.0.1
@@ -9,29 +11,36 @@
 //!
 //! Databases: the coordinators share the `dtx` database; the inventory has
 //! its own (`inventory`, on the same server); the order service keeps a
-//! SQLite file inside its container. testcontainers creates, starts, stops,
-//! pauses and removes containers; bollard (through `crate::docker`) does only
-//! what testcontainers 0.28 lacks: SIGKILL, and network disconnect/connect.
+//! SQLite file inside its container. PostgreSQL is one server, or (chosen by
+//! [`ClusterOptions::postgres`]) a primary and a synchronous standby behind
+//! a proxy with the same name ([`super::postgres_ha`]). testcontainers
+//! creates, starts, stops, pauses and removes containers; bollard (through
+//! `crate::docker`) does only what testcontainers 0.28 lacks: SIGKILL, and
+//! network disconnect/connect.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use bollard::models::{EndpointSettings, NetworkConnectRequest, NetworkDisconnectRequest};
-use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
+use sqlx::{Connection, PgConnection};
 use testcontainers::CopyTargetOptions;
-use testcontainers::core::{ExecCommand, IntoContainerPort, WaitFor};
+use testcontainers::core::IntoContainerPort;
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, ContainerRequest, GenericImage, ImageExt};
 
+mod faults;
+mod logs;
+
 use super::binaries::Binaries;
+use super::credentials::Credentials;
+use super::postgres_ha::{self, PostgresHa, PostgresSetup};
 use crate::docker::{Engine, labels, loopback_only, pick_host_port};
 use crate::error::TestSupportError;
 
 /// The image every service but PostgreSQL runs (tests/images/build-images.sh).
 const RUNTIME_IMAGE: (&str, &str) = ("dtx-runtime", "bookworm");
-/// The PostgreSQL image.
-const POSTGRES_IMAGE: (&str, &str) = ("dtx-postgres", "15");
+/// Where the coordinators find their token file.
+const TOKENS_PATH: &str = "/etc/dtx/tokens";
 /// How long a service may take to answer after its container starts.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a coordinator's lease lasts in the harness: short, so that a
@@ -44,9 +53,10 @@ pub const LEASE_MS: u64 = 3000;
 pub enum Node {
     /// The PostgreSQL server.
     Postgres,
-    /// The coordinator the order service talks to.
+    /// The first coordinator, the one the nemesis strikes.
     Coordinator1,
-    /// The second coordinator, which takes over the first one's work.
+    /// The second coordinator: the services use both, and it takes over
+    /// the first one's transactions when their leases lapse.
     Coordinator2,
     /// The sample inventory service.
     Inventory,
@@ -114,6 +124,10 @@ pub struct ClusterOptions {
     pub inventory_args: Vec<String>,
     /// Appended to the order service's arguments.
     pub orders_args: Vec<String>,
+    /// One PostgreSQL server (the default: quick to start), or a primary
+    /// and a synchronous standby behind a proxy (Patroni; its faults are a
+    /// failover and a switchover).
+    pub postgres: PostgresSetup,
 }
 
 impl Default for ClusterOptions {
@@ -122,6 +136,7 @@ impl Default for ClusterOptions {
             three_phase_timeout: Duration::from_secs(15),
             inventory_args: vec![],
             orders_args: vec![],
+            postgres: PostgresSetup::Single,
         }
     }
 }
@@ -140,6 +155,9 @@ pub struct Cluster {
     /// The private network's name.
     network: String,
     members: HashMap<Node, Member>,
+    /// The Patroni nodes and etcd of the replicated setup (whose proxy is
+    /// the `Node::Postgres` member).
+    postgres_ha: Option<PostgresHa>,
     http: reqwest::Client,
 }
 
@@ -153,7 +171,15 @@ impl Cluster {
         options: &ClusterOptions,
     ) -> Result<Cluster, TestSupportError> {
         let engine = Engine::connect().await?;
-        for (name, tag) in [RUNTIME_IMAGE, POSTGRES_IMAGE] {
+        let keys = Credentials::create(&binaries.dtx)?;
+        let mut auth = reqwest::header::HeaderMap::new();
+        auth.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", keys.harness_token)
+                .parse()
+                .map_err(|e| TestSupportError::docker("make the harness's token header", e))?,
+        );
+        for (name, tag) in [RUNTIME_IMAGE, postgres_ha::SINGLE_IMAGE] {
             // bollard: testcontainers lacks a local-only image check (it
             // would try to pull from a registry this machine cannot reach).
             engine.image_id(&format!("{name}:{tag}")).await?;
@@ -164,7 +190,11 @@ impl Cluster {
             engine,
             network: format!("{prefix}-net"),
             members: HashMap::new(),
+            postgres_ha: None,
+            // Its token lets the harness read the coordinators; the other
+            // services ignore it.
             http: reqwest::Client::builder()
+                .default_headers(auth)
                 .timeout(Duration::from_secs(10))
                 .build()
                 .map_err(|e| TestSupportError::docker("build an HTTP client", e))?,
@@ -172,15 +202,23 @@ impl Cluster {
         let pg_name = format!("{prefix}-pg");
         let pg = |db: &str| format!("postgres://postgres:postgres@{pg_name}:5432/{db}");
         for node in Node::ALL {
+            if node == Node::Postgres && options.postgres == PostgresSetup::Replicated {
+                cluster.start_replicated_postgres(&prefix).await?;
+                continue;
+            }
             let name = format!("{prefix}-{node}");
             let host_port = pick_host_port();
             let request = match node {
-                Node::Postgres => postgres_request(),
+                Node::Postgres => postgres_ha::single_server_request(READY_TIMEOUT),
                 Node::Coordinator1 | Node::Coordinator2 => runtime_request(
                     &binaries.dtx,
                     "/usr/local/bin/dtx",
                     vec![
                         "serve".to_owned(),
+                        "--tokens".into(),
+                        TOKENS_PATH.into(),
+                        "--signing-key".into(),
+                        keys.coordinator_key.clone(),
                         "--listen".into(),
                         "0.0.0.0:7707".into(),
                         "--db".into(),
@@ -191,8 +229,13 @@ impl Cluster {
                         LEASE_MS.to_string(),
                         "--claim-interval-ms".into(),
                         "500".into(),
+                        // The engine's debug lines name gids (a driver
+                        // finished, stopped, fenced): a violation's evidence.
+                        "--log".into(),
+                        "info,dtx_coordinator::engine=debug".into(),
                     ],
-                ),
+                )
+                .with_copy_to(TOKENS_PATH, keys.tokens_file.clone()),
                 Node::Inventory => runtime_request(
                     &binaries.inventory,
                     "/usr/local/bin/inventory-service",
@@ -201,10 +244,20 @@ impl Cluster {
                         "0.0.0.0:7710".into(),
                         "--db".into(),
                         pg("inventory"),
+                        // Both coordinators: the SDK's client spreads
+                        // requests over them and fails over between them.
                         "--coordinator".into(),
-                        format!("http://{prefix}-c1:7707"),
+                        format!("http://{prefix}-c1:7707,http://{prefix}-c2:7707"),
                         "--three-phase-timeout-ms".into(),
                         options.three_phase_timeout.as_millis().to_string(),
+                        "--coordinator-token".into(),
+                        keys.inventory_token.clone(),
+                        "--coordinator-key".into(),
+                        keys.coordinator_key.clone(),
+                        "--accept-key".into(),
+                        keys.orders_key.clone(),
+                        // The nemesis arms faults; the targeted runs read the call log.
+                        "--fault-injection".into(),
                     ]
                     .into_iter()
                     .chain(options.inventory_args.iter().cloned())
@@ -218,12 +271,20 @@ impl Cluster {
                         "0.0.0.0:7711".into(),
                         "--db".into(),
                         "sqlite:/var/lib/dtx/orders.db".into(),
+                        // Both coordinators: the SDK's client spreads
+                        // requests over them and fails over between them.
                         "--coordinator".into(),
-                        format!("http://{prefix}-c1:7707"),
+                        format!("http://{prefix}-c1:7707,http://{prefix}-c2:7707"),
                         "--inventory".into(),
                         format!("http://{prefix}-inventory:7710"),
                         "--public-url".into(),
                         format!("http://{prefix}-orders:7711"),
+                        "--coordinator-token".into(),
+                        keys.orders_token.clone(),
+                        "--signing-key".into(),
+                        keys.orders_key.clone(),
+                        "--accept-key".into(),
+                        keys.coordinator_key.clone(),
                     ]
                     .into_iter()
                     .chain(options.orders_args.iter().cloned())
@@ -249,10 +310,30 @@ impl Cluster {
             );
             cluster.wait_ready(node).await?;
             if node == Node::Postgres {
-                cluster.create_databases(&["dtx", "inventory"]).await?;
+                postgres_ha::create_databases(&cluster.postgres_url("postgres")).await?;
             }
         }
         Ok(cluster)
+    }
+
+    /// Starts the replicated PostgreSQL; its proxy, named as the single
+    /// server would be, becomes the `Node::Postgres` member.
+    async fn start_replicated_postgres(&mut self, prefix: &str) -> Result<(), TestSupportError> {
+        let (ha, proxy) = PostgresHa::start(&self.network, prefix).await?;
+        self.postgres_ha = Some(ha);
+        let member = Member {
+            container: proxy.container,
+            name: proxy.name,
+            host_port: proxy.host_port,
+        };
+        self.members.insert(Node::Postgres, member);
+        self.wait_ready(Node::Postgres).await?;
+        postgres_ha::create_databases(&self.postgres_url("postgres")).await
+    }
+
+    /// The replicated PostgreSQL, when the cluster runs it.
+    pub fn postgres_ha(&self) -> Option<&PostgresHa> {
+        self.postgres_ha.as_ref()
     }
 
     fn member(&self, node: Node) -> &Member {
@@ -277,19 +358,6 @@ impl Cluster {
     /// The HTTP client the harness uses for every service.
     pub fn http(&self) -> &reqwest::Client {
         &self.http
-    }
-
-    async fn create_databases(&self, names: &[&str]) -> Result<(), TestSupportError> {
-        let mut admin = PgConnection::connect(&self.postgres_url("postgres"))
-            .await
-            .map_err(|e| TestSupportError::database("connect to the harness PostgreSQL", e))?;
-        for name in names {
-            admin
-                .execute(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-                .await
-                .map_err(|e| TestSupportError::database(format!("create database {name}"), e))?;
-        }
-        Ok(())
     }
 
     /// Waits until `node` answers: a query for PostgreSQL, a 200 on its
@@ -324,194 +392,6 @@ impl Cluster {
             logs: self.logs(node).await,
         })
     }
-
-    /// The last lines of a node's log (stdout and stderr), for reports.
-    pub async fn logs(&self, node: Node) -> String {
-        let container = &self.member(node).container;
-        let mut text = String::new();
-        for bytes in [
-            container.stdout_to_vec().await,
-            container.stderr_to_vec().await,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            text.push_str(&String::from_utf8_lossy(&bytes));
-        }
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
-    }
-
-    /// Whether the node's container runs (a paused one counts as running).
-    pub async fn is_running(&self, node: Node) -> bool {
-        self.member(node)
-            .container
-            .is_running()
-            .await
-            .unwrap_or(false)
-    }
-
-    /// `kill -9` of the node's main process; the container stays, stopped.
-    pub async fn kill(&self, node: Node) -> Result<(), TestSupportError> {
-        let name = &self.member(node).name;
-        // bollard: testcontainers lacks sending a chosen signal.
-        let stopped = self
-            .engine
-            .signal_and_wait(name, "SIGKILL", Duration::from_secs(30))
-            .await?;
-        if !stopped {
-            return Err(TestSupportError::docker(
-                format!("kill container {name}"),
-                "it was still running 30 s after SIGKILL",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Starts a killed or stopped node again and waits until it answers.
-    pub async fn start_again(&self, node: Node) -> Result<(), TestSupportError> {
-        let member = self.member(node);
-        member
-            .container
-            .start()
-            .await
-            .map_err(|e| TestSupportError::docker(format!("start container {}", member.name), e))?;
-        self.wait_ready(node).await
-    }
-
-    /// Freezes every process of the node (the cgroup freezer, like SIGSTOP):
-    /// a stall such as a long GC pause.
-    pub async fn pause(&self, node: Node) -> Result<(), TestSupportError> {
-        let member = self.member(node);
-        member
-            .container
-            .pause()
-            .await
-            .map_err(|e| TestSupportError::docker(format!("pause container {}", member.name), e))
-    }
-
-    /// Thaws a paused node.
-    pub async fn resume(&self, node: Node) -> Result<(), TestSupportError> {
-        let member = self.member(node);
-        member
-            .container
-            .unpause()
-            .await
-            .map_err(|e| TestSupportError::docker(format!("unpause container {}", member.name), e))
-    }
-
-    /// Cuts the node off the private network: no other service reaches it,
-    /// and it reaches none.
-    pub async fn disconnect(&self, node: Node) -> Result<(), TestSupportError> {
-        let name = self.member(node).name.clone();
-        // bollard: testcontainers lacks network disconnect.
-        let request = NetworkDisconnectRequest {
-            container: name.clone(),
-            force: Some(true),
-        };
-        self.engine
-            .docker
-            .disconnect_network(&self.network, request)
-            .await
-            .map_err(|e| TestSupportError::docker(format!("disconnect {name}"), e))
-    }
-
-    /// Puts a disconnected node back on the private network.
-    pub async fn reconnect(&self, node: Node) -> Result<(), TestSupportError> {
-        let name = self.member(node).name.clone();
-        // bollard: testcontainers lacks network connect.
-        let request = NetworkConnectRequest {
-            container: name.clone(),
-            endpoint_config: Some(EndpointSettings::default()),
-        };
-        self.engine
-            .docker
-            .connect_network(&self.network, request)
-            .await
-            .map_err(|e| TestSupportError::docker(format!("reconnect {name}"), e))
-    }
-
-    /// Partitions `node` from `peers` alone: inside `node`, the peers'
-    /// addresses become unreachable routes (`ip route`; the runtime
-    /// containers have NET_ADMIN), so `node` reaches no peer and answers
-    /// none, while it keeps every other path (its database, say). That is
-    /// the partition 3PC's timeout rule is about; [`Cluster::disconnect`]
-    /// cuts a node off everything instead.
-    pub async fn cut_off(&self, node: Node, peers: &[Node]) -> Result<(), TestSupportError> {
-        self.peer_routes(node, peers, "add").await
-    }
-
-    /// Heals a [`Cluster::cut_off`].
-    pub async fn rejoin(&self, node: Node, peers: &[Node]) -> Result<(), TestSupportError> {
-        self.peer_routes(node, peers, "del").await
-    }
-
-    async fn peer_routes(
-        &self,
-        node: Node,
-        peers: &[Node],
-        verb: &str,
-    ) -> Result<(), TestSupportError> {
-        let names: Vec<&str> = peers
-            .iter()
-            .map(|p| self.member(*p).name.as_str())
-            .collect();
-        // Addresses from the network's DNS, as the services themselves
-        // resolve each other.
-        let command = format!(
-            "for peer in {}; do ip=$(getent hosts $peer | cut -d' ' -f1) && [ -n \"$ip\" ] \
-             && ip route {verb} unreachable $ip/32 || exit 1; done",
-            names.join(" ")
-        );
-        self.exec(node, &command).await
-    }
-
-    /// Runs `command` with `sh -c` in `node`'s container; an error with what
-    /// it printed to standard error unless it exits with 0.
-    async fn exec(&self, node: Node, command: &str) -> Result<(), TestSupportError> {
-        let member = self.member(node);
-        let failed = |why: String| {
-            TestSupportError::docker(format!("exec `{command}` in {}", member.name), why)
-        };
-        let mut result = member
-            .container
-            .exec(ExecCommand::new(["sh", "-c", command]))
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let stderr = result.stderr_to_vec().await.unwrap_or_default();
-        let stderr = String::from_utf8_lossy(&stderr);
-        match result.exit_code().await {
-            Ok(Some(0)) | Ok(None) => Ok(()),
-            other => Err(failed(format!("{other:?}: {stderr}"))),
-        }
-    }
-
-    /// Delays every packet the node sends by `delay` (`tc netem`; the
-    /// runtime containers have NET_ADMIN for it). `None` removes the delay.
-    /// Answers `false` when the kernel has no netem (some VM kernels are
-    /// built without it): then nothing changed, and the caller must slow the
-    /// service another way.
-    pub async fn set_latency(
-        &self,
-        node: Node,
-        delay: Option<Duration>,
-    ) -> Result<bool, TestSupportError> {
-        // Every interface but the loopback: a reconnected container's
-        // interface may have another name than eth0.
-        let each = "for dev in $(ls /sys/class/net | grep -vx lo); do";
-        let command = match delay {
-            Some(d) => format!(
-                "{each} tc qdisc replace dev $dev root netem delay {}ms || exit 1; done",
-                d.as_millis()
-            ),
-            None => format!("{each} tc qdisc del dev $dev root 2>/dev/null; done; true"),
-        };
-        match self.exec(node, &command).await {
-            Ok(()) => Ok(true),
-            Err(e) if e.to_string().contains("qdisc kind is unknown") => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
 }
 
 /// The request of a service running one of our binaries on the runtime
@@ -531,16 +411,6 @@ fn runtime_request(
         )
         // For `tc netem` (set_latency) inside the container.
         .with_cap_add("NET_ADMIN")
-}
-
-/// The PostgreSQL server of a cluster.
-fn postgres_request() -> ContainerRequest<GenericImage> {
-    let (name, tag) = POSTGRES_IMAGE;
-    GenericImage::new(name, tag)
-        .with_wait_for(WaitFor::message_on_stderr(
-            "database system is ready to accept connections",
-        ))
-        .with_startup_timeout(READY_TIMEOUT)
 }
 
 /// Keeps what a container name may hold.

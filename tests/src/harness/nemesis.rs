@@ -5,6 +5,13 @@
 //! a failing run is replayed by giving its seed. Every fault ends by itself
 //! after its hold time (the node is started again, resumed, reconnected or
 //! sped up), and [`heal`] ends whatever a cut-short run left behind.
+//!
+//! The faults of the replicated PostgreSQL ([`FaultKind::REPLICATED`]) end
+//! when a primary serves writes through the proxy again: that moment is
+//! the fault's end in the record, with the time it took as `failover_ms`.
+//! The former primary comes back as the synchronous standby by itself
+//! meanwhile; the next such fault waits for it, so that every failover
+//! starts from a replicated cluster.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +21,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::cluster::{Cluster, LEASE_MS, Node};
+use super::postgres_ha::PostgresSetup;
 
 /// A kind of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -34,10 +42,19 @@ pub enum FaultKind {
     RestartPostgres,
     /// Slow a participant down past the coordinator's request timeout.
     SlowParticipant,
+    /// Replicated PostgreSQL only: kill -9 the primary's container
+    /// (PostgreSQL and Patroni); the synchronous standby takes over once
+    /// the leader key expires. The killed node is started again after the
+    /// hold and comes back as the standby.
+    KillPrimary,
+    /// Replicated PostgreSQL only: a switchover to the synchronous standby
+    /// through Patroni's REST API (the old primary shuts down cleanly and
+    /// follows the new one).
+    Switchover,
 }
 
 impl FaultKind {
-    /// Every kind.
+    /// Every kind a cluster with one PostgreSQL server can take.
     pub const ALL: [FaultKind; 7] = [
         FaultKind::KillCoordinator,
         FaultKind::PauseCoordinator,
@@ -47,6 +64,11 @@ impl FaultKind {
         FaultKind::RestartPostgres,
         FaultKind::SlowParticipant,
     ];
+
+    /// The kinds that need the replicated PostgreSQL
+    /// ([`PostgresSetup::Replicated`]).
+    /// There, [`FaultKind::RestartPostgres`] restarts the proxy.
+    pub const REPLICATED: [FaultKind; 2] = [FaultKind::KillPrimary, FaultKind::Switchover];
 
     /// The nodes this kind can hit.
     fn targets(self) -> &'static [Node] {
@@ -61,7 +83,10 @@ impl FaultKind {
             FaultKind::KillParticipant | FaultKind::PartitionParticipant => {
                 &[Node::Inventory, Node::Orders]
             }
-            FaultKind::RestartPostgres => &[Node::Postgres],
+            // The node actually hit is the primary of the moment.
+            FaultKind::RestartPostgres | FaultKind::KillPrimary | FaultKind::Switchover => {
+                &[Node::Postgres]
+            }
             FaultKind::SlowParticipant => &[Node::Inventory],
         }
     }
@@ -72,8 +97,21 @@ impl FaultKind {
             // Past the lease, so that the other coordinator takes over.
             FaultKind::PauseCoordinator => (LEASE_MS + 1000, LEASE_MS + 4000),
             FaultKind::RestartPostgres => (500, 2000),
+            // How long the killed node stays down once the standby serves.
+            FaultKind::KillPrimary => (1000, 3000),
+            FaultKind::Switchover => (0, 0),
             _ => (2000, 6000),
         }
+    }
+}
+
+/// The PostgreSQL a cluster must run for `kinds`: replicated if any of them
+/// needs it, else the single server (quicker to start).
+pub fn postgres_setup(kinds: &[FaultKind]) -> PostgresSetup {
+    if kinds.iter().any(|k| FaultKind::REPLICATED.contains(k)) {
+        PostgresSetup::Replicated
+    } else {
+        PostgresSetup::Single
     }
 }
 
@@ -98,8 +136,12 @@ pub struct AppliedFault {
     pub planned: PlannedFault,
     /// When it began and ended, in milliseconds from the start.
     pub began_ms: u64,
-    /// When the node was back.
+    /// When the node was back; for the faults of the replicated
+    /// PostgreSQL, when a primary served writes through the proxy again.
     pub ended_ms: u64,
+    /// Replicated PostgreSQL: milliseconds from the fault's start until a
+    /// primary served writes again (a failover's or a switchover's length).
+    pub failover_ms: Option<u64>,
     /// How it was done, when there was a choice (e.g. the slow-down's means).
     pub note: Option<String>,
     /// What went wrong carrying it out, if anything.
@@ -148,15 +190,18 @@ pub async fn run(
     for planned in plan {
         let due = started + Duration::from_millis(planned.at_ms);
         tokio::time::sleep_until(due.into()).await;
-        let began_ms = started.elapsed().as_millis() as u64;
-        let (note, error) = match apply(cluster, &planned).await {
-            Ok(note) => (note, None),
-            Err(e) => (None, Some(e)),
+        let called = Instant::now();
+        let (note, window, error) = match apply(cluster, &planned).await {
+            Ok(Outcome { note, window }) => (note, window, None),
+            Err(e) => (None, None, Some(e)),
         };
+        let ms = |t: Instant| t.saturating_duration_since(started).as_millis() as u64;
+        let (began, ended) = window.unwrap_or((called, Instant::now()));
         applied.push(AppliedFault {
             planned,
-            began_ms,
-            ended_ms: started.elapsed().as_millis() as u64,
+            began_ms: ms(began),
+            ended_ms: ms(ended),
+            failover_ms: window.map(|(began, ended)| (ended - began).as_millis() as u64),
             note,
             error,
         });
@@ -164,8 +209,20 @@ pub async fn run(
     applied
 }
 
+/// What carrying out a fault produced, besides its times.
+#[derive(Default)]
+struct Outcome {
+    /// How it was done, when there was a choice.
+    note: Option<String>,
+    /// Replicated PostgreSQL: from the kill (or the switchover's request)
+    /// until a primary served writes again. The fault began and ended then,
+    /// not when it was called (it first waits for a synchronous standby)
+    /// and returned (after the hold, the killed node is started again).
+    window: Option<(Instant, Instant)>,
+}
+
 /// One fault, from its start to the node being back.
-async fn apply(cluster: &Cluster, fault: &PlannedFault) -> Result<Option<String>, String> {
+async fn apply(cluster: &Cluster, fault: &PlannedFault) -> Result<Outcome, String> {
     let node = fault.target;
     let hold = Duration::from_millis(fault.hold_ms);
     let e = |e: crate::TestSupportError| e.to_string();
@@ -186,9 +243,55 @@ async fn apply(cluster: &Cluster, fault: &PlannedFault) -> Result<Option<String>
             cluster.reconnect(node).await.map_err(e)?;
             cluster.wait_ready(node).await.map_err(e)?;
         }
-        FaultKind::SlowParticipant => return slow_down(cluster, node, hold).await,
+        FaultKind::SlowParticipant => {
+            let note = slow_down(cluster, node, hold).await?;
+            return Ok(Outcome { note, window: None });
+        }
+        FaultKind::KillPrimary | FaultKind::Switchover => {
+            return hand_over(cluster, fault.kind, hold).await;
+        }
     }
-    Ok(None)
+    Ok(Outcome::default())
+}
+
+/// A failover (kill -9 of the primary) or a switchover of the replicated
+/// PostgreSQL, timed until a primary serves writes through the proxy; a
+/// killed primary is started again after the hold.
+async fn hand_over(cluster: &Cluster, kind: FaultKind, hold: Duration) -> Result<Outcome, String> {
+    let ha = cluster
+        .postgres_ha()
+        .ok_or_else(|| format!("{kind:?} needs the replicated PostgreSQL setup"))?;
+    let e = |e: crate::TestSupportError| e.to_string();
+    let handover = match kind {
+        FaultKind::KillPrimary => ha.kill_primary().await.map_err(e)?,
+        _ => ha.switchover().await.map_err(e)?,
+    };
+    let failover = ha.wait_serving(handover.at).await.map_err(e)?;
+    let primary = ha.primary().await.map_err(e)?;
+    // Synchronous mode's rule: only the synchronous standby may take over.
+    if primary != handover.sync_standby {
+        return Err(format!(
+            "{primary} took over from {}, but the synchronous standby was {}",
+            handover.from, handover.sync_standby
+        ));
+    }
+    let verb = match kind {
+        FaultKind::KillPrimary => {
+            tokio::time::sleep(hold).await;
+            ha.start_again(handover.from).await.map_err(e)?;
+            "killed"
+        }
+        _ => "switched over",
+    };
+    Ok(Outcome {
+        note: Some(format!(
+            "{} {verb}; {primary}, its synchronous standby, served writes through the proxy \
+             after {} ms",
+            handover.from,
+            failover.as_millis(),
+        )),
+        window: Some((handover.at, handover.at + failover)),
+    })
 }
 
 /// Latency past the coordinator's request timeout: `tc netem` where the
@@ -250,8 +353,13 @@ async fn slow_down(
 }
 
 /// Ends whatever fault may still hold: every node resumed, connected and
-/// started. Errors are ignored: a node that was fine refuses the undo.
+/// started (and both PostgreSQL nodes of the replicated setup running,
+/// one of them the synchronous standby). Errors are ignored: a node that
+/// was fine refuses the undo.
 pub async fn heal(cluster: &Cluster) {
+    if let Some(ha) = cluster.postgres_ha() {
+        let _ = ha.heal().await;
+    }
     for node in Node::ALL {
         if !cluster.is_running(node).await {
             let _ = cluster.start_again(node).await;

@@ -4,8 +4,10 @@
 //! through its API, and what only the inventory's database shows (prepared
 //! transactions, 3PC branch records) through SELECTs. Nothing here changes
 //! anything, so the harness cannot repair what it observes; the final state
-//! is read twice, apart, and the checker compares the reads. Also: waiting
-//! until nothing is left to settle.
+//! is read twice, apart, and the checker compares the reads. Every read
+//! waits, bounded, for its service to answer; a service that never does is
+//! named in the error ([`Unanswered`]), which the scenario turns into a
+//! finding. Also: waiting until nothing is left to settle.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -202,32 +204,204 @@ async fn any_coordinator(cluster: &Cluster) -> Node {
     Node::Coordinator1
 }
 
-/// Reads everything the checker needs once. `seeded` is what the scenario
-/// put into the inventory before it began; `attempts` what its clients were
-/// told; `quiescent` whether the run reached quiescence.
+/// How long the reads of the final state wait for a service that does not
+/// answer before it becomes a `service_unanswered` finding. A service may be
+/// just back from a fault (restarted, reconnected), and a connection pooled
+/// before the fault may be dead: a run once ended with no verdict because
+/// `GET /products` failed once ("error sending request") right after heal.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Past the shared deadline, each further read still gets this long, so one
+/// silent service does not make the others look silent too.
+const LAST_CHANCE: Duration = Duration::from_secs(2);
+
+/// A read of the final state that a service never answered usably.
+#[derive(Debug, Clone)]
+pub struct UnansweredRead {
+    /// The service.
+    pub node: Node,
+    /// The read, e.g. `GET /products`.
+    pub request: String,
+    /// The last error, with its causes.
+    pub last_error: String,
+    /// How many times it was tried.
+    pub tries: u32,
+    /// How long it was tried for.
+    pub waited: Duration,
+}
+
+/// The final state could not be read: the services that never answered,
+/// one entry each.
+#[derive(Debug, Clone)]
+pub struct Unanswered(pub Vec<UnansweredRead>);
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, u) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(
+                f,
+                "{} did not answer {} ({} tries in {:.0} s): {}",
+                u.node,
+                u.request,
+                u.tries,
+                u.waited.as_secs_f64(),
+                u.last_error
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl From<Unanswered> for TestSupportError {
+    fn from(unanswered: Unanswered) -> Self {
+        TestSupportError::Service {
+            what: "reading the final state".into(),
+            why: unanswered.to_string(),
+        }
+    }
+}
+
+/// Reads that retry with backoff until a shared deadline, and remember each
+/// service that never answered (later reads of it are not tried again).
+struct PatientReader<'c> {
+    cluster: &'c Cluster,
+    deadline: Instant,
+    unanswered: Vec<UnansweredRead>,
+}
+
+impl<'c> PatientReader<'c> {
+    fn new(cluster: &'c Cluster, patience: Duration) -> Self {
+        PatientReader {
+            cluster,
+            deadline: Instant::now() + patience,
+            unanswered: Vec::new(),
+        }
+    }
+
+    /// Tries `read` on each of `nodes` in turn, again and again, until one
+    /// answers or the deadline passes; then every node tried is unanswered.
+    async fn read<T, F, Fut>(&mut self, nodes: &[Node], request: &str, read: F) -> Option<T>
+    where
+        F: Fn(Node) -> Fut,
+        Fut: std::future::Future<Output = Result<T, TestSupportError>>,
+    {
+        let nodes: Vec<Node> = nodes
+            .iter()
+            .copied()
+            .filter(|n| self.unanswered.iter().all(|u| u.node != *n))
+            .collect();
+        let started = Instant::now();
+        let deadline = self.deadline.max(started + LAST_CHANCE);
+        let mut last_errors = vec![String::new(); nodes.len()];
+        let mut tries = 0;
+        let mut backoff = Duration::from_millis(200);
+        while !nodes.is_empty() {
+            tries += 1;
+            for (node, last_error) in nodes.iter().zip(&mut last_errors) {
+                match read(*node).await {
+                    Ok(value) => return Some(value),
+                    // Debug: the message with every cause.
+                    Err(e) => *last_error = format!("{e:?}"),
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            // The last try comes at the deadline itself.
+            tokio::time::sleep(backoff.min(deadline - now)).await;
+            backoff = (backoff * 2).min(Duration::from_secs(3));
+        }
+        for (node, last_error) in nodes.into_iter().zip(last_errors) {
+            self.unanswered.push(UnansweredRead {
+                node,
+                request: request.to_owned(),
+                last_error,
+                tries,
+                waited: started.elapsed(),
+            });
+        }
+        None
+    }
+
+    async fn get<T: DeserializeOwned>(&mut self, node: Node, path: &str) -> Option<T> {
+        let cluster = self.cluster;
+        self.read(&[node], &format!("GET {path}"), |node| {
+            get(cluster, node, path)
+        })
+        .await
+    }
+}
+
+/// Reads everything the checker needs once, each read waiting at most
+/// [`PATIENCE`] in all for a service to answer. `seeded` is what the
+/// scenario put into the inventory before it began; `attempts` what its
+/// clients were told; `quiescent` whether the run reached quiescence.
 pub async fn observe_once(
     cluster: &Cluster,
     seeded: &BTreeMap<String, i64>,
     attempts: &[Attempt],
     quiescent: bool,
-) -> Result<Observed, TestSupportError> {
-    let coordinator = any_coordinator(cluster).await;
+) -> Result<Observed, Unanswered> {
+    observe_once_within(cluster, seeded, attempts, quiescent, PATIENCE).await
+}
+
+/// [`observe_once`] with a patience of `patience`. Every read is tried even
+/// after one service was found silent, so the error names each silent one.
+pub async fn observe_once_within(
+    cluster: &Cluster,
+    seeded: &BTreeMap<String, i64>,
+    attempts: &[Attempt],
+    quiescent: bool,
+    patience: Duration,
+) -> Result<Observed, Unanswered> {
+    let mut reader = PatientReader::new(cluster, patience);
     // Orders and transactions first, the inventory after: whatever the
     // order service settled is then already visible on the inventory.
-    let orders = orders(cluster).await?;
-    let transactions = transactions(cluster, coordinator, true).await?;
-    let (prepared, three_phase) = inventory_records(cluster).await?;
-    Ok(Observed {
-        seeded: seeded.clone(),
-        quiescent,
-        attempts: attempts.to_vec(),
-        products: get::<Vec<Product>>(cluster, Node::Inventory, "/products").await?,
-        ledger: get::<Vec<LedgerRow>>(cluster, Node::Inventory, "/ledger").await?,
-        orders,
-        transactions,
-        prepared,
-        three_phase,
-    })
+    let orders = reader.get::<Vec<OrderRow>>(Node::Orders, "/orders").await;
+    let transactions = reader
+        .read(
+            &[Node::Coordinator1, Node::Coordinator2],
+            "GET /v1/transactions (every page, and each 2PC/3PC transaction)",
+            |node| transactions(cluster, node, true),
+        )
+        .await;
+    let records = reader
+        .read(
+            &[Node::Postgres],
+            "SELECT from the inventory's database",
+            |_| inventory_records(cluster),
+        )
+        .await;
+    let products = reader
+        .get::<Vec<Product>>(Node::Inventory, "/products")
+        .await;
+    let ledger = reader
+        .get::<Vec<LedgerRow>>(Node::Inventory, "/ledger")
+        .await;
+    match (orders, transactions, records, products, ledger) {
+        (
+            Some(orders),
+            Some(transactions),
+            Some((prepared, three_phase)),
+            Some(products),
+            Some(ledger),
+        ) => Ok(Observed {
+            seeded: seeded.clone(),
+            quiescent,
+            attempts: attempts.to_vec(),
+            products,
+            ledger,
+            orders,
+            transactions,
+            prepared,
+            three_phase,
+        }),
+        _ => Err(Unanswered(reader.unanswered)),
+    }
 }
 
 /// How far apart the two final reads are.
@@ -242,10 +416,21 @@ pub async fn observe(
     seeded: &BTreeMap<String, i64>,
     attempts: &[Attempt],
     quiescent: bool,
-) -> Result<(Observed, Observed), TestSupportError> {
-    let first = observe_once(cluster, seeded, attempts, quiescent).await?;
+) -> Result<(Observed, Observed), Unanswered> {
+    observe_within(cluster, seeded, attempts, quiescent, PATIENCE).await
+}
+
+/// [`observe`] with each read waiting at most `patience` for the services.
+pub async fn observe_within(
+    cluster: &Cluster,
+    seeded: &BTreeMap<String, i64>,
+    attempts: &[Attempt],
+    quiescent: bool,
+    patience: Duration,
+) -> Result<(Observed, Observed), Unanswered> {
+    let first = observe_once_within(cluster, seeded, attempts, quiescent, patience).await?;
     tokio::time::sleep(READ_GAP).await;
-    let second = observe_once(cluster, seeded, attempts, quiescent).await?;
+    let second = observe_once_within(cluster, seeded, attempts, quiescent, patience).await?;
     Ok((first, second))
 }
 

@@ -1,10 +1,13 @@
 //! Scenarios: which faults hit a fresh cluster while the workload runs, and
 //! the run of one from start to verdict: start the cluster, seed stock,
-//! run workload and nemesis together (the workload goes on for a while
-//! after the last fault ends, so that recovery shows as progress), stop the
-//! workload, heal, wait for quiescence within a bound, read everything back
-//! twice and check it. A run passes only if it kept every rule, reached
-//! quiescence, and carried out every fault.
+//! run the workload alone for a healthy baseline, then workload and nemesis
+//! together (the workload goes on for a while after the last fault ends, so
+//! that recovery shows as progress), stop the workload, heal, wait for
+//! quiescence within a bound, read everything back twice and check it, and
+//! measure availability. A run passes only if it kept every rule, reached
+//! quiescence, and carried out every fault; a service that never answers the
+//! final reads is a violation of its own (`service_unanswered`), so every
+//! run that got its cluster started ends with a report and a verdict.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -13,11 +16,12 @@ use dtx_protocol::Mode;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::availability::{self, Availability, Target};
 use super::binaries::Binaries;
 use super::checker::{self, OrderStatus, Violation, ViolationKind};
 use super::cluster::{Cluster, ClusterOptions, Node};
 use super::nemesis::{self, AppliedFault, FaultKind};
-use super::observe;
+use super::observe::{self, Unanswered, UnansweredRead};
 use super::workload::{self, Attempt, Told, WorkloadConfig};
 use crate::error::TestSupportError;
 
@@ -75,6 +79,13 @@ pub const CATALOGUE: &[Scenario] = &[
         faults: &FaultKind::ALL,
         expects: &[],
     },
+    // On the replicated PostgreSQL (Patroni): the primary killed, and a
+    // planned switchover.
+    Scenario {
+        name: "postgres-failover",
+        faults: &FaultKind::REPLICATED,
+        expects: &[],
+    },
 ];
 
 /// Looks a scenario up by name.
@@ -87,7 +98,11 @@ pub fn find(name: &str) -> Option<Scenario> {
 pub struct Settings {
     /// The workload.
     pub workload: WorkloadConfig,
-    /// How long the workload runs at least (faults fall in its first 60%).
+    /// How long the workload runs alone before the fault window opens: the
+    /// healthy rate availability is measured against.
+    pub baseline: Duration,
+    /// How long the workload runs at least after the baseline (faults fall
+    /// in its first 60%).
     pub window: Duration,
     /// How long the workload goes on after the last fault ended, at least;
     /// longer than the workload's request timeout, so that requests caught
@@ -98,6 +113,9 @@ pub struct Settings {
     pub per_kind: usize,
     /// How long after heal every transaction must be final.
     pub quiescence_bound: Duration,
+    /// How long the final reads wait for a service to answer before it is a
+    /// `service_unanswered` violation.
+    pub observe_patience: Duration,
     /// Units of the plentiful product seeded before the run.
     pub stock: i64,
     /// Units of the scarce product seeded before the run.
@@ -117,6 +135,9 @@ impl Settings {
                 max_qty: 3,
                 request_timeout: Duration::from_secs(10),
             },
+            // 1 s of warm-up, then at least 3 s of healthy rate (the first
+            // fault falls 2 s or more into the window).
+            baseline: Duration::from_secs(4),
             window: Duration::from_secs(20),
             // Longer than a client's request timeout: requests that hung
             // on the fault must end before new ones show the recovery.
@@ -125,6 +146,7 @@ impl Settings {
             // the second strike hits a system recovering from the first.
             per_kind: 2,
             quiescence_bound: Duration::from_secs(90),
+            observe_patience: observe::PATIENCE,
             // About 600 orders of 2 units on average are placed in a run:
             // widgets never run out, so orders succeed until the end;
             // gadgets (one order in five) run out within seconds, and the
@@ -167,6 +189,10 @@ pub struct ScenarioReport {
     pub evidence: BTreeMap<String, serde_json::Value>,
     /// The last lines of every service's log, when a rule was broken.
     pub logs: BTreeMap<String, String>,
+    /// Orders completed per second during each fault against the healthy
+    /// rate, the longest gaps, the times back to full rate, per kind against
+    /// its target.
+    pub availability: Availability,
     /// Every order attempt, for the timeline.
     pub attempts: Vec<Attempt>,
     /// Milliseconds the whole run took, cluster start included.
@@ -174,8 +200,11 @@ pub struct ScenarioReport {
 }
 
 impl ScenarioReport {
-    /// Whether the run kept every rule it had to keep, reached quiescence,
-    /// and carried out every fault it planned.
+    /// Whether the run kept every rule it had to keep (every service
+    /// answered the final reads among them), reached quiescence, and carried
+    /// out every fault it planned. Availability is judged apart: its
+    /// targets hold on a given machine, and CI asserts them where they are
+    /// robust (see [`Availability`]).
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
             && self.quiescence_ms.is_some()
@@ -183,7 +212,9 @@ impl ScenarioReport {
     }
 }
 
-/// Runs `scenario` once with `seed`; `progress` hears each stage.
+/// Runs `scenario` once with `seed`; `progress` hears each stage. An error
+/// only when the cluster could not be started or seeded: once it runs, every
+/// run ends with a report.
 pub async fn run(
     binaries: &Binaries,
     scenario: Scenario,
@@ -191,12 +222,44 @@ pub async fn run(
     settings: &Settings,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<ScenarioReport, TestSupportError> {
+    let executed = execute(binaries, scenario, seed, settings, progress).await?;
+    Ok(executed.judge(progress).await)
+}
+
+/// A run whose workload and faults are over, healed and given its time to
+/// quiesce, with the cluster still up: [`Executed::judge`] reads it back.
+/// Split from [`run`] so that a test can break the cluster in between.
+pub struct Executed {
+    cluster: Cluster,
+    scenario: Scenario,
+    seed: u64,
+    settings: Settings,
+    seeded: BTreeMap<String, i64>,
+    faults: Vec<AppliedFault>,
+    attempts: Vec<Attempt>,
+    /// When the workload stopped, in milliseconds from its start.
+    workload_ms: u64,
+    quiescence: Option<Duration>,
+    run_started: Instant,
+}
+
+/// The first part of [`run`]: everything up to the reads of the final state.
+pub async fn execute(
+    binaries: &Binaries,
+    scenario: Scenario,
+    seed: u64,
+    settings: &Settings,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Executed, TestSupportError> {
     let run_started = Instant::now();
     progress("starting the cluster");
     let cluster = Cluster::start(
         binaries,
         &format!("{}-{seed}", scenario.name),
-        &ClusterOptions::default(),
+        &ClusterOptions {
+            postgres: nemesis::postgres_setup(scenario.faults),
+            ..ClusterOptions::default()
+        },
     )
     .await?;
     let seeded = BTreeMap::from([
@@ -206,7 +269,11 @@ pub async fn run(
     for (sku, units) in &seeded {
         observe::seed(&cluster, sku, *units).await?;
     }
-    let plan = nemesis::schedule(seed, scenario.faults, settings.per_kind, settings.window);
+    let mut plan = nemesis::schedule(seed, scenario.faults, settings.per_kind, settings.window);
+    // The fault window opens after the healthy baseline.
+    for fault in &mut plan {
+        fault.at_ms += settings.baseline.as_millis() as u64;
+    }
     progress("workload and faults");
     let started = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -226,58 +293,147 @@ pub async fn run(
             tokio::time::sleep(settings.tail).await;
             faults
         },
-        tokio::time::sleep(settings.window)
+        tokio::time::sleep(settings.baseline + settings.window)
     );
     let _ = stop_tx.send(true);
+    let workload_ms = started.elapsed().as_millis() as u64;
     let attempts = clients.await.unwrap_or_default();
     progress("healing and waiting for quiescence");
     nemesis::heal(&cluster).await;
     let quiescence = observe::wait_for_quiescence(&cluster, settings.quiescence_bound).await;
-    progress("checking");
-    let (first, observed) =
-        observe::observe(&cluster, &seeded, &attempts, quiescence.is_some()).await?;
-    let (findings, violations): (Vec<Violation>, Vec<Violation>) = checker::check(&observed)
-        .into_iter()
-        .chain(checker::compare_reads(&first, &observed))
-        .partition(|v| scenario.expects.contains(&v.kind));
-    let (evidence, logs) = if violations.is_empty() && quiescence.is_some() {
-        Default::default()
-    } else {
-        gather_evidence(&cluster, &violations).await
-    };
-    let last_fault_end = faults.iter().map(|f| f.ended_ms).max().unwrap_or(0);
-    let confirmed_after_faults = attempts
-        .iter()
-        .filter(|a| a.at_ms > last_fault_end && a.told == Told::Settled(OrderStatus::Confirmed))
-        .fold(BTreeMap::new(), |mut by_mode, a| {
-            *by_mode.entry(a.mode.to_string()).or_insert(0) += 1;
-            by_mode
-        });
-    Ok(ScenarioReport {
-        scenario: scenario.name.to_owned(),
+    Ok(Executed {
+        cluster,
+        scenario,
         seed,
         settings: settings.clone(),
+        seeded,
         faults,
-        attempts_by_mode: count(
-            attempts
-                .iter()
-                .map(|a| (a.mode.to_string(), told_name(&a.told))),
-        ),
-        transactions_by_mode: count(
-            observed
-                .transactions
-                .iter()
-                .map(|t| (t.mode.to_string(), t.status.as_str().to_owned())),
-        ),
-        confirmed_after_faults,
-        violations,
-        findings,
-        quiescence_ms: quiescence.map(|d| d.as_millis() as u64),
-        evidence,
-        logs,
         attempts,
-        took_ms: run_started.elapsed().as_millis() as u64,
+        workload_ms,
+        quiescence,
+        run_started,
     })
+}
+
+impl Executed {
+    /// The cluster, still up.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// The second part of [`run`]: reads the final state back twice, checks
+    /// it, measures availability and writes it all into a report. A service
+    /// that never answers the reads is a `service_unanswered` violation
+    /// (then nothing else is checked: there is no state to check).
+    pub async fn judge(self, progress: &(dyn Fn(&str) + Sync)) -> ScenarioReport {
+        progress("checking");
+        let Executed {
+            cluster,
+            scenario,
+            seed,
+            settings,
+            seeded,
+            faults,
+            attempts,
+            workload_ms,
+            quiescence,
+            run_started,
+        } = self;
+        let observed = observe::observe_within(
+            &cluster,
+            &seeded,
+            &attempts,
+            quiescence.is_some(),
+            settings.observe_patience,
+        )
+        .await;
+        let (violations, findings, transactions_by_mode, silent) = match observed {
+            Ok((first, observed)) => {
+                let (findings, violations): (Vec<Violation>, Vec<Violation>) =
+                    checker::check(&observed)
+                        .into_iter()
+                        .chain(checker::compare_reads(&first, &observed))
+                        .partition(|v| scenario.expects.contains(&v.kind));
+                let by_mode = count(
+                    observed
+                        .transactions
+                        .iter()
+                        .map(|t| (t.mode.to_string(), t.status.as_str().to_owned())),
+                );
+                (violations, findings, by_mode, Vec::new())
+            }
+            Err(Unanswered(silent)) => {
+                let mut violations = Vec::new();
+                for read in &silent {
+                    violations.push(unanswered(&cluster, read).await);
+                }
+                (violations, Vec::new(), BTreeMap::new(), silent)
+            }
+        };
+        let (evidence, mut logs) = if violations.is_empty() && quiescence.is_some() {
+            Default::default()
+        } else {
+            gather_evidence(&cluster, &violations).await
+        };
+        for read in &silent {
+            logs.insert(
+                read.node.to_string(),
+                cluster.log_tail(read.node, SILENT_LOG_LINES).await,
+            );
+        }
+        let last_fault_end = faults.iter().map(|f| f.ended_ms).max().unwrap_or(0);
+        let confirmed_after_faults = attempts
+            .iter()
+            .filter(|a| a.at_ms > last_fault_end && a.told == Told::Settled(OrderStatus::Confirmed))
+            .fold(BTreeMap::new(), |mut by_mode, a| {
+                *by_mode.entry(a.mode.to_string()).or_insert(0) += 1;
+                by_mode
+            });
+        let availability = availability::measure(&attempts, &faults, workload_ms, Target::for_kind);
+        ScenarioReport {
+            scenario: scenario.name.to_owned(),
+            seed,
+            faults,
+            attempts_by_mode: count(
+                attempts
+                    .iter()
+                    .map(|a| (a.mode.to_string(), told_name(&a.told))),
+            ),
+            transactions_by_mode,
+            confirmed_after_faults,
+            violations,
+            findings,
+            quiescence_ms: quiescence.map(|d| d.as_millis() as u64),
+            evidence,
+            logs,
+            availability,
+            attempts,
+            settings,
+            took_ms: run_started.elapsed().as_millis() as u64,
+        }
+    }
+}
+
+/// How much of a silent service's log the report keeps.
+const SILENT_LOG_LINES: usize = 100;
+
+/// The violation for a service that never answered a read of the final
+/// state: what was asked, the last error, and the container's state.
+async fn unanswered(cluster: &Cluster, read: &UnansweredRead) -> Violation {
+    Violation {
+        kind: ViolationKind::ServiceUnanswered,
+        gid: None,
+        detail: format!(
+            "{node} never answered {} within {:.0} s ({} tries); last error: {}; {}; \
+             its last {SILENT_LOG_LINES} log lines are in the report's logs under `{node}`",
+            read.request,
+            read.waited.as_secs_f64(),
+            read.tries,
+            read.last_error,
+            cluster.container_state(read.node).await,
+            node = read.node,
+        ),
+    }
 }
 
 /// What a person needs to find the cause of a violation without the
@@ -313,9 +469,19 @@ async fn gather_evidence(
         }
         evidence.insert(gid.to_owned(), serde_json::Value::Object(seen));
     }
+    // Each service's last lines, and every line that names one of the gids
+    // above (a busy service's tail has scrolled past their story).
+    const NAMING_LINES: usize = 200;
+    let gids: Vec<&str> = evidence.keys().map(String::as_str).collect();
     let mut logs = BTreeMap::new();
     for node in Node::ALL {
         logs.insert(node.to_string(), cluster.logs(node).await);
+        if !gids.is_empty() {
+            logs.insert(
+                format!("{node} (lines naming the gids above)"),
+                cluster.log_lines_naming(node, &gids, NAMING_LINES).await,
+            );
+        }
     }
     (evidence, logs)
 }

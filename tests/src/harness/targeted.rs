@@ -10,10 +10,10 @@
 //!   coordinator, commits. The checker must report
 //!   `three_pc_partition_divergence` for that gid, on the evidence of the
 //!   inventory's own record that its timeout rule decided.
-//! - [`coordinator_killed_at`]: kill -9 of the coordinator the order service
-//!   uses at a named [`ProtocolPoint`] (after the 2PC decision and before
-//!   phase two, between a TCC Try and its Confirm, during a saga's
-//!   compensation), while the inventory holds that point open with a slow
+//! - [`coordinator_killed_at`]: kill -9 of the coordinator that owns the
+//!   order's transaction at a named [`ProtocolPoint`] (after the 2PC
+//!   decision and before phase two, between a TCC Try and its Confirm,
+//!   during a saga's compensation), while the inventory holds that point open with a slow
 //!   answer. The other coordinator takes over; nothing may be violated.
 //!
 //! Runs against deliberately broken services are in [`super::plants`].
@@ -43,6 +43,9 @@ pub struct Targeted {
     /// Whether everything was final within the run's bound.
     pub quiescent: bool,
 }
+
+/// Both coordinators.
+const COORDINATORS: [Node; 2] = [Node::Coordinator1, Node::Coordinator2];
 
 /// The product targeted runs order.
 pub const SKU: &str = "widget";
@@ -238,7 +241,6 @@ pub async fn three_pc_partition(binaries: &Binaries) -> Result<Targeted, TestSup
     // A partition between the inventory and the coordinators alone: the
     // inventory keeps its database, without which its watchdog could not
     // even read its own state.
-    const COORDINATORS: [Node; 2] = [Node::Coordinator1, Node::Coordinator2];
     run.cluster.cut_off(Node::Inventory, &COORDINATORS).await?;
     // The coordinator aborts at the deadline; the order service answers.
     let _ = placing.await;
@@ -299,7 +301,8 @@ impl ProtocolPoint {
     }
 }
 
-/// Kills the order service's coordinator at `point`; see the module docs.
+/// Kills the coordinator that owns the order's transaction at `point`; see
+/// the module docs.
 pub async fn coordinator_killed_at(
     binaries: &Binaries,
     point: ProtocolPoint,
@@ -342,16 +345,38 @@ pub async fn coordinator_killed_at(
         },
     )
     .await?;
-    run.cluster.kill(Node::Coordinator1).await?;
+    // The order service spreads its transactions over both coordinators:
+    // kill the one that owns this one.
+    let owner = run
+        .until(
+            "the transaction's owner",
+            Duration::from_secs(10),
+            || async {
+                let tx = run.transaction(Node::Coordinator2, &gid).await?;
+                let owner = tx["owner"].as_str()?.to_owned();
+                COORDINATORS.into_iter().find(|c| c.as_str() == owner)
+            },
+        )
+        .await?;
+    let survivor = if owner == Node::Coordinator1 {
+        Node::Coordinator2
+    } else {
+        Node::Coordinator1
+    };
+    run.cluster.kill(owner).await?;
     // Started again only once the other coordinator owns the transaction
     // (or finished it): the takeover is what this run is about.
-    run.until("the takeover by c2", Duration::from_secs(60), || async {
-        let tx = run.transaction(Node::Coordinator2, &gid).await?;
-        let finished = matches!(tx["status"].as_str(), Some("committed" | "aborted"));
-        (tx["owner"].as_str() == Some("c2") || finished).then_some(())
-    })
+    run.until(
+        &format!("the takeover by {survivor}"),
+        Duration::from_secs(60),
+        || async {
+            let tx = run.transaction(survivor, &gid).await?;
+            let finished = matches!(tx["status"].as_str(), Some("committed" | "aborted"));
+            (tx["owner"].as_str() == Some(survivor.as_str()) || finished).then_some(())
+        },
+    )
     .await?;
-    run.cluster.start_again(Node::Coordinator1).await?;
+    run.cluster.start_again(owner).await?;
     let _ = placing.await;
     run.verdict(vec![gid], Duration::from_secs(60)).await
 }

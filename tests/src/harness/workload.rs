@@ -113,12 +113,12 @@ pub async fn run(
                     // same, so the attempt counts, unanswered.
                     _ = stop.changed() => (Told::NoAnswer, None, true),
                 };
-                if told == Told::NoAnswer && !stopping {
-                    // The service is away: do not spin against it.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                let at_ms = started.elapsed().as_millis() as u64;
+                if !stopping {
+                    follow_up(&http, &url, &told, order.as_deref(), &config, &mut stop).await;
                 }
                 attempts.push(Attempt {
-                    at_ms: started.elapsed().as_millis() as u64,
+                    at_ms,
                     mode,
                     order,
                     told,
@@ -136,6 +136,68 @@ pub async fn run(
     }
     all.sort_by_key(|a| a.at_ms);
     all
+}
+
+/// How often a client asks about an order it was answered 202 for.
+const UNSETTLED_POLL: Duration = Duration::from_millis(250);
+
+/// What a client does after an answer before it places its next order, as
+/// a real client would: it does not spin against a service that is away
+/// (no answer: a short pause) or cannot place orders now (a 5xx: dtx's 503
+/// asks for a second), and after a 202 ("accepted, still going") it follows
+/// its order (`GET /orders/{id}`) until the order settles, at most
+/// `request_timeout`, instead of placing another at once. Each order
+/// accepted while the coordinators cannot take it (their database failing
+/// over) waits for the service's reconciler; a client that placed a new
+/// one every few milliseconds meanwhile (hundreds in one failover) left a
+/// backlog that the reconciler drained beside the clients' new orders for
+/// tens of seconds, which no real client's behaviour causes. Returns early
+/// when `stop` turns.
+async fn follow_up(
+    http: &reqwest::Client,
+    url: &str,
+    told: &Told,
+    order: Option<&str>,
+    config: &WorkloadConfig,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let wait = async {
+        match (told, order) {
+            (Told::NoAnswer, _) => tokio::time::sleep(Duration::from_millis(200)).await,
+            (Told::Refused(500..), _) => tokio::time::sleep(Duration::from_secs(1)).await,
+            (Told::Unsettled, Some(order)) => {
+                let _ = tokio::time::timeout(
+                    config.request_timeout,
+                    until_settled(http, url, order, config.request_timeout),
+                )
+                .await;
+            }
+            _ => {}
+        }
+    };
+    tokio::select! {
+        () = wait => {}
+        _ = stop.changed() => {}
+    }
+}
+
+/// Asks about `order` every [`UNSETTLED_POLL`] until it reads settled.
+async fn until_settled(http: &reqwest::Client, url: &str, order: &str, request_timeout: Duration) {
+    loop {
+        tokio::time::sleep(UNSETTLED_POLL).await;
+        let answer = http
+            .get(format!("{url}/orders/{order}"))
+            .timeout(request_timeout)
+            .send()
+            .await;
+        let Ok(response) = answer else { continue };
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let status: OrderStatus =
+            serde_json::from_value(body["status"].clone()).unwrap_or(OrderStatus::Other);
+        if status.is_settled() {
+            return;
+        }
+    }
 }
 
 /// What a client makes of the order service's answer to `POST /orders`.

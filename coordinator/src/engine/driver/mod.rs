@@ -11,15 +11,20 @@
 //! retried for days holds one task, not one per attempt), and report back
 //! through the driver's mailbox.
 
+mod history_budget;
 mod writes;
 
 use super::{Progress, Shared, now_ms};
+use crate::store::text::storable;
 use crate::store::{Fence, StoreError, TransactionRecord};
+use crate::transport::ERROR_BODY_LIMIT;
 use crate::transport::{CallOutcome, CallRequest};
 use dtx_protocol::spec::saga_graph;
+use dtx_protocol::wire::RefusedTry;
 use dtx_protocol::{
     Action, BranchSpec, Input, Mode, Now, Op, Reply, Status, Step, Timing, Transaction, Verdict,
 };
+use history_budget::HistoryBudget;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +44,8 @@ pub(crate) enum Mail {
     /// the request was handled.
     Decide {
         verdict: Verdict,
+        /// Who asked, and why (for the history and the branches).
+        asked: super::Asked,
         done: oneshot::Sender<Result<Status, StoreError>>,
     },
     /// Lease renewal did not renew this driver's lease: another coordinator
@@ -84,6 +91,9 @@ struct CallRecord {
     attempts: u32,
     last_http_status: Option<u16>,
     last_error: Option<String>,
+    /// The participant's reason for its refusal, kept when later calls
+    /// (the refused branch's own compensation, say) succeed.
+    refusal: Option<String>,
 }
 
 pub(crate) struct Driver {
@@ -113,7 +123,15 @@ pub(crate) struct Driver {
     /// deadline, or held while the lease or the store was away, left after
     /// `aborting` was logged (found by the engine-level simulation).
     decided: Arc<AtomicBool>,
+    /// The token that asked for the verdict being written, named in the
+    /// status event that records it.
+    requested_by: Option<String>,
+    /// The refused Try behind the abort being written, if the initiator
+    /// said so: its reason goes on the branch and in the status event.
+    refused_try: Option<RefusedTry>,
     status_tx: watch::Sender<Progress>,
+    /// How many more events the transaction's history may take.
+    history: HistoryBudget,
     /// The record the driver starts from, until `drive` loads it.
     initial: Option<TransactionRecord>,
     /// The record's fields that only the store changes (times, lease), as
@@ -132,6 +150,9 @@ impl Driver {
         status_tx: watch::Sender<Progress>,
     ) -> Driver {
         let seen_lapses = shared.lease.lapses();
+        // The registration's event; a driver that took the transaction over
+        // reads the count when it starts (`drive`).
+        let history = HistoryBudget::new(shared.settings.max_history_events, 1);
         Driver {
             shared,
             fence,
@@ -149,6 +170,9 @@ impl Driver {
             mail_rx: mail.1,
             in_flight: JoinSet::new(),
             decided: Arc::new(AtomicBool::new(!record.status.is_phase_one())),
+            requested_by: None,
+            refused_try: None,
+            history,
             status_tx,
             base: TransactionRecord {
                 branches: Vec::new(),
@@ -187,6 +211,7 @@ impl Driver {
                 attempts: b.attempts,
                 last_http_status: b.last_http_status,
                 last_error: b.last_error.clone(),
+                refusal: b.refusal.clone(),
             })
             .collect();
         let failing_since: Vec<_> = record.branches.iter().map(|b| b.failing_since_ms).collect();
@@ -224,6 +249,13 @@ impl Driver {
     async fn drive(&mut self) -> Result<(), Stop> {
         let record = self.initial.take().expect("a driver runs once");
         self.load(record)?;
+        if self.fence.epoch > 1 {
+            // Taken over: earlier drivers wrote an unknown number of events.
+            let held = self
+                .retry_store(|s, gid| async move { s.events(&gid).await.map(|e| e.len()) })
+                .await?;
+            self.history = HistoryBudget::new(self.shared.settings.max_history_events, held);
+        }
         let step = self.tx.start();
         self.carry_out(step).await?;
         let shutdown = self.shared.shutdown.clone();
@@ -284,13 +316,23 @@ impl Driver {
                 );
                 self.carry_out(step).await
             }
-            Mail::Decide { verdict, done } => {
+            Mail::Decide {
+                verdict,
+                asked,
+                done,
+            } => {
+                self.requested_by = asked.by;
+                // Kept as a participant's own reason is (`transport`).
+                self.refused_try = asked.refused_try.map(|t| RefusedTry {
+                    reason: storable(&t.reason, ERROR_BODY_LIMIT).into_owned(),
+                    ..t
+                });
                 let result = self.decide(Trigger::Verdict(verdict)).await;
+                self.requested_by = None;
+                self.refused_try = None;
                 let answer = match &result {
                     Ok(()) => Ok(self.tx.status()),
-                    Err(Stop::Fenced) => Err(StoreError::Conflict(
-                        "another coordinator took the transaction over".into(),
-                    )),
+                    Err(Stop::Fenced) => Err(StoreError::Fenced),
                     Err(Stop::Shutdown) => Err(StoreError::Unavailable(
                         "the coordinator is shutting down".into(),
                     )),
@@ -307,7 +349,12 @@ impl Driver {
     /// coordinator, so the branch list is read from the store and the
     /// decision is written only if no branch arrived in between.
     async fn decide(&mut self, trigger: Trigger) -> Result<(), Stop> {
-        while self.tx.status() == Status::Open {
+        if self.tx.status() != Status::Open {
+            return Ok(()); // decided already: the answer is the status
+        }
+        // Not `while open`: a refused write leaves the core's status at the
+        // decision it could not log; the next turn's `load` puts it back.
+        loop {
             let record = self
                 .retry_store(|s, gid| async move { s.get(&gid).await })
                 .await?;
@@ -319,6 +366,9 @@ impl Driver {
                 return Err(Stop::Fenced);
             }
             self.load(record)?;
+            if matches!(trigger, Trigger::Verdict(Verdict::Abort)) {
+                self.note_refused_try();
+            }
             let now = self.now();
             let step = match trigger {
                 Trigger::Verdict(verdict) => self.tx.handle(now, Input::Decide(verdict)),
@@ -342,7 +392,6 @@ impl Driver {
                 Err(e) => return Err(self.stop_for(e)),
             }
         }
-        Ok(())
     }
 
     fn record_outcome(&mut self, branch: usize, op: Op, outcome: &CallOutcome) {
@@ -351,6 +400,10 @@ impl Driver {
         call.attempts = call.attempts.saturating_add(1);
         call.last_http_status = outcome.http_status;
         call.last_error = outcome.error.clone();
+        if let Some(reason) = &outcome.refusal {
+            tracing::info!(gid = %self.base.gid, branch = %self.specs[branch].id, %op, reason, "refused");
+            call.refusal = Some(reason.clone());
+        }
         self.dirty.insert(branch);
     }
 
@@ -473,6 +526,7 @@ impl Driver {
                     reply: Reply::Unknown,
                     http_status: None,
                     error: Some("not sent: the transaction was decided first".into()),
+                    refusal: None,
                 }
             } else {
                 shared.transport.call(request).await

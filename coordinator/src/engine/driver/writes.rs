@@ -5,9 +5,11 @@
 //! the transaction is final, built without a read of the store.
 
 use super::Driver;
+use crate::auth::by_token;
 use crate::engine::{Progress, now_ms};
 use crate::store::{BranchRecord, BranchUpdate, Event, StoreError, TransactionRecord, Update};
-use dtx_protocol::{AttentionReason, BranchSpec, HistoryRecord, Reply};
+use dtx_protocol::{AttentionReason, BranchSpec, BranchStatus, HistoryRecord, Reply, Status};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +54,7 @@ impl Driver {
                 HistoryRecord::Status { .. } => {}
             }
         }
+        let events = self.history.admit(events, written_at_ms);
         let flag_pending = self.attention.is_some() && !self.flag_written;
         let statuses: Vec<_> = self.tx.branch_statuses().collect();
         let failing_since: Vec<_> = self.tx.failing_since_ms().collect();
@@ -63,6 +66,7 @@ impl Driver {
                 attempts: self.calls[i].attempts,
                 last_http_status: self.calls[i].last_http_status,
                 last_error: self.calls[i].last_error.clone(),
+                refusal: self.calls[i].refusal.clone(),
                 failing_since_ms: failing_since[i],
             })
             .collect();
@@ -133,6 +137,7 @@ impl Driver {
                     attempts: calls.attempts,
                     last_http_status: calls.last_http_status,
                     last_error: calls.last_error.clone(),
+                    refusal: calls.refusal.clone(),
                     failing_since_ms,
                 },
             )
@@ -157,13 +162,52 @@ impl Driver {
         }
     }
 
+    /// Puts the reason of the refused Try the initiator named on its
+    /// branch, to be written with the abort (the load before the decision
+    /// read the branch rows afresh). A branch id the transaction lacks is
+    /// left out: the Try may have been refused before its branch was
+    /// registered.
+    pub(super) fn note_refused_try(&mut self) {
+        let Some(refused) = &self.refused_try else {
+            return;
+        };
+        if let Some(index) = self.specs.iter().position(|s| s.id == refused.branch) {
+            self.calls[index].refusal = Some(refused.reason.clone());
+            self.dirty.insert(index);
+        }
+    }
+
     pub(super) fn history_event(&self, record: &HistoryRecord, at_ms: i64) -> Event {
         match *record {
             HistoryRecord::Status { to, reason, cause } => {
-                self.event(at_ms, "status", cause, format!("{to}: {reason}"))
+                let by = by_token(self.requested_by.as_deref());
+                let (refused, cause) = match &self.refused_try {
+                    Some(t) if to == Status::Aborting => (
+                        format!("; branch `{}` refused its Try: {}", t.branch, t.reason),
+                        // The refusing branch is the abort's cause, as a
+                        // branch refusing its action is a saga's.
+                        cause.or_else(|| self.specs.iter().position(|s| s.id == t.branch)),
+                    ),
+                    _ => (String::new(), cause),
+                };
+                self.event(
+                    at_ms,
+                    "status",
+                    cause,
+                    format!("{to}: {reason}{by}{refused}"),
+                )
             }
             HistoryRecord::Branch { branch, op, to } => {
-                self.event(at_ms, "branch", Some(branch), format!("{op} → {to}"))
+                let reason = match (&self.calls[branch].refusal, to) {
+                    (Some(reason), BranchStatus::Refused) => format!(": {reason}"),
+                    _ => String::new(),
+                };
+                self.event(
+                    at_ms,
+                    "branch",
+                    Some(branch),
+                    format!("{op} → {to}{reason}"),
+                )
             }
             HistoryRecord::CallFailed {
                 branch,
@@ -200,7 +244,11 @@ impl Driver {
                     .unwrap_or("unknown");
                 let detail = match reason {
                     AttentionReason::Refused => format!(
-                        "branch `{id}` refused its {op} (HTTP 409); a {op} must succeed, so dtx keeps retrying: fix the participant"
+                        "branch `{id}` refused its {op} (HTTP 409: {}); a {op} must succeed, so dtx keeps retrying: fix the participant",
+                        self.calls[branch]
+                            .refusal
+                            .as_deref()
+                            .unwrap_or("no reason given")
                     ),
                     AttentionReason::FailingFor { ms } => format!(
                         "branch `{id}`: {op} has failed for over {} s (last: {last}); dtx keeps retrying",

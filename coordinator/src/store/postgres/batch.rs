@@ -1,19 +1,19 @@
-//! One batch of creates or of updates as the one statement of [`super::sql`]
-//! that writes it: the writes as the batcher queues them ([`NewRow`],
-//! [`UpdateRow`], already encoded by their callers), and their columns laid
-//! out as the parallel arrays the statements bind.
+//! One batch of creates or of updates as the one statement of
+//! [`super::batch_sql`] that writes it: the writes as the batcher queues
+//! them ([`NewRow`], [`UpdateRow`], already encoded by their callers), and
+//! their columns laid out as the parallel arrays the statements bind.
 //!
 //! A batch's answer is, per write, whether it was applied; why a write was
-//! not is for its caller to find out (`super::writes`), off the batch's
-//! connection.
+//! not is for its caller to find out (`super::batched_writes`), off the
+//! batch's connection.
 
 use std::collections::HashMap;
 
 use dtx_protocol::BranchStatus;
 use sqlx::postgres::PgPool;
 
+use super::batch_sql::{CREATE_MANY, UPDATE_MANY};
 use super::batcher::Batch;
-use super::sql::{CREATE_MANY, UPDATE_MANY};
 use crate::store::{BranchUpdate, Event};
 
 /// A transaction to insert, encoded for [`CREATE_MANY`].
@@ -26,6 +26,8 @@ pub(super) struct NewRow {
     pub(super) now_ms: i64,
     pub(super) deadline_at_ms: i64,
     pub(super) owner: String,
+    /// The namespace of the token that registered it.
+    pub(super) namespace: String,
     /// Lease length in milliseconds; the lease starts by the server's clock.
     pub(super) lease_ms: i64,
     /// Branch ids and specs (JSON), in index order.
@@ -67,6 +69,7 @@ impl Batch for NewRow {
             .bind(cols.spec)
             .bind(BranchStatus::Pending.as_str())
             .bind("registered")
+            .bind(cols.namespace)
             .fetch_all(pool)
             .await?;
         let mut applied = vec![false; n];
@@ -100,6 +103,7 @@ struct CreateColumns<'a> {
     now_ms: Vec<i64>,
     deadline_at_ms: Vec<i64>,
     owner: Vec<&'a str>,
+    namespace: Vec<&'a str>,
     lease_ms: Vec<i64>,
     branch_count: Vec<i64>,
     registered: Vec<&'a str>,
@@ -120,6 +124,7 @@ impl<'a> CreateColumns<'a> {
             now_ms: Vec::with_capacity(n),
             deadline_at_ms: Vec::with_capacity(n),
             owner: Vec::with_capacity(n),
+            namespace: Vec::with_capacity(n),
             lease_ms: Vec::with_capacity(n),
             branch_count: Vec::with_capacity(n),
             registered: Vec::with_capacity(n),
@@ -139,6 +144,7 @@ impl<'a> CreateColumns<'a> {
         self.now_ms.push(row.now_ms);
         self.deadline_at_ms.push(row.deadline_at_ms);
         self.owner.push(&row.owner);
+        self.namespace.push(&row.namespace);
         self.lease_ms.push(row.lease_ms);
         // Both counts fit: the caller checked the branch count fits an i64.
         self.branch_count.push(row.branch_ids.len() as i64);
@@ -202,6 +208,7 @@ impl Batch for UpdateRow {
             .bind(cols.event_branch_id)
             .bind(cols.event_detail)
             .bind(cols.change_failing_since)
+            .bind(cols.change_refusal)
             .fetch_all(pool)
             .await?;
         let mut applied = vec![false; n];
@@ -236,6 +243,7 @@ struct UpdateColumns<'a> {
     change_http_status: Vec<Option<i64>>,
     change_error: Vec<Option<&'a str>>,
     change_failing_since: Vec<Option<i64>>,
+    change_refusal: Vec<Option<&'a str>>,
     event_pos: Vec<i64>,
     event_gid: Vec<&'a str>,
     event_at_ms: Vec<i64>,
@@ -262,6 +270,7 @@ impl<'a> UpdateColumns<'a> {
             change_http_status: Vec::with_capacity(changes),
             change_error: Vec::with_capacity(changes),
             change_failing_since: Vec::with_capacity(changes),
+            change_refusal: Vec::with_capacity(changes),
             event_pos: Vec::with_capacity(events),
             event_gid: Vec::with_capacity(events),
             event_at_ms: Vec::with_capacity(events),
@@ -289,6 +298,7 @@ impl<'a> UpdateColumns<'a> {
             self.change_http_status.push(b.http_status[i]);
             self.change_error.push(b.error[i].as_deref());
             self.change_failing_since.push(b.failing_since[i]);
+            self.change_refusal.push(b.refusal[i].as_deref());
         }
         for event in &row.events {
             self.event_pos.push(pos);
@@ -309,6 +319,7 @@ pub(super) struct Branches {
     http_status: Vec<Option<i64>>,
     error: Vec<Option<String>>,
     failing_since: Vec<Option<i64>>,
+    refusal: Vec<Option<String>>,
 }
 
 impl Branches {
@@ -337,6 +348,7 @@ impl Branches {
             http_status: Vec::with_capacity(n),
             error: Vec::with_capacity(n),
             failing_since: Vec::with_capacity(n),
+            refusal: Vec::with_capacity(n),
         };
         for change in last {
             out.index.push(i64::from(change.index));
@@ -345,6 +357,7 @@ impl Branches {
             out.http_status.push(change.last_http_status.map(i64::from));
             out.error.push(change.last_error);
             out.failing_since.push(change.failing_since_ms);
+            out.refusal.push(change.refusal);
         }
         out
     }
@@ -361,6 +374,7 @@ mod tests {
             attempts,
             last_http_status: None,
             last_error: None,
+            refusal: None,
             failing_since_ms: None,
         }
     }

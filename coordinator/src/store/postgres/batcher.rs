@@ -20,10 +20,10 @@
 //! [`STALLED`], another may go, up to [`MAX_IN_FLIGHT`].
 //!
 //! Each write of a batch keeps its own outcome: the statement reports which
-//! writes it applied, and applies each all or nothing (see `super::sql`).
+//! writes it applied, and applies each all or nothing (see `super::batch_sql`).
 //! When the statement fails as a whole:
 //! - a deadlock or serialization failure (which the lock order of
-//!   `super::sql` makes rare) rolled everything back: the batch is sent
+//!   `super::batch_sql` makes rare) rolled everything back: the batch is sent
 //!   again, [`RETRIES`] times at most, then every write is `Unavailable`;
 //! - another database error rolled everything back too, and may be one
 //!   write's own fault (say, a value the database refuses): each write is
@@ -31,7 +31,8 @@
 //! - anything else (the connection broke, no connection was free) reaches
 //!   every write as the store's error for it, `Unavailable` mostly. A
 //!   statement whose answer is lost may or may not have committed; callers
-//!   retry, which creates and fenced updates tolerate (`super::writes`).
+//!   retry, which creates and fenced updates tolerate
+//!   (`super::batched_writes`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;

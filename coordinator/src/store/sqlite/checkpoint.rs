@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+use super::connection::error;
 use super::writer::BUSY_TIMEOUT;
-use super::writes::error;
 use crate::store::{Cause, StoreError};
 
 /// How often the log is checkpointed. Short enough that the log stays a few

@@ -23,7 +23,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::{Checkpointer, WRITER_AUTOCHECKPOINT};
-use super::writes::error;
+use super::connection::error;
 use crate::store::{Cause, StoreError};
 
 /// The most writes committed together. Bounds the time a batch holds the

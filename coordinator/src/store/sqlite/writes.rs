@@ -1,14 +1,13 @@
 //! The store's writes on SQLite, as plain synchronous calls on the writer
 //! thread's `rusqlite` connection (see the parent module for why they do not
-//! go through `sqlx`). Each runs inside the savepoint the writer opened for
-//! it, so an error here undoes everything the write did.
-//!
-//! The statements are the shared ones of `rows::sql`; their `$N`
-//! placeholders are bound by name ([`bind`]), because SQLite numbers
-//! parameters in order of first appearance, not by the digits in their names.
+//! go through `sqlx`), and the statements only SQLite runs. Each runs inside
+//! the savepoint the writer opened for it, so an error here undoes
+//! everything the write did.
 //!
 //! Lease times come from the caller, which reads the process clock (see
 //! `store::sqlite`); SQLite is one machine, so that clock is the only one.
+//! The statements take it as a parameter where PostgreSQL's read the
+//! server's clock.
 //!
 //! Writes that must hand back a whole record (a takeover, a claim, a
 //! registration that found the gid taken) return only what identifies it;
@@ -16,16 +15,61 @@
 //! committed, so no row decoding is written twice.
 
 use dtx_protocol::{BranchSpec, BranchStatus, Status};
+use rusqlite::Connection;
 use rusqlite::types::ToSql;
-use rusqlite::{Connection, ErrorCode, Statement};
 
-use crate::store::rows::sql::{
-    CLAIM_EXPIRED_SQLITE, COUNT_BRANCH, FENCE_STATE, FIND_BRANCH, INSERT_BRANCH, INSERT_EVENT,
-    INSERT_TX, LOCK_OPEN, RELEASE_SQLITE, RENEW_SQLITE, SET_ATTENTION, STATUS, TAKE_OVER_SQLITE,
-    UPDATE_BRANCH, UPDATE_TX,
+use super::connection::{error, execute, prepare, query_one};
+use crate::store::shared::history;
+use crate::store::shared::rows::{self, branch_index};
+use crate::store::shared::statements::{
+    COUNT_BRANCH, FENCE_STATE, FIND_BRANCH, INSERT_BRANCH, INSERT_EVENT, LOCK_OPEN, SET_ATTENTION,
+    STATUS, claim_expired, live, take_over,
 };
-use crate::store::rows::{self, details};
-use crate::store::{BranchRegistered, Cause, Event, Fence, NewTransaction, StoreError, Update};
+use crate::store::{BranchRegistered, Event, Fence, NewTransaction, StoreError, Update};
+
+/// A new transaction, owned at epoch 1, with no operator flag. `$9` is when
+/// its lease expires.
+const INSERT_TX: &str = "INSERT INTO transactions (gid, mode, status, request_hash, options, created_at_ms, \
+     updated_at_ms, deadline_at_ms, owner, lease_expires_at_ms, epoch, attention, branch_count, namespace) \
+     VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, 1, NULL, $10, $11) ON CONFLICT (gid) DO NOTHING";
+
+/// A fenced write's change to the transaction's row: `$4` status and `$5`
+/// attention when not NULL, `$6` now; refused unless `$2` owner and `$3`
+/// epoch hold and, when `$7` is not NULL, the transaction has `$7` branches.
+const UPDATE_TX: &str = "UPDATE transactions SET status = COALESCE($4, status), \
+     attention = COALESCE($5, attention), updated_at_ms = $6 \
+     WHERE gid = $1 AND owner = $2 AND epoch = $3 AND ($7 IS NULL OR branch_count = $7)";
+
+/// A fenced write's change to one branch.
+const UPDATE_BRANCH: &str = "UPDATE branches SET status = $3, attempts = $4, last_http_status = $5, \
+     last_error = $6, failing_since_ms = $7, refusal = $8 WHERE gid = $1 AND idx = $2";
+
+/// [`take_over!`] on SQLite: `$4` is now by the process clock.
+const TAKE_OVER: &str = take_over!("$4");
+
+/// [`claim_expired!`] on SQLite. SQLite has one writer at a time, so nothing
+/// can claim a row between the subquery and the update: no locking clause
+/// (SQLite has none anyway). `$4` is now by the process clock.
+const CLAIM_EXPIRED: &str = claim_expired!("", "$4");
+
+/// Extends to `$2` (a lease length) from `$4` (now by the process clock) the
+/// leases `$1` holds of the gids in `$3`, a JSON array (one parameter however
+/// many gids); returns the gids it renewed. PostgreSQL's renewal, which also
+/// takes the row locks in order and reads the server's clock, is
+/// `store::postgres::rare_writes`'s.
+const RENEW: &str = concat!(
+    "UPDATE transactions SET lease_expires_at_ms = $4 + $2 WHERE owner = $1 AND ",
+    live!(),
+    " AND gid IN (SELECT value FROM json_each($3)) RETURNING gid"
+);
+
+/// Ends `$1`'s leases at `$2`, now by the process clock. Only shortens: a
+/// lease that ran out already stays as it was.
+const RELEASE: &str = concat!(
+    "UPDATE transactions SET lease_expires_at_ms = $2 WHERE owner = $1 AND ",
+    live!(),
+    " AND lease_expires_at_ms > $2"
+);
 
 /// What [`create`] did.
 pub(super) enum Inserted {
@@ -58,6 +102,7 @@ pub(super) fn create(
             &new.owner,
             &lease_expires_at_ms,
             &branch_count,
+            &new.namespace,
         ],
     )?;
     if inserted == 0 {
@@ -66,7 +111,7 @@ pub(super) fn create(
     for (idx, spec) in (0_i64..).zip(&new.branches) {
         insert_branch(conn, &new.gid, idx, spec)?;
     }
-    let detail = details::registered(new.mode, new.branches.len());
+    let detail = history::registered(new.mode, new.branches.len(), new.registered_by.as_deref());
     append(conn, &new.gid, new.now_ms, "registered", None, &detail)?;
     Ok(Inserted::New(Fence {
         gid: new.gid.clone(),
@@ -81,15 +126,11 @@ pub(super) fn register_branch(
     gid: &str,
     spec: &BranchSpec,
     now_ms: i64,
+    by: Option<&str>,
 ) -> Result<BranchRegistered, StoreError> {
     let count: Option<i64> = query_one(conn, LOCK_OPEN, &[&gid, &Status::Open.as_str()])?;
     let Some(count) = count else {
-        let status: Option<String> = query_one(conn, STATUS, &[&gid])?;
-        let status = status.ok_or(StoreError::NotFound)?;
-        let status = status.parse().map_err(|_| {
-            StoreError::Other(format!("corrupt status `{status}` of transaction `{gid}`").into())
-        })?;
-        return Ok(BranchRegistered::NotOpen(status));
+        return rows::not_open(gid, query_one(conn, STATUS, &[&gid])?);
     };
     let existing: Option<(i64, String)> = {
         let mut stmt = prepare(conn, FIND_BRANCH, &[&gid, &spec.id])?;
@@ -100,17 +141,13 @@ pub(super) fn register_branch(
         }
     };
     if let Some((idx, stored)) = existing {
-        return Ok(if rows::same_spec(gid, &stored, spec)? {
-            BranchRegistered::AlreadyRegistered(index(idx)?)
-        } else {
-            BranchRegistered::IdConflict
-        });
+        return rows::registered_again(gid, idx, &stored, spec);
     }
     insert_branch(conn, gid, count, spec)?;
     execute(conn, COUNT_BRANCH, &[&gid, &now_ms])?;
-    let detail = details::branch_registered(count);
+    let detail = history::branch_registered(count, by);
     append(conn, gid, now_ms, "branch", Some(&spec.id), &detail)?;
-    Ok(BranchRegistered::Added(index(count)?))
+    Ok(BranchRegistered::Added(branch_index(count)?))
 }
 
 /// Applies one fenced write.
@@ -144,11 +181,12 @@ pub(super) fn update(conn: &Connection, update: &Update) -> Result<(), StoreErro
                 &branch.last_http_status.map(i64::from),
                 &branch.last_error,
                 &branch.failing_since_ms,
+                &branch.refusal,
             ],
         )?;
         if changed == 0 {
             return Err(StoreError::Conflict(
-                details::no_such_branch(&fence.gid, branch.index).into(),
+                history::no_such_branch(&fence.gid, branch.index).into(),
             ));
         }
     }
@@ -186,13 +224,12 @@ pub(super) fn take_over(
     lease_ms: i64,
     now_ms: i64,
 ) -> Result<Option<i64>, StoreError> {
-    let epoch: Option<i64> =
-        query_one(conn, TAKE_OVER_SQLITE, &[&gid, &owner, &lease_ms, &now_ms])?;
+    let epoch: Option<i64> = query_one(conn, TAKE_OVER, &[&gid, &owner, &lease_ms, &now_ms])?;
     let Some(epoch) = epoch else {
         let status: Option<String> = query_one(conn, STATUS, &[&gid])?;
         return status.map(|_| None).ok_or(StoreError::NotFound);
     };
-    let detail = details::taken_over(owner, epoch);
+    let detail = history::taken_over(owner, epoch);
     append(conn, gid, now_ms, "takeover", None, &detail)?;
     Ok(Some(epoch))
 }
@@ -210,7 +247,7 @@ pub(super) fn claim_expired(
     let mut claimed: Vec<(String, i64)> = Vec::new();
     {
         let args: [&dyn ToSql; 4] = [&owner, &lease_ms, &i64::from(limit), &now_ms];
-        let mut stmt = prepare(conn, CLAIM_EXPIRED_SQLITE, &args)?;
+        let mut stmt = prepare(conn, CLAIM_EXPIRED, &args)?;
         let mut rows = stmt.raw_query();
         while let Some(row) = rows.next().map_err(error)? {
             claimed.push((row.get(0).map_err(error)?, row.get(1).map_err(error)?));
@@ -219,7 +256,7 @@ pub(super) fn claim_expired(
     // RETURNING promises no order; give callers a stable one.
     claimed.sort();
     for (gid, epoch) in &claimed {
-        let detail = details::claimed(owner, *epoch);
+        let detail = history::claimed(owner, *epoch);
         append(conn, gid, now_ms, "takeover", None, &detail)?;
     }
     Ok(claimed)
@@ -234,7 +271,7 @@ pub(super) fn renew(
     lease_ms: i64,
     now_ms: i64,
 ) -> Result<Vec<String>, StoreError> {
-    let mut stmt = prepare(conn, RENEW_SQLITE, &[&owner, &lease_ms, &gids, &now_ms])?;
+    let mut stmt = prepare(conn, RENEW, &[&owner, &lease_ms, &gids, &now_ms])?;
     let mut rows = stmt.raw_query();
     let mut renewed = Vec::new();
     while let Some(row) = rows.next().map_err(error)? {
@@ -245,7 +282,7 @@ pub(super) fn renew(
 
 /// Ends the leases `owner` holds at `now_ms`; returns the rows changed.
 pub(super) fn release(conn: &Connection, owner: &str, now_ms: i64) -> Result<u64, StoreError> {
-    execute(conn, RELEASE_SQLITE, &[&owner, &now_ms]).map(|n| n as u64)
+    execute(conn, RELEASE, &[&owner, &now_ms]).map(|n| n as u64)
 }
 
 fn refusal(
@@ -261,7 +298,7 @@ fn refusal(
     let owner: Option<String> = row.get(0).map_err(error)?;
     let epoch: i64 = row.get(1).map_err(error)?;
     let count: i64 = row.get(2).map_err(error)?;
-    Ok(details::refusal(
+    Ok(history::refusal(
         fence,
         expect_branch_count,
         owner.as_deref(),
@@ -311,113 +348,4 @@ fn append(
         &[&gid, &at_ms, &kind, &branch_id, &detail],
     )?;
     Ok(())
-}
-
-/// Runs a statement that returns no rows; answers how many rows it changed.
-fn execute(conn: &Connection, sql: &str, args: &[&dyn ToSql]) -> Result<usize, StoreError> {
-    prepare(conn, sql, args)?.raw_execute().map_err(error)
-}
-
-/// Runs a statement that returns at most one row of one column.
-fn query_one<T: rusqlite::types::FromSql>(
-    conn: &Connection,
-    sql: &str,
-    args: &[&dyn ToSql],
-) -> Result<Option<T>, StoreError> {
-    let mut stmt = prepare(conn, sql, args)?;
-    let mut rows = stmt.raw_query();
-    let value = match rows.next().map_err(error)? {
-        Some(row) => Some(row.get(0).map_err(error)?),
-        None => None,
-    };
-    // Step to the end, as SQLite expects of a statement that writes
-    // (`UPDATE ... RETURNING`), before the cache resets it.
-    while rows.next().map_err(error)?.is_some() {}
-    Ok(value)
-}
-
-/// A cached prepared statement with `args[i]` bound to `$<i+1>`.
-fn prepare<'c>(
-    conn: &'c Connection,
-    sql: &str,
-    args: &[&dyn ToSql],
-) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
-    let mut stmt = conn.prepare_cached(sql).map_err(error)?;
-    bind(&mut stmt, args)?;
-    Ok(stmt)
-}
-
-/// Binds `args[i]` to the parameter named `$<i+1>`. A statement need not use
-/// every number (then that argument is skipped), but must not use one that
-/// has no argument (SQLite would read it as NULL).
-fn bind(stmt: &mut Statement<'_>, args: &[&dyn ToSql]) -> Result<(), StoreError> {
-    for (number, arg) in (1..).zip(args) {
-        if let Some(position) = stmt.parameter_index(&format!("${number}")).map_err(error)? {
-            stmt.raw_bind_parameter(position, arg).map_err(error)?;
-        }
-    }
-    if stmt.parameter_count() > args.len() {
-        return Err(StoreError::Other(
-            format!(
-                "statement takes {} parameters, {} given",
-                stmt.parameter_count(),
-                args.len()
-            )
-            .into(),
-        ));
-    }
-    Ok(())
-}
-
-/// Maps SQLite's errors to what the caller can do about them, as
-/// `rows::From<sqlx::Error>` does for the `sqlx` side: busy, locked, I/O,
-/// full disk, cannot open → `Unavailable`; a uniqueness violation →
-/// `Conflict`; the rest → `Other`.
-pub(super) fn error(e: rusqlite::Error) -> StoreError {
-    let kind: fn(Cause) -> StoreError = match e.sqlite_error() {
-        Some(failure) => match failure.code {
-            ErrorCode::DatabaseBusy
-            | ErrorCode::DatabaseLocked
-            | ErrorCode::SystemIoFailure
-            | ErrorCode::DiskFull
-            | ErrorCode::CannotOpen => StoreError::Unavailable,
-            ErrorCode::ConstraintViolation
-                if matches!(
-                    failure.extended_code,
-                    rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                        | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-                ) =>
-            {
-                StoreError::Conflict
-            }
-            _ => StoreError::Other,
-        },
-        None => StoreError::Other,
-    };
-    kind(Cause::of(e))
-}
-
-fn index(idx: i64) -> Result<u32, StoreError> {
-    u32::try_from(idx)
-        .map_err(|_| StoreError::Other(format!("branch index {idx} is out of range").into()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_busy_database_is_unavailable_and_its_error_kept_whole() {
-        let busy = rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-            Some("database is locked".into()),
-        );
-        let e = error(busy);
-        let StoreError::Unavailable(cause) = &e else {
-            panic!("{e:?}")
-        };
-        let kept = cause.error().downcast_ref::<rusqlite::Error>().unwrap();
-        assert_eq!(kept.sqlite_error_code(), Some(ErrorCode::DatabaseBusy));
-        assert_eq!(e.to_string(), "database unavailable: database is locked");
-    }
 }

@@ -62,17 +62,41 @@ impl Inventory {
     /// Calls a branch route as the coordinator would; the mode is the
     /// route's first segment (`/tcc/try` → `tcc`). Returns the status.
     pub async fn call(&self, path: &str, gid: &str, op: &str, qty: i64) -> u16 {
-        let mode = path.split('/').nth(1).expect("a branch route");
-        let request = Request::post(path)
-            .header("content-type", "application/json")
-            .header("dtx-gid", gid)
-            .header("dtx-branch", "inventory")
-            .header("dtx-op", op)
-            .header("dtx-mode", mode)
-            .body(Body::from(json!({"sku": SKU, "qty": qty}).to_string()))
-            .expect("a request");
-        let response = self.router.clone().oneshot(request).await.expect("served");
-        response.status().as_u16()
+        self.answer(path, gid, op, qty).await.0
+    }
+
+    /// Like [`call`](Self::call); the status, the content type and the
+    /// body (JSON, `Null` if it is not).
+    pub async fn answer(
+        &self,
+        path: &str,
+        gid: &str,
+        op: &str,
+        qty: i64,
+    ) -> (u16, String, serde_json::Value) {
+        let response = self
+            .router
+            .clone()
+            .oneshot(branch_call(path, gid, op, qty))
+            .await
+            .expect("served");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("the body");
+        let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        (status, content_type, body)
+    }
+
+    /// The router, for calls made from tasks of their own.
+    pub fn router(&self) -> Router {
+        self.router.clone()
     }
 
     /// (available, reserved, sold) of the apples.
@@ -101,6 +125,20 @@ impl Inventory {
             .map(|e| (e.op, e.moved_from, e.moved_to, e.qty))
             .collect()
     }
+}
+
+/// A branch call as the coordinator sends it ([`Inventory::call`]); the
+/// mode is the route's first segment (`/tcc/try` → `tcc`).
+pub fn branch_call(path: &str, gid: &str, op: &str, qty: i64) -> Request<Body> {
+    let mode = path.split('/').nth(1).expect("a branch route");
+    Request::post(path)
+        .header("content-type", "application/json")
+        .header("dtx-gid", gid)
+        .header("dtx-branch", "inventory")
+        .header("dtx-op", op)
+        .header("dtx-mode", mode)
+        .body(Body::from(json!({"sku": SKU, "qty": qty}).to_string()))
+        .expect("a request")
 }
 
 pub fn row(op: &str, from: &str, to: &str, qty: i64) -> Row {

@@ -18,7 +18,7 @@ use inventory_service::store::{LedgerEntry, Product};
 use inventory_service::two_phase::TwoPhase;
 use order_service::plants::Plant;
 use order_service::reconcile::{self, Reconciler};
-use order_service::store::{Db, Order};
+use order_service::store::{Order, Store};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -127,7 +127,7 @@ impl World {
 
         let (listener, orders) = bind().await;
         let state = order_service::AppState {
-            db: Db::connect(&orders_db).await.expect("orders database"),
+            db: Store::connect(&orders_db).await.expect("orders database"),
             client,
             inventory_url: inventory.clone(),
             public_url: orders.clone(),
@@ -142,7 +142,7 @@ impl World {
                 ..TxOptions::default()
             },
             wait: Duration::from_secs(20),
-            secret: dtx_sdk::CallbackSecret::disabled(),
+            signature_keys: dtx_sdk::SignatureKeys::disabled(),
             placing: Default::default(),
             plant: options.plant,
         };
@@ -444,7 +444,10 @@ async fn serve_inventory(
     db: &str,
     coordinator: &Client,
 ) -> (Server, bool, Option<RecoverySummary>) {
-    let state = inventory_service::AppState::connect(db)
+    // The tests arm faults on the inventory (`POST /faults`).
+    let mut settings = inventory_service::Settings::new(db);
+    settings.fault_injection = true;
+    let state = inventory_service::AppState::open(settings)
         .await
         .expect("inventory database");
     let summary = state.recover(coordinator).await.expect("2PC recovery");

@@ -23,6 +23,7 @@
 //! | `orphan_gid`: every traced gid is an order's id | work under a gid no order has (an order placed again under a new gid) | — |
 //! | `unrequested_order`: no more orders than client attempts | orders nobody asked for | a one-for-one swap of orders |
 //! | `unstable_observation`: two reads of the final state, apart, are identical | work still going, a read that changes what it reads | a change slower than the gap between the reads |
+//! | `service_unanswered`: every service answers the reads of the final state within the harness's patience (not a rule of the checker: `scenario` reports it, and then nothing is checked) | a service that stayed down, hung or unreachable after heal | — |
 //!
 //! A 3PC order whose inventory branch decided by its own timeout rule
 //! (`decided_by = timeout_rule` in the participant's record) while the
@@ -81,6 +82,9 @@ pub enum ViolationKind {
     UnstableObservation,
     /// 3PC: a participant's timeout rule decided against the coordinator.
     ThreePcPartitionDivergence,
+    /// A service never answered the reads of the final state, so the run
+    /// could not be checked.
+    ServiceUnanswered,
 }
 
 /// One broken rule.

@@ -1,7 +1,7 @@
 //! `create` and `update` on PostgreSQL: each is encoded here, in the
 //! caller's task, and handed to its [`Batcher`], which sends it with the
 //! other writes of its kind queued at the time as one statement of
-//! [`super::sql`] (one round trip and one commit for all). The rare
+//! [`super::batch_sql`] (one round trip and one commit for all). The rare
 //! outcomes (the gid was taken, the update was refused) cost a second query
 //! here that reads why, off the batch's connection.
 //!
@@ -14,14 +14,14 @@
 //! fenced out).
 
 use dtx_protocol::Status;
-use sqlx::Postgres;
 use sqlx::postgres::PgPool;
 
 use super::batch::{Branches, NewRow, UpdateRow};
+use super::batch_sql::REFUSAL;
 use super::batcher::Batcher;
-use super::sql::REFUSAL;
-use crate::store::rows::ops::Ops;
-use crate::store::rows::{Loaded, details, options_json, spec_json};
+use crate::store::shared::history;
+use crate::store::shared::reads::postgres as reads;
+use crate::store::shared::rows::{branch_index, existing, options_json, spec_json};
 use crate::store::{Created, Fence, NewTransaction, StoreError, Update};
 
 /// See [`Store::create`](crate::store::Store::create).
@@ -42,6 +42,7 @@ pub(super) async fn create(
         now_ms: new.now_ms,
         deadline_at_ms: new.deadline_at_ms,
         owner: new.owner.clone(),
+        namespace: new.namespace.clone(),
         lease_ms: crate::store::lease_ms(new.lease),
         branch_ids: new.branches.iter().map(|b| b.id.clone()).collect(),
         specs: new
@@ -49,32 +50,19 @@ pub(super) async fn create(
             .iter()
             .map(spec_json)
             .collect::<Result<_, _>>()?,
-        registered: details::registered(new.mode, new.branches.len()),
+        registered: history::registered(new.mode, new.branches.len(), new.registered_by.as_deref()),
     };
     if !batcher.submit(row).await? {
         // The statement waited for a concurrent insert of the same gid to
         // end (ON CONFLICT), so the row it lost to is committed: read it.
-        let mut conn = pool.acquire().await?;
-        let existing = <Postgres as Ops>::load(&mut conn, &new.gid).await?;
-        return exists(&new, existing);
+        let loaded = reads::load_pooled(pool, &new.gid).await?;
+        return existing(&new.gid, &new.request_hash, loaded);
     }
     Ok(Created::Inserted(Fence {
         gid: new.gid,
         owner: new.owner,
         epoch: 1,
     }))
-}
-
-/// The answer to a create that found its gid taken, from the transaction
-/// read after the insert did nothing.
-fn exists(new: &NewTransaction, existing: Option<Loaded>) -> Result<Created, StoreError> {
-    let existing = existing.ok_or_else(|| {
-        StoreError::Other(format!("transaction `{}` conflicted but cannot be read", new.gid).into())
-    })?;
-    Ok(Created::Exists {
-        same_request: existing.request_hash == new.request_hash,
-        existing: Box::new(existing.record),
-    })
 }
 
 /// See [`Store::update`](crate::store::Store::update).
@@ -126,11 +114,9 @@ pub(super) async fn update(
         // store always has (and SQLite does).
         Some(index) if fence_holds && count_holds => {
             // The index came from a `u32` of this update.
-            let index = u32::try_from(index).map_err(|_| {
-                StoreError::Other(format!("branch index {index} is out of range").into())
-            })?;
-            StoreError::Conflict(details::no_such_branch(&fence.gid, index).into())
+            let index = branch_index(index)?;
+            StoreError::Conflict(history::no_such_branch(&fence.gid, index).into())
         }
-        _ => details::refusal(&fence, expect_branch_count, owner.as_deref(), epoch, count),
+        _ => history::refusal(&fence, expect_branch_count, owner.as_deref(), epoch, count),
     })
 }

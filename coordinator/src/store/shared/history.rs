@@ -2,18 +2,22 @@
 //! refusals, shared by every backend's writes so that the log reads the same
 //! whichever database holds it.
 
+use crate::auth::by_token;
 use dtx_protocol::Mode;
 
 use crate::store::{Fence, StoreError};
 
-/// The `registered` event of a new transaction.
-pub(in crate::store) fn registered(mode: Mode, branches: usize) -> String {
-    format!("registered {mode} transaction with {branches} branches")
+/// The `registered` event of a new transaction, registered `by` a token.
+pub(in crate::store) fn registered(mode: Mode, branches: usize, by: Option<&str>) -> String {
+    format!(
+        "registered {mode} transaction with {branches} branches{}",
+        by_token(by)
+    )
 }
 
-/// The `branch` event of a branch registered at `idx`.
-pub(in crate::store) fn branch_registered(idx: i64) -> String {
-    format!("branch registered at index {idx}")
+/// The `branch` event of a branch registered at `idx` `by` a token.
+pub(in crate::store) fn branch_registered(idx: i64, by: Option<&str>) -> String {
+    format!("branch registered at index {idx}{}", by_token(by))
 }
 
 /// The `takeover` event of an explicit takeover.

@@ -1,7 +1,7 @@
-//! The statements only PostgreSQL runs: many `create`s as ONE statement and
-//! many `update`s as ONE statement (the batches of [`super::batcher`]), the
-//! read that explains a refused update, and lease renewal and release that
-//! take their row locks in the same order as the batches.
+//! The batched statements: many `create`s as ONE statement and many
+//! `update`s as ONE statement (the batches of [`super::batcher`]), and the
+//! read that explains a refused update. The lock order they follow is
+//! described here for every PostgreSQL write.
 //!
 //! Both batched writes are data-modifying CTEs whose later parts wait for
 //! the first part's `RETURNING` rows: a write's branches and events are
@@ -27,11 +27,12 @@
 //! opposite orders would deadlock. Every statement that locks more than one
 //! `transactions` row therefore takes the locks in gid order: creates insert
 //! in gid order (an insert "locks" its gid until it commits: a concurrent
-//! insert of the same gid waits for it), updates and lease renewals first
-//! lock their rows with `SELECT ... ORDER BY gid FOR NO KEY UPDATE` (the
-//! row-locking node sits above the sort, so rows are locked in sorted
-//! order), and the claim of expired leases never waits (`SKIP LOCKED`). The
-//! other writes hold one `transactions` row at a time.
+//! insert of the same gid waits for it), updates and lease renewals and
+//! releases ([`super::rare_writes`]) first lock their rows with
+//! `SELECT ... ORDER BY gid FOR NO KEY UPDATE` (the row-locking node sits
+//! above the sort, so rows are locked in sorted order), and the claim of
+//! expired leases never waits (`SKIP LOCKED`). The other writes hold one
+//! `transactions` row at a time.
 //!
 //! Only tested on PostgreSQL: a compatible engine must accept data-modifying
 //! CTEs that read each other's `RETURNING` rows and check foreign keys at the
@@ -39,17 +40,17 @@
 //! reach the insert (distributed engines answer a lock conflict with a
 //! serialization failure instead; the batcher retries those).
 
-use crate::store::rows::sql::pg_now_ms;
+use super::server_clock::pg_now_ms;
 
 /// Inserts transactions, each with its branches and its `registered` event,
 /// skipping each gid that is taken. Binds, one entry per transaction: `$1`
 /// gid, `$2` mode, `$3` status, `$4` request hash, `$5` options, `$6` now,
 /// `$7` deadline, `$8` owner, `$9` lease length, `$10` branch count (the
-/// values of `rows::sql`'s `INSERT_TX`, but for the lease, which starts now
-/// by the server's clock), `$11` the `registered` event's
-/// detail; one entry per branch: `$12` its transaction's gid, `$13` index,
-/// `$14` id, `$15` spec; then `$16` the status of a new branch and `$17` the
-/// event's kind. Returns the gids it inserted.
+/// values of SQLite's `INSERT_TX` in `store::sqlite::writes`, but for the
+/// lease, which starts now by the server's clock), `$11` the `registered`
+/// event's detail; one entry per branch: `$12` its transaction's gid, `$13`
+/// index, `$14` id, `$15` spec; then `$16` the status of a new branch and
+/// `$17` the event's kind. Returns the gids it inserted.
 ///
 /// - The rows reach the insert in gid order (`ORDER BY`): see the module's
 ///   lock order.
@@ -63,15 +64,16 @@ pub(super) const CREATE_MANY: &str = concat!(
     "\
 WITH tx AS (
     INSERT INTO transactions (gid, mode, status, request_hash, options, created_at_ms,
-        updated_at_ms, deadline_at_ms, owner, lease_expires_at_ms, epoch, attention, branch_count)
+        updated_at_ms, deadline_at_ms, owner, lease_expires_at_ms, epoch, attention, branch_count,
+        namespace)
     SELECT n.gid, n.mode, n.status, n.request_hash, n.options, n.now_ms, n.now_ms,
         n.deadline_at_ms, n.owner, ",
     pg_now_ms!(),
-    " + n.lease_ms, 1, NULL, n.branch_count
+    " + n.lease_ms, 1, NULL, n.branch_count, n.namespace
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-            $7::bigint[], $8::text[], $9::bigint[], $10::bigint[])
+            $7::bigint[], $8::text[], $9::bigint[], $10::bigint[], $18::text[])
         AS n(gid, mode, status, request_hash, options, now_ms, deadline_at_ms, owner,
-            lease_ms, branch_count)
+            lease_ms, branch_count, namespace)
     ORDER BY n.gid
     ON CONFLICT (gid) DO NOTHING
     RETURNING gid
@@ -93,12 +95,13 @@ SELECT gid FROM tx"
 /// its new events, all or nothing. Binds, one entry per write (its position
 /// is its ordinality, from 1): `$1` gid, `$2` owner, `$3` epoch, `$4` status
 /// or NULL, `$5` attention or NULL, `$6` now, `$7` expected branch count or
-/// NULL (the values of `rows::sql`'s `UPDATE_TX`); one entry per branch
-/// change: `$8` its write's position, `$9` gid, `$10` index, `$11` status,
-/// `$12` attempts, `$13` last HTTP status, `$14` last error (one entry per
-/// index of a write); one entry per event, in order: `$15` its write's
-/// position, `$16` gid, `$17` time, `$18` kind, `$19` branch id, `$20`
-/// detail. Returns the positions of the writes it applied.
+/// NULL (the values of SQLite's `UPDATE_TX` in `store::sqlite::writes`); one
+/// entry per branch change: `$8` its write's position, `$9` gid, `$10`
+/// index, `$11` status, `$12` attempts, `$13` last HTTP status, `$14` last
+/// error, `$21` failing since, `$22` refusal (one entry per index of a
+/// write); one entry per event, in order: `$15` its write's position, `$16`
+/// gid, `$17` time, `$18` kind, `$19` branch id, `$20` detail. Returns the
+/// positions of the writes it applied.
 ///
 /// - `locked` takes the rows' locks in gid order (see the module's lock
 ///   order), and `tx` changes only rows `locked` returned, so it waits for
@@ -146,10 +149,10 @@ WITH locked AS MATERIALIZED (
 ), changed_branches AS (
     UPDATE branches b SET status = c.status, attempts = c.attempts,
         last_http_status = c.http_status, last_error = c.error,
-        failing_since_ms = c.failing_since
+        failing_since_ms = c.failing_since, refusal = c.refusal
     FROM unnest($8::bigint[], $9::text[], $10::bigint[], $11::text[], $12::bigint[],
-            $13::bigint[], $14::text[], $21::bigint[])
-        AS c(pos, gid, idx, status, attempts, http_status, error, failing_since)
+            $13::bigint[], $14::text[], $21::bigint[], $22::text[])
+        AS c(pos, gid, idx, status, attempts, http_status, error, failing_since, refusal)
     WHERE b.gid = c.gid AND b.idx = c.idx AND c.pos = ANY (ARRAY(SELECT pos FROM tx))
 ), appended AS (
     INSERT INTO events (gid, at_ms, kind, branch_id, detail)
@@ -162,98 +165,13 @@ WITH locked AS MATERIALIZED (
 SELECT pos FROM tx";
 
 /// Why a write of [`UPDATE_MANY`] was not applied, read afresh after it: the
-/// transaction's owner, epoch and branch count (as `rows::sql`'s
-/// `FENCE_STATE`), and the first of the indices `$2` (in the order given)
-/// that has no branch row, or NULL. No row: the transaction does not exist.
+/// transaction's owner, epoch and branch count (as `FENCE_STATE` in
+/// `store::shared::statements`), and the first of the indices `$2` (in the
+/// order given) that has no branch row, or NULL. No row: the transaction
+/// does not exist.
 pub(super) const REFUSAL: &str = "\
 SELECT t.owner, t.epoch, t.branch_count,
     (SELECT named.idx FROM unnest($2::bigint[]) WITH ORDINALITY AS named(idx, ord)
      WHERE NOT EXISTS (SELECT 1 FROM branches b WHERE b.gid = t.gid AND b.idx = named.idx)
      ORDER BY named.ord LIMIT 1) AS missing_branch
 FROM transactions t WHERE t.gid = $1";
-
-/// The predicate "not final" as the partial indexes of the migrations spell
-/// it (the planner uses a partial index only for a query whose WHERE clause
-/// contains the index's predicate); the tests keep it equal to `rows::sql`'s.
-macro_rules! live {
-    () => {
-        "status NOT IN ('committed', 'aborted')"
-    };
-}
-
-/// Changes the lease of the live transactions `$1` owns to `$value`, `$extra`
-/// being a further condition; the statements behind
-/// [`Backend::RENEW`](crate::store::rows::backend::Backend::RENEW) and
-/// `RELEASE` on PostgreSQL. They change the same rows as `rows::sql`'s
-/// `RENEW_SQLITE` and `RELEASE_SQLITE`, but lock them first in gid order: a
-/// renewal touches many rows that batches of updates lock too (see the
-/// module's lock order). The UPDATE repeats the conditions, which it
-/// re-checks on the newest version of a row it had to wait for. Every time
-/// is the server's ([`pg_now_ms`]); returns the gids it changed.
-macro_rules! set_leases {
-    ($value:expr, $extra:expr) => {
-        concat!(
-            "WITH locked AS MATERIALIZED (SELECT gid FROM transactions WHERE owner = $1 AND ",
-            live!(),
-            $extra,
-            " ORDER BY gid FOR NO KEY UPDATE) \
-             UPDATE transactions SET lease_expires_at_ms = ",
-            $value,
-            " FROM locked WHERE transactions.gid = locked.gid AND owner = $1 AND ",
-            live!(),
-            $extra,
-            " RETURNING transactions.gid"
-        )
-    };
-}
-
-/// Extends to `$2` (a lease length) from now the leases `$1` holds of the
-/// gids in the JSON array `$3`.
-pub(super) const RENEW: &str = set_leases!(
-    concat!(pg_now_ms!(), " + $2"),
-    " AND transactions.gid IN (SELECT jsonb_array_elements_text($3::jsonb))"
-);
-
-/// Ends now the leases `$1` holds; only shortens: a lease that ran out
-/// already stays as it was.
-pub(super) const RELEASE: &str = set_leases!(
-    pg_now_ms!(),
-    concat!(" AND lease_expires_at_ms > ", pg_now_ms!())
-);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::rows::sql::{self, pg_now_ms};
-
-    /// The lease statements change what the shared ones change, and spell
-    /// "not final" as they do (and so as the partial indexes do).
-    #[test]
-    fn lease_statements_keep_the_shared_conditions() {
-        assert!(sql::RENEW_SQLITE.contains(live!()));
-        assert!(sql::RELEASE_SQLITE.contains(concat!(live!(), " AND lease_expires_at_ms > $2")));
-        assert_eq!(RENEW.matches(live!()).count(), 2);
-        assert_eq!(RENEW.matches("jsonb_array_elements_text($3").count(), 2);
-        let later_than_now = concat!(" AND lease_expires_at_ms > ", pg_now_ms!());
-        assert_eq!(RELEASE.matches(later_than_now).count(), 2);
-    }
-
-    /// Every lease time PostgreSQL writes or compares is the server's: no
-    /// lease statement takes a time from the caller.
-    #[test]
-    fn lease_statements_read_the_servers_clock_only() {
-        for (statement, params) in [
-            (RENEW, 3),
-            (RELEASE, 1),
-            (CREATE_MANY, 17),
-            (sql::TAKE_OVER_POSTGRES, 3),
-            (sql::CLAIM_EXPIRED_POSTGRES, 3),
-        ] {
-            assert!(statement.contains(pg_now_ms!()), "{statement}");
-            assert!(
-                !statement.contains(&format!("${}", params + 1)),
-                "{statement} takes more than {params} parameters"
-            );
-        }
-    }
-}
