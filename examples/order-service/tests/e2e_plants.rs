@@ -78,5 +78,11 @@ async fn double_insert_makes_two_orders_of_one_request() {
     assert_eq!(orders.len(), 2, "{orders:?}");
     assert!(orders.iter().any(|o| o.id == order.id));
     assert!(orders.iter().all(|o| o.qty == 2 && o.status == "confirmed"));
+    // The saga confirms the order before it sells the stock, so the twin,
+    // placed in the background, reads confirmed while its sale may still be
+    // on its way: the stock is read once both transactions are committed.
+    for o in &orders {
+        world.wait_for_status(&o.id, "committed").await;
+    }
     assert_eq!(world.product().await.sold, 4, "both were placed");
 }
