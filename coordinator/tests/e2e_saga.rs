@@ -229,7 +229,11 @@ async fn compensation_refused_flags_the_transaction_and_keeps_retrying() {
     let c = Coordinator::sqlite(&[]).await;
     let p = FakeParticipant::start().await;
     p.set_default("/b/action", Answer::Status(409));
-    p.script("/a/compensate", [Answer::Status(409), Answer::Status(409)]);
+    let closed = json!({"title": "Conflict", "status": 409, "detail": "account 7 is closed"});
+    p.script(
+        "/a/compensate",
+        [Answer::Json(409, closed.clone()), Answer::Json(409, closed)],
+    );
     let body = json!({"gid": "flag-1", "mode": "saga", "branches": [saga_branch(&p, "a"), saga_branch(&p, "b")], "options": fast_options()});
     let (_, t, _) = Http::new()
         .post_json(&c.url("/v1/transactions?wait_ms=10000"), &body)
@@ -241,8 +245,8 @@ async fn compensation_refused_flags_the_transaction_and_keeps_retrying() {
         t["attention"]
             .as_str()
             .unwrap()
-            .contains("refused its compensate"),
-        "{t:#}"
+            .contains("refused its compensate (HTTP 409: account 7 is closed)"),
+        "the operator reads the participant's reason: {t:#}"
     );
     let (_, page) = Http::new()
         .get_json(&c.url("/v1/transactions?attention=true"))
