@@ -67,7 +67,17 @@
 //! # Versions
 //! The SDK's handlers, extractors and answers are axum 0.8 types, and the
 //! barrier and the helpers work on sqlx 0.9 pools and connections: use those
-//! major versions in the service.
+//! major versions in the service. A SQLite service enables sqlx's
+//! `sqlite` and `runtime-tokio` features.
+//!
+//! # What the service provides
+//! - Keys: the SDK reads no environment variable. The service builds
+//!   [`SignatureKeys`] from its own configuration (the example below parses
+//!   `DTX_SIGNING_KEY`) and gives it to [`SignedJson`] through axum's
+//!   `FromRef`.
+//! - A log: the SDK reports through `tracing` (an unchecked call let through,
+//!   decision answers not verified, shutting down); nothing shows until the
+//!   service installs a subscriber, e.g. `tracing_subscriber::fmt().init()`.
 //!
 //! # Layout
 //! - [`client`]: the initiator client: [`Client`] and its failover between
