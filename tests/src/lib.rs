@@ -9,6 +9,8 @@
 //! * [`participant`]: a scriptable fake participant, a real HTTP server that
 //!   answers the coordinator's branch calls as a test scripts them and
 //!   records every call.
+//! * [`in_process`]: an axum router called without a listener, its answer
+//!   read as status, content type and JSON.
 //! * [`process`]: a real `dtx` coordinator process, started and signalled
 //!   (killed, stopped, frozen) by end-to-end tests, with a small JSON client.
 //!
@@ -22,6 +24,7 @@
 mod docker;
 mod error;
 pub mod harness;
+pub mod in_process;
 pub mod participant;
 pub mod postgres;
 pub mod process;

@@ -10,7 +10,6 @@ use dtx_sdk::{Client, SignatureKeys, TxOptions};
 use order_service::{AppState, app};
 use serde_json::{Value, json};
 use std::time::Duration;
-use tower::ServiceExt;
 
 /// An order service on a fresh SQLite file, with one order `o1` in status
 /// `new`. Its client names a coordinator nobody listens on: branch calls
@@ -50,19 +49,7 @@ async fn call(state: &AppState, path: &str, op: &str) -> (u16, String, Value) {
         .header("dtx-mode", mode)
         .body(Body::from(json!({"order_id": "o1"}).to_string()))
         .expect("a request");
-    let response = app(state.clone()).oneshot(request).await.expect("served");
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("the body");
-    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    (status, content_type, body)
+    dtx_tests::in_process::send(app(state.clone()), request).await
 }
 
 async fn status_of_o1(state: &AppState) -> String {

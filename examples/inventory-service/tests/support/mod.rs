@@ -12,7 +12,6 @@ use inventory_service::plants::Plant;
 use inventory_service::store::Product;
 use inventory_service::{AppState, Settings, app};
 use serde_json::json;
-use tower::ServiceExt;
 
 /// The product every test moves, and its initial stock.
 pub const SKU: &str = "apple";
@@ -74,24 +73,7 @@ impl Inventory {
         op: &str,
         qty: i64,
     ) -> (u16, String, serde_json::Value) {
-        let response = self
-            .router
-            .clone()
-            .oneshot(branch_call(path, gid, op, qty))
-            .await
-            .expect("served");
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .expect("the body");
-        let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-        (status, content_type, body)
+        dtx_tests::in_process::send(self.router.clone(), branch_call(path, gid, op, qty)).await
     }
 
     /// The router, for calls made from tasks of their own.
